@@ -1,0 +1,18 @@
+//! Identity for every Quis service: bearer JWT verification shared by the
+//! gateway and each backend, typed principals, the shared revocation list,
+//! and development keys and tokens (`quis init`, `quis token`).
+#![forbid(unsafe_code)]
+
+pub mod devkeys;
+pub mod error;
+pub mod jwks;
+pub mod layer;
+pub mod mint;
+pub mod principal;
+pub mod revocation;
+pub mod verifier;
+
+pub use error::AuthError;
+pub use layer::{AuthLayer, principal, require_any_role};
+pub use principal::{Principal, PrincipalKind, Role};
+pub use verifier::TokenVerifier;

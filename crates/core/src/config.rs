@@ -1,0 +1,343 @@
+//! Layered configuration: defaults → TOML file → `QUIS_*` environment → flags.
+//!
+//! One file configures the whole suite; each process reads the sections it
+//! needs. Environment variables nest with `__`, e.g.
+//! `QUIS_GATEWAY__MAX_MESSAGE_BYTES=1048576` or `QUIS_SERVICES__ECHO__LISTEN=0.0.0.0:8089`.
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables read by [`QuisConfig::load`].
+pub const ENV_PREFIX: &str = "QUIS_";
+
+/// The whole configuration of a Quis process.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuisConfig {
+    /// Directory holding keys, certificates and the embedded SQLite stores.
+    pub data_dir: PathBuf,
+    /// Set only by `quis simulate`; a production configuration refuses it.
+    pub production: bool,
+    pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub tls: TlsConfig,
+    pub shutdown: ShutdownConfig,
+    pub store: StoreConfig,
+    pub gateway: GatewayConfig,
+    /// Listen addresses per service name (`gateway`, `identity`, `echo`, ...).
+    pub services: BTreeMap<String, ServiceListen>,
+}
+
+impl Default for QuisConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".quis"),
+            production: false,
+            log: LogConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            store: StoreConfig::default(),
+            gateway: GatewayConfig::default(),
+            services: default_services(),
+        }
+    }
+}
+
+/// Default loopback ports: gRPC on 74xx, admin HTTP on 75xx.
+pub const DEFAULT_PORTS: &[(&str, u16)] = &[("gateway", 7400), ("identity", 7401), ("echo", 7409)];
+
+fn default_services() -> BTreeMap<String, ServiceListen> {
+    DEFAULT_PORTS
+        .iter()
+        .map(|(name, port)| {
+            (
+                (*name).to_string(),
+                ServiceListen {
+                    listen: SocketAddr::from(([127, 0, 0, 1], *port)),
+                    admin_listen: SocketAddr::from(([127, 0, 0, 1], port + 100)),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Where one service listens.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceListen {
+    /// The gRPC (or, for the gateway, public) listener.
+    pub listen: SocketAddr,
+    /// The admin HTTP listener: `/livez`, `/readyz`, `/metrics`.
+    pub admin_listen: SocketAddr,
+}
+
+/// Log output.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info` or `quis_gateway=debug,info`.
+    pub level: String,
+    /// OTLP/gRPC collector endpoint for traces, e.g. `http://127.0.0.1:4317`; unset disables export.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Pretty, level: "info".into(), otlp_endpoint: None }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Bearer token verification, shared by every service.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Required `iss` claim.
+    pub issuer: String,
+    /// Required `aud` claim.
+    pub audience: String,
+    /// JWKS file; relative paths are under `data_dir`.
+    pub jwks_file: PathBuf,
+    /// JWKS URL (`https://` or loopback `http://`); when set it wins over `jwks_file`.
+    pub jwks_url: Option<String>,
+    /// How often a JWKS URL is fetched again.
+    pub jwks_refresh_secs: u64,
+    /// Clock skew tolerated on `exp` and `nbf`; at most 300.
+    pub leeway_secs: u64,
+    /// Longest accepted token lifetime (`exp - iat`), in seconds.
+    pub max_token_lifetime_secs: u64,
+    /// Verified tokens kept in memory (each until it expires).
+    pub cache_capacity: u64,
+    /// How often each service reloads the shared revocation list.
+    pub revocation_poll_ms: u64,
+    /// If the revocation list could not be reloaded for this long, every token is refused (fail closed).
+    pub revocation_max_staleness_secs: u64,
+    /// The revocation list store; unset means `sqlite://<data_dir>/identity.db`.
+    pub revocation_store: Option<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "https://quis.local".into(),
+            audience: "quis".into(),
+            jwks_file: PathBuf::from("keys/jwks.json"),
+            jwks_url: None,
+            jwks_refresh_secs: 300,
+            leeway_secs: 30,
+            max_token_lifetime_secs: 7 * 24 * 3600,
+            cache_capacity: 100_000,
+            revocation_poll_ms: 1000,
+            revocation_max_staleness_secs: 30,
+            revocation_store: None,
+        }
+    }
+}
+
+/// TLS on listeners and between services.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Serve TLS on every listener and dial upstreams with TLS.
+    pub enabled: bool,
+    /// Require and verify client certificates on service listeners (mutual TLS).
+    pub mutual: bool,
+    /// PEM certificate chain of this process; relative paths are under `data_dir`.
+    pub cert: PathBuf,
+    /// PEM private key of this process (mode 0600).
+    pub key: PathBuf,
+    /// PEM CA that signs the services' certificates.
+    pub ca: PathBuf,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            mutual: false,
+            cert: PathBuf::from("pki/service.crt"),
+            key: PathBuf::from("pki/service.key"),
+            ca: PathBuf::from("pki/ca.crt"),
+        }
+    }
+}
+
+/// Graceful shutdown.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Longest wait for in-flight calls after the first signal; a second signal exits at once.
+    pub grace_secs: u64,
+    /// Time between turning health NOT_SERVING and closing listeners, so load balancers notice.
+    pub drain_delay_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace_secs: 20, drain_delay_ms: 0 }
+    }
+}
+
+/// Persistent stores.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A `postgres://` URL shared by every service; unset means one SQLite file per service under `data_dir`.
+    pub url: Option<String>,
+}
+
+/// The gateway's routing and edge limits.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Upstream replicas per service short name: `echo` serves `/quis.echo.v1.*/`.
+    pub upstreams: BTreeMap<String, Vec<String>>,
+    /// The ledger's tlog-tiles HTTP base URL, for `/checkpoint` and `/tile/…`.
+    pub tiles_upstream: Option<String>,
+    /// Full method paths or `/package.Service/` prefixes that the public listener never routes.
+    pub internal_methods: Vec<String>,
+    pub rate_limit: RateLimitConfig,
+    /// Cap on `grpc-timeout`; calls without one get this deadline.
+    pub max_grpc_timeout_ms: u64,
+    /// Largest gRPC request message accepted.
+    pub max_message_bytes: u32,
+    /// Most simultaneous client connections.
+    pub max_connections: usize,
+    /// A connection that has not completed its TLS handshake and first request headers in this time is closed.
+    pub header_read_timeout_ms: u64,
+    /// Most concurrent HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// Connect timeout towards an upstream replica.
+    pub upstream_connect_timeout_ms: u64,
+    /// Interval of the active health checks of upstream replicas.
+    pub health_check_interval_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            upstreams: BTreeMap::new(),
+            tiles_upstream: None,
+            internal_methods: vec!["/quis.ledger.v1.LedgerService/AppendEvents".into()],
+            rate_limit: RateLimitConfig::default(),
+            max_grpc_timeout_ms: 30_000,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_connections: 4096,
+            header_read_timeout_ms: 5_000,
+            max_concurrent_streams: 256,
+            upstream_connect_timeout_ms: 1_000,
+            health_check_interval_ms: 1_000,
+        }
+    }
+}
+
+/// Token-bucket rate limits at the gateway.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained calls per second per principal (`sub`).
+    pub per_principal_per_sec: u32,
+    /// Burst per principal.
+    pub per_principal_burst: u32,
+    /// Sustained calls per second per source address.
+    pub per_address_per_sec: u32,
+    /// Burst per source address.
+    pub per_address_burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_principal_per_sec: 5_000,
+            per_principal_burst: 10_000,
+            per_address_per_sec: 20_000,
+            per_address_burst: 40_000,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {field}: {rule}")]
+    Invalid { field: &'static str, rule: String },
+}
+
+impl QuisConfig {
+    /// Loads defaults, then `file` (if any), then `QUIS_*` variables, then `overrides`
+    /// (the flags, as a serializable partial tree).
+    pub fn load(file: Option<&std::path::Path>, overrides: Option<Figment>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(QuisConfig::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        if let Some(overrides) = overrides {
+            figment = figment.merge(overrides);
+        }
+        let config: QuisConfig = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, rule: &str| Err(ConfigError::Invalid { field, rule: rule.to_string() });
+        if self.auth.leeway_secs > 300 {
+            return invalid("auth.leeway_secs", "must be at most 300");
+        }
+        if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
+            return invalid("auth.issuer", "issuer and audience must be set");
+        }
+        if self.auth.revocation_poll_ms == 0 || self.auth.revocation_poll_ms > 5_000 {
+            return invalid("auth.revocation_poll_ms", "must be 1 to 5000 so revocations apply within seconds");
+        }
+        if self.gateway.max_message_bytes < 1024 {
+            return invalid("gateway.max_message_bytes", "must be at least 1024");
+        }
+        if self.gateway.max_connections == 0 {
+            return invalid("gateway.max_connections", "must be positive");
+        }
+        let rl = &self.gateway.rate_limit;
+        if rl.per_principal_per_sec == 0 || rl.per_address_per_sec == 0 {
+            return invalid("gateway.rate_limit", "rates must be positive");
+        }
+        Ok(())
+    }
+
+    /// Resolves a path from the configuration against `data_dir`.
+    pub fn path(&self, p: &std::path::Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.data_dir.join(p) }
+    }
+
+    /// The listen addresses of a service, or an error naming the missing key.
+    pub fn listen(&self, service: &str) -> Result<&ServiceListen, ConfigError> {
+        self.services.get(service).ok_or_else(|| ConfigError::Invalid {
+            field: "services",
+            rule: format!("no listen address for service {service:?}"),
+        })
+    }
+
+    /// The store URL for a service: the shared PostgreSQL URL, or its own SQLite file.
+    pub fn store_url(&self, service: &str) -> String {
+        match &self.store.url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join(format!("{service}.db")).display()),
+        }
+    }
+}

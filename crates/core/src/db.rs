@@ -1,0 +1,96 @@
+//! The two store backends every persistent service supports: SQLite (the
+//! embedded default, a file in the data directory) and PostgreSQL.
+//!
+//! Queries are written once with `$1`-style placeholders, which both engines
+//! accept, and run on either pool through [`on_pool!`](crate::on_pool).
+use std::{str::FromStr, time::Duration};
+
+use futures::future::BoxFuture;
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use crate::health::ReadinessCheck;
+
+/// A connection pool on one of the supported engines.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// Runs the same expression on whichever pool `db` holds: `on_pool!(db, pool => query.fetch_all(pool))`.
+#[macro_export]
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+impl Db {
+    /// Connects to `sqlite://path?mode=rwc` or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        if url.starts_with("sqlite:") {
+            // WAL lets several processes share the file; FULL sync makes an acknowledged write durable.
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+            Ok(Db::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(3))
+                .connect_with(options)
+                .await?;
+            Ok(Db::Postgres(pool))
+        } else {
+            Err(sqlx::Error::Configuration("store URL must start with sqlite: or postgres:".into()))
+        }
+    }
+
+    /// Whether this is the PostgreSQL backend.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    /// Runs a schema script (statements separated by `;`) for the current engine.
+    pub async fn migrate(&self, sqlite: &str, postgres: &str) -> Result<(), sqlx::Error> {
+        let script = if self.is_postgres() { postgres } else { sqlite };
+        for statement in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            on_pool!(self, pool => sqlx::query(statement).execute(pool).await.map(|_| ()))?;
+        }
+        Ok(())
+    }
+
+    /// A readiness check that the store answers a trivial query.
+    pub fn readiness(&self, name: &'static str) -> std::sync::Arc<dyn ReadinessCheck> {
+        std::sync::Arc::new(DbReady { db: self.clone(), name })
+    }
+}
+
+struct DbReady {
+    db: Db,
+    name: &'static str,
+}
+
+impl ReadinessCheck for DbReady {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            on_pool!(&self.db, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
