@@ -216,6 +216,8 @@ pub struct GatewayConfig {
     pub max_message_bytes: u32,
     /// Most simultaneous client connections.
     pub max_connections: usize,
+    /// Most simultaneous client connections from one source address.
+    pub max_connections_per_address: usize,
     /// A connection that has not completed its TLS handshake and first request headers in this time is closed.
     pub header_read_timeout_ms: u64,
     /// Most concurrent HTTP/2 streams per client connection.
@@ -236,6 +238,7 @@ impl Default for GatewayConfig {
             max_grpc_timeout_ms: 30_000,
             max_message_bytes: 4 * 1024 * 1024,
             max_connections: 4096,
+            max_connections_per_address: 256,
             header_read_timeout_ms: 5_000,
             max_concurrent_streams: 256,
             upstream_connect_timeout_ms: 1_000,

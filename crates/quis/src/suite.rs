@@ -1,0 +1,145 @@
+//! The registry of services and how they run: one per process (`quis serve`)
+//! or all in one process behind the gateway (`quis up`). A new service adds
+//! one arm to [`build_backend`] and its name to [`BACKENDS`].
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
+
+use anyhow::{Context, Result, bail};
+use quis_core::{QuisConfig, health::Readiness};
+use quis_runtime::{BuiltService, ServiceContext};
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+/// Backend services, in start order.
+pub const BACKENDS: &[&str] = &["identity", "echo"];
+
+/// Every service `quis serve` accepts.
+pub fn all_services() -> Vec<&'static str> {
+    let mut all = vec!["gateway"];
+    all.extend_from_slice(BACKENDS);
+    all
+}
+
+async fn build_backend(name: &str, config: &QuisConfig) -> Result<BuiltService> {
+    Ok(match name {
+        "identity" => quis_identity::build(&config.auth.revocation_store.clone().unwrap_or_else(|| config.store_url("identity")))
+            .await
+            .context("identity store")?,
+        "echo" => quis_echo::build(),
+        other => bail!("unknown service {other:?}; known: {}", all_services().join(", ")),
+    })
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({what})"))
+}
+
+/// Running processes' tasks, joined at exit.
+pub struct Running {
+    pub tasks: JoinSet<Result<()>>,
+    pub gateway_addr: Option<SocketAddr>,
+    pub admin_addr: SocketAddr,
+}
+
+async fn verifier(config: &Arc<QuisConfig>, stop: &CancellationToken) -> Result<Arc<quis_auth::TokenVerifier>> {
+    quis_auth::TokenVerifier::from_config(config, stop.clone()).await.context("token verification")
+}
+
+/// The admin port lives as long as the process, so that during a drain probes
+/// see "not ready" rather than a refused connection.
+fn spawn_admin(listener: TcpListener, readiness: Readiness) {
+    tokio::spawn(async move {
+        if let Err(e) = quis_core::admin::serve(listener, readiness, CancellationToken::new()).await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+}
+
+/// Starts the gateway in front of `config.gateway.upstreams`.
+async fn spawn_gateway(
+    tasks: &mut JoinSet<Result<()>>,
+    config: Arc<QuisConfig>,
+    listener: TcpListener,
+    readiness: Readiness,
+    stop: &CancellationToken,
+) -> Result<()> {
+    let verifier = verifier(&config, stop).await?;
+    let gateway = quis_gateway::Gateway::new(Arc::clone(&config), verifier).map_err(anyhow::Error::msg)?;
+    tokio::spawn(quis_core::health::drive(
+        gateway.health_reporter(),
+        Vec::new(),
+        vec![Arc::new(quis_gateway::UpstreamsReady(Arc::clone(&gateway)))],
+        readiness,
+        std::time::Duration::from_secs(1),
+        stop.clone(),
+    ));
+    tokio::spawn(Arc::clone(&gateway).watch_health(stop.clone()));
+    let stop = stop.clone();
+    tasks.spawn(async move { quis_gateway::serve(gateway, listener, stop).await.map_err(anyhow::Error::msg) });
+    Ok(())
+}
+
+async fn spawn_backend(
+    tasks: &mut JoinSet<Result<()>>,
+    name: &str,
+    ctx: ServiceContext,
+    listener: TcpListener,
+    readiness: Readiness,
+) -> Result<()> {
+    let built = build_backend(name, &ctx.config).await?;
+    tasks.spawn(async move { quis_runtime::serve(&ctx, built, listener, readiness).await.map_err(anyhow::Error::from) });
+    Ok(())
+}
+
+/// `quis serve <name>`: one service in this process.
+pub async fn serve_one(name: &str, config: Arc<QuisConfig>, stop: CancellationToken) -> Result<Running> {
+    if !all_services().contains(&name) {
+        bail!("unknown service {name:?}; known: {}", all_services().join(", "));
+    }
+    let listen = config.listen(name)?.clone();
+    let listener = bind(listen.listen, &format!("services.{name}.listen")).await?;
+    let admin = bind(listen.admin_listen, &format!("services.{name}.admin_listen")).await?;
+    let admin_addr = admin.local_addr()?;
+    let readiness = Readiness::default();
+    let mut tasks = JoinSet::new();
+    spawn_admin(admin, readiness.clone());
+    let gateway_addr = if name == "gateway" {
+        let addr = listener.local_addr()?;
+        spawn_gateway(&mut tasks, config, listener, readiness, &stop).await?;
+        Some(addr)
+    } else {
+        let ctx = ServiceContext { verifier: verifier(&config, &stop).await?, config, shutdown: stop };
+        spawn_backend(&mut tasks, name, ctx, listener, readiness).await?;
+        None
+    };
+    Ok(Running { tasks, gateway_addr, admin_addr })
+}
+
+/// `quis up`: every backend on a loopback port of its own, the gateway in front.
+pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> {
+    let mut tasks = JoinSet::new();
+    let scheme = if config.tls.enabled { "https" } else { "http" };
+    let mut listeners = BTreeMap::new();
+    let mut upstreams = BTreeMap::new();
+    for name in BACKENDS {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)), name).await?;
+        upstreams.insert((*name).to_string(), vec![format!("{scheme}://127.0.0.1:{}", listener.local_addr()?.port())]);
+        listeners.insert(*name, listener);
+    }
+    let mut config = config;
+    config.gateway.upstreams = upstreams;
+    let config = Arc::new(config);
+    let verifier = verifier(&config, &stop).await?;
+    for (name, listener) in listeners {
+        let ctx = ServiceContext { config: Arc::clone(&config), verifier: Arc::clone(&verifier), shutdown: stop.clone() };
+        spawn_backend(&mut tasks, name, ctx, listener, Readiness::default()).await?;
+    }
+    let listen = config.listen("gateway")?.clone();
+    let listener = bind(listen.listen, "services.gateway.listen (--port)").await?;
+    let admin = bind(listen.admin_listen, "services.gateway.admin_listen").await?;
+    let gateway_addr = listener.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let readiness = Readiness::default();
+    spawn_admin(admin, readiness.clone());
+    spawn_gateway(&mut tasks, config, listener, readiness, &stop).await?;
+    Ok(Running { tasks, gateway_addr: Some(gateway_addr), admin_addr })
+}
