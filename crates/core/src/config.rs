@@ -289,7 +289,8 @@ impl QuisConfig {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        // QUIS_CONFIG names the file and QUIS_TOKEN carries a CLI token: neither is a setting.
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).ignore(&["config", "token"]).split("__"));
         if let Some(overrides) = overrides {
             figment = figment.merge(overrides);
         }
