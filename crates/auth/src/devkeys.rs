@@ -51,6 +51,12 @@ pub fn init(dir: &Path) -> Result<DevKeys, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let keys = FileKeySource::new(dir);
     let mut created = Vec::new();
+    // Existing private keys must still be owner-only: refuse to run on keys others could copy.
+    for name in [SIGNING_KEY, "pki/ca.key", "pki/service.key"] {
+        if keys.exists(name) {
+            keys.load(name).map_err(|e| e.to_string())?;
+        }
+    }
 
     if !keys.exists(SIGNING_KEY) {
         let key = SigningKey::generate(&mut rand::rngs::OsRng);

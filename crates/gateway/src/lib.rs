@@ -242,27 +242,36 @@ impl Gateway {
     }
 
     async fn forward(&self, pool: &Pool, req: Request<Body>) -> Result<Response<Body>, GatewayError> {
-        let (replica, mut sender) = pool.pick().await?;
-        let (mut parts, body) = req.into_parts();
-        let mut uri = replica.uri.clone().into_parts();
-        uri.path_and_query = parts.uri.path_and_query().cloned();
-        parts.uri = Uri::from_parts(uri).map_err(|_| GatewayError::UpstreamUnavailable)?;
-        parts.version = http::Version::HTTP_2;
-        let tripped = Arc::new(AtomicBool::new(false));
-        let body = Body::new(message_limit::MessageLimit::new(body, self.config.gateway.max_message_bytes, Arc::clone(&tripped)));
-        let result = sender.send_request(Request::from_parts(parts, body)).await;
         let max = self.config.gateway.max_message_bytes;
-        match result {
-            Ok(response) => Ok(response.map(|b| Body::new(UpstreamBody::new(b, tripped, max)))),
-            Err(_) if tripped.load(Ordering::Acquire) => Err(GatewayError::MessageTooLarge(max)),
-            Err(e) => {
-                tracing::debug!(error = %e, upstream = %replica.uri, "upstream call failed");
-                if e.is_closed() || e.is_canceled() {
-                    pool.eject(&replica);
-                }
-                Err(GatewayError::UpstreamUnavailable)
+        let tripped = Arc::new(AtomicBool::new(false));
+        let (parts, body) = req.into_parts();
+        let body = Body::new(message_limit::MessageLimit::new(body, max, Arc::clone(&tripped)));
+        let mut request = Request::from_parts(parts, body);
+        // A request that never left the gateway (its connection had just died) is
+        // retried on the next replica; one that was sent is never replayed.
+        for _ in 0..pool.replicas.len() {
+            let (replica, mut sender) = pool.pick().await?;
+            let mut uri = replica.uri.clone().into_parts();
+            uri.path_and_query = request.uri().path_and_query().cloned();
+            *request.uri_mut() = Uri::from_parts(uri).map_err(|_| GatewayError::UpstreamUnavailable)?;
+            *request.version_mut() = http::Version::HTTP_2;
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(response.map(|b| Body::new(UpstreamBody::new(b, tripped, max)))),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => {
+                        tracing::debug!(upstream = %replica.uri, "upstream connection lost before sending; trying another replica");
+                        pool.eject(&replica);
+                        request = unsent;
+                    }
+                    None if tripped.load(Ordering::Acquire) => return Err(GatewayError::MessageTooLarge(max)),
+                    None => {
+                        tracing::debug!(error = %e.into_error(), upstream = %replica.uri, "upstream call failed");
+                        return Err(GatewayError::UpstreamUnavailable);
+                    }
+                },
             }
         }
+        Err(GatewayError::UpstreamUnavailable)
     }
 
     async fn forward_tiles(&self, req: Request<Body>) -> Result<Response<Body>, GatewayError> {

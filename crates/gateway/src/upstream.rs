@@ -148,8 +148,8 @@ impl Pool {
                 if uri.authority().is_none() || !matches!(uri.scheme_str(), Some("http" | "https")) {
                     return Err(format!("gateway.upstreams.{service}: {u}: must be http://host:port or https://host:port"));
                 }
-                // Optimistic until the first health check says otherwise.
-                Ok(Arc::new(Replica { uri, healthy: AtomicBool::new(true), conn: std::sync::Mutex::new(None), connecting: tokio::sync::Mutex::new(()) }))
+                // Not ready until a health check says so; calls still try it meanwhile.
+                Ok(Arc::new(Replica { uri, healthy: AtomicBool::new(false), conn: std::sync::Mutex::new(None), connecting: tokio::sync::Mutex::new(()) }))
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Self { replicas, next: AtomicUsize::new(0), dialer })

@@ -6,7 +6,7 @@ mod suite;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use figment::{Figment, providers::Serialized};
 use quis_auth::{
@@ -147,8 +147,7 @@ async fn run(cli: Cli) -> Result<()> {
             let stop = quis_core::shutdown::on_signals();
             let data_dir = config.data_dir.clone();
             let running = suite::up(config, stop).await?;
-            let Some(gateway) = running.gateway_addr else { bail!("the gateway did not start") };
-            println!("gateway listening on {gateway}");
+            println!("gateway listening on {}", running.listen_addr);
             println!("admin (/livez /readyz /metrics) on http://{}", running.admin_addr);
             println!("data directory: {}", data_dir.display());
             println!("JWKS: {}", keys.jwks.display());
@@ -164,9 +163,7 @@ async fn run(cli: Cli) -> Result<()> {
             let _telemetry = quis_core::telemetry::init(service, &config.log).map_err(anyhow::Error::msg)?;
             let stop = quis_core::shutdown::on_signals();
             let running = suite::serve_one(service, config, stop).await?;
-            if let Some(addr) = running.gateway_addr {
-                println!("gateway listening on {addr}");
-            }
+            println!("{service} listening on {}", running.listen_addr);
             println!("{service} admin on http://{}", running.admin_addr);
             wait(running).await
         }

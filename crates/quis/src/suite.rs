@@ -36,7 +36,8 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
 /// Running processes' tasks, joined at exit.
 pub struct Running {
     pub tasks: JoinSet<Result<()>>,
-    pub gateway_addr: Option<SocketAddr>,
+    /// The gRPC listener: the service's, or the gateway's for `quis up`.
+    pub listen_addr: SocketAddr,
     pub admin_addr: SocketAddr,
 }
 
@@ -99,19 +100,17 @@ pub async fn serve_one(name: &str, config: Arc<QuisConfig>, stop: CancellationTo
     let listener = bind(listen.listen, &format!("services.{name}.listen")).await?;
     let admin = bind(listen.admin_listen, &format!("services.{name}.admin_listen")).await?;
     let admin_addr = admin.local_addr()?;
+    let listen_addr = listener.local_addr()?;
     let readiness = Readiness::default();
     let mut tasks = JoinSet::new();
     spawn_admin(admin, readiness.clone());
-    let gateway_addr = if name == "gateway" {
-        let addr = listener.local_addr()?;
+    if name == "gateway" {
         spawn_gateway(&mut tasks, config, listener, readiness, &stop).await?;
-        Some(addr)
     } else {
         let ctx = ServiceContext { verifier: verifier(&config, &stop).await?, config, shutdown: stop };
         spawn_backend(&mut tasks, name, ctx, listener, readiness).await?;
-        None
-    };
-    Ok(Running { tasks, gateway_addr, admin_addr })
+    }
+    Ok(Running { tasks, listen_addr, admin_addr })
 }
 
 /// `quis up`: every backend on a loopback port of its own, the gateway in front.
@@ -141,5 +140,5 @@ pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> 
     let readiness = Readiness::default();
     spawn_admin(admin, readiness.clone());
     spawn_gateway(&mut tasks, config, listener, readiness, &stop).await?;
-    Ok(Running { tasks, gateway_addr: Some(gateway_addr), admin_addr })
+    Ok(Running { tasks, listen_addr: gateway_addr, admin_addr })
 }

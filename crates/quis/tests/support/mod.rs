@@ -1,0 +1,165 @@
+//! A real suite for tests: development keys in a temporary data directory,
+//! backends served by the runtime on `127.0.0.1:0` listeners, the gateway in
+//! front, and tokens minted with the directory's signing key.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use quis_auth::{
+    PrincipalKind, Role, TokenVerifier, devkeys,
+    mint::{TokenSigner, TokenSpec},
+};
+use quis_core::{QuisConfig, health::Readiness, keys::FileKeySource};
+use quis_runtime::{BuiltService, ServiceContext};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status, transport::Channel};
+
+pub struct Suite {
+    pub dir: tempfile::TempDir,
+    pub config: Arc<QuisConfig>,
+    pub signer: TokenSigner,
+    pub stop: CancellationToken,
+    pub gateway: SocketAddr,
+}
+
+/// A configuration on a fresh data directory with development keys.
+pub fn test_config(dir: &Path) -> QuisConfig {
+    devkeys::init(dir).expect("dev keys");
+    let mut config = QuisConfig { data_dir: dir.to_path_buf(), ..QuisConfig::default() };
+    config.shutdown.grace_secs = 5;
+    config.gateway.health_check_interval_ms = 200;
+    config
+}
+
+pub async fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let a = l.local_addr().expect("addr");
+    (l, a)
+}
+
+/// Serves a backend with its own verifier (as its own process would), until `stop`.
+pub async fn serve_backend(config: &Arc<QuisConfig>, service: BuiltService, stop: CancellationToken) -> SocketAddr {
+    let (l, addr) = listener().await;
+    let verifier = TokenVerifier::from_config(config, stop.clone()).await.expect("verifier");
+    let ctx = ServiceContext { config: Arc::clone(config), verifier, shutdown: stop };
+    tokio::spawn(async move { quis_runtime::serve(&ctx, service, l, Readiness::default()).await });
+    addr
+}
+
+/// Starts the gateway for `config` (whose upstreams are already set).
+pub async fn serve_gateway(config: &Arc<QuisConfig>, stop: CancellationToken) -> SocketAddr {
+    let (l, addr) = listener().await;
+    let verifier = TokenVerifier::from_config(config, stop.clone()).await.expect("verifier");
+    let gateway = quis_gateway::Gateway::new(Arc::clone(config), verifier).expect("gateway");
+    tokio::spawn(quis_core::health::drive(
+        gateway.health_reporter(),
+        Vec::new(),
+        vec![Arc::new(quis_gateway::UpstreamsReady(Arc::clone(&gateway)))],
+        Readiness::default(),
+        Duration::from_millis(200),
+        stop.clone(),
+    ));
+    tokio::spawn(Arc::clone(&gateway).watch_health(stop.clone()));
+    tokio::spawn(quis_gateway::serve(gateway, l, stop));
+    addr
+}
+
+impl Suite {
+    /// Echo and identity behind the gateway; `tune` adjusts the configuration first.
+    pub async fn start(tune: impl FnOnce(&mut QuisConfig)) -> Suite {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(dir.path());
+        tune(&mut config);
+        let stop = CancellationToken::new();
+        let base = Arc::new(config.clone());
+        let echo = serve_backend(&base, quis_echo::build(), stop.clone()).await;
+        let identity_store = base.store_url("identity");
+        let identity = serve_backend(&base, quis_identity::build(&identity_store).await.expect("identity"), stop.clone()).await;
+        config.gateway.upstreams.entry("echo".into()).or_insert_with(|| vec![format!("http://{echo}")]);
+        config.gateway.upstreams.insert("identity".into(), vec![format!("http://{identity}")]);
+        let config = Arc::new(config);
+        let gateway = serve_gateway(&config, stop.clone()).await;
+        let signer = TokenSigner::load(&FileKeySource::new(dir.path()), &config.auth.issuer, &config.auth.audience).expect("signer");
+        Suite { dir, config, signer, stop, gateway }
+    }
+
+    pub fn token(&self, sub: &str, roles: &[Role]) -> String {
+        let kind = if roles.contains(&Role::Service) { PrincipalKind::Service } else { PrincipalKind::Staff };
+        self.signer.mint(&TokenSpec::new(sub, kind, roles)).expect("mint").0
+    }
+
+    pub async fn channel(&self) -> Channel {
+        channel(self.gateway).await
+    }
+}
+
+impl Drop for Suite {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect")
+}
+
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    req
+}
+
+/// The `ErrorInfo.reason` of a status.
+pub fn reason(status: &Status) -> String {
+    use tonic_types::StatusExt;
+    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+}
+
+#[track_caller]
+pub fn assert_refused(status: &Status, code: Code, expected_reason: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(reason(status), expected_reason, "{status:?}");
+}
+
+/// A token signed with `pem` (an Ed25519 PKCS#8 key) or unsigned, with arbitrary header and claims.
+pub fn forge(header: serde_json::Value, claims: serde_json::Value, signature: &[u8]) -> String {
+    let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("json"));
+    let c = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("json"));
+    format!("{h}.{c}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64
+}
+
+/// The kid of the suite's signing key.
+pub fn kid(dir: &Path) -> String {
+    let jwks: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("keys/jwks.json")).expect("jwks")).expect("json");
+    jwks["keys"][0]["kid"].as_str().expect("kid").to_string()
+}
+
+pub fn claims(config: &QuisConfig) -> serde_json::Value {
+    let now = now();
+    serde_json::json!({
+        "iss": config.auth.issuer, "aud": config.auth.audience, "sub": "mallory", "kind": "staff",
+        "roles": ["caseworker"], "jti": uuid(), "iat": now, "nbf": now, "exp": now + 600,
+    })
+}
+
+pub fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Polls `f` until it returns true or `within` passes.
+pub async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
