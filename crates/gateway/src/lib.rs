@@ -147,8 +147,7 @@ impl Gateway {
         let (service, _) = quis_core::metrics::split_path(path);
         let known = path.starts_with("/grpc.")
             || quis_proto::SERVICE_NAMES.contains(&service)
-            || path == "/checkpoint"
-            || path.starts_with("/tile/");
+            || is_tiles_path(path);
         if !known {
             return None;
         }
@@ -163,19 +162,30 @@ impl Gateway {
         trace: &trace::TraceContext,
         principal_out: &mut Option<String>,
     ) -> Result<Response<Body>, GatewayError> {
-        if let Some(peer) = peer {
-            self.rate_limit(&self.by_address, &peer.ip())?;
-        }
         let path = req.uri().path().to_string();
+        if let Some(peer) = peer
+            && let Err(e) = self.rate_limit(&self.by_address, &peer.ip())
+        {
+            if is_tiles_path(&path) {
+                return Ok(plain_response(http::StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded\n"));
+            }
+            return Err(e);
+        }
 
-        if path == "/checkpoint" || path.starts_with("/tile/") {
+        if is_tiles_path(&path) {
             if path.starts_with("/tile/entries/") {
                 // Entry bundles say who accessed whose record: a verified token is required here,
                 // and the ledger checks the auditor role itself.
-                let principal = self.verifier.verify_header(req.headers().get(header::AUTHORIZATION))?;
-                *principal_out = Some(principal.id.clone());
+                match self.verifier.verify_header(req.headers().get(header::AUTHORIZATION)) {
+                    Ok(principal) => *principal_out = Some(principal.id.clone()),
+                    Err(_) => return Ok(plain_response(http::StatusCode::UNAUTHORIZED, "a verified bearer token is required\n")),
+                }
             }
-            return self.forward_tiles(std::mem::take(req)).await;
+            return Ok(match self.forward_tiles(std::mem::take(req)).await {
+                Ok(response) => response,
+                Err(GatewayError::UnknownService) => plain_response(http::StatusCode::NOT_FOUND, "no tiles upstream\n"),
+                Err(_) => plain_response(http::StatusCode::BAD_GATEWAY, "tiles upstream unavailable\n"),
+            });
         }
         if path.starts_with("/grpc.health.v1.Health/") {
             return Ok(self.local(std::mem::take(req)).await);
@@ -327,6 +337,11 @@ impl Gateway {
         }
         self.publish_health(true).await;
     }
+}
+
+/// The ledger's tlog-tiles paths, forwarded as plain HTTP.
+fn is_tiles_path(path: &str) -> bool {
+    path == "/checkpoint" || path.starts_with("/tile/")
 }
 
 /// The request's `x-request-id` if it is sane, else a new one.

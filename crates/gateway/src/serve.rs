@@ -120,6 +120,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: Cancellat
         let _ = tcp.set_nodelay(true);
         let builder = Arc::clone(&builder);
         let service = service.clone();
+        let gateway = Arc::clone(&gateway);
         let tls = tls.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -138,7 +139,17 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: Cancellat
             };
             let hyper_service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
                 req.extensions_mut().insert(Peer(peer));
-                service.clone().oneshot(req.map(Body::new))
+                let req = req.map(Body::new);
+                let service = service.clone();
+                let gateway = Arc::clone(&gateway);
+                async move {
+                    // Tiles are plain HTTP; everything else is gRPC or gRPC-Web.
+                    if crate::is_tiles_path(req.uri().path()) {
+                        Ok(gateway.handle(req).await)
+                    } else {
+                        service.oneshot(req).await
+                    }
+                }
             });
             let conn = builder.serve_connection(TokioIo::new(io), hyper_service);
             let mut conn = std::pin::pin!(conn);

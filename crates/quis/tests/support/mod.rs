@@ -22,6 +22,8 @@ pub struct Suite {
     pub signer: TokenSigner,
     pub stop: CancellationToken,
     pub gateway: SocketAddr,
+    pub echo: SocketAddr,
+    pub identity: SocketAddr,
 }
 
 /// A configuration on a fresh data directory with development keys.
@@ -82,12 +84,17 @@ impl Suite {
         let config = Arc::new(config);
         let gateway = serve_gateway(&config, stop.clone()).await;
         let signer = TokenSigner::load(&FileKeySource::new(dir.path()), &config.auth.issuer, &config.auth.audience).expect("signer");
-        Suite { dir, config, signer, stop, gateway }
+        Suite { dir, config, signer, stop, gateway, echo, identity }
     }
 
     pub fn token(&self, sub: &str, roles: &[Role]) -> String {
+        self.token_with_id(sub, roles).0
+    }
+
+    /// A token and its `jti`.
+    pub fn token_with_id(&self, sub: &str, roles: &[Role]) -> (String, String) {
         let kind = if roles.contains(&Role::Service) { PrincipalKind::Service } else { PrincipalKind::Staff };
-        self.signer.mint(&TokenSpec::new(sub, kind, roles)).expect("mint").0
+        self.signer.mint(&TokenSpec::new(sub, kind, roles)).expect("mint")
     }
 
     pub async fn channel(&self) -> Channel {
