@@ -55,10 +55,7 @@ const VALUE_FROM_PLACEHOLDER: &str = "value-from-a-secret-or-config-map";
 // ------------------------------------------------------------------ helpers --
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 fn deploy_dir() -> PathBuf {
@@ -70,10 +67,7 @@ fn read(path: &Path) -> String {
 }
 
 fn rel(path: &Path) -> String {
-    path.strip_prefix(repo_root())
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    path.strip_prefix(repo_root()).unwrap_or(path).display().to_string()
 }
 
 /// Collects every problem, so one run reports all of them.
@@ -92,12 +86,7 @@ impl Problems {
     }
 
     fn finish(self, what: &str) {
-        assert!(
-            self.0.is_empty(),
-            "{what}: {} problem(s):\n  - {}",
-            self.0.len(),
-            self.0.join("\n  - ")
-        );
+        assert!(self.0.is_empty(), "{what}: {} problem(s):\n  - {}", self.0.len(), self.0.join("\n  - "));
     }
 }
 
@@ -106,11 +95,7 @@ fn deploy_files() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
             let path = entry.expect("dir entry").path();
-            if path.is_dir() {
-                walk(&path, out)
-            } else {
-                out.push(path)
-            }
+            if path.is_dir() { walk(&path, out) } else { out.push(path) }
         }
     }
     let mut files = Vec::new();
@@ -127,9 +112,7 @@ fn yaml_documents(path: &Path) -> Vec<serde_yaml::Value> {
         .filter_map(|(i, doc)| {
             let mut value = serde_yaml::Value::deserialize(doc)
                 .unwrap_or_else(|e| panic!("{}: YAML document {}: {e}", rel(path), i + 1));
-            value.apply_merge().unwrap_or_else(|e| {
-                panic!("{}: YAML document {}: merge keys: {e}", rel(path), i + 1)
-            });
+            value.apply_merge().unwrap_or_else(|e| panic!("{}: YAML document {}: merge keys: {e}", rel(path), i + 1));
             (!value.is_null()).then_some(value)
         })
         .collect()
@@ -158,9 +141,7 @@ fn env_key(name: &str) -> Result<Option<String>, String> {
     let key = trimmed[ENV_PREFIX.len()..].replace("__", ".");
     let key = key.trim();
     if key.split('.').any(str::is_empty) {
-        return Err(format!(
-            "`{name}`: figment ignores it (empty key segment); remove or fix it"
-        ));
+        return Err(format!("`{name}`: figment ignores it (empty key segment); remove or fix it"));
     }
     Ok(Some(key.to_ascii_lowercase()))
 }
@@ -180,13 +161,8 @@ impl Provider for EnvVarProvider {
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        let value: Value = self
-            .value
-            .parse()
-            .expect("parsing an env value is infallible");
-        let dict = figment::util::nest(&self.key, value)
-            .into_dict()
-            .expect("a non-empty key nests into a dict");
+        let value: Value = self.value.parse().expect("parsing an env value is infallible");
+        let dict = figment::util::nest(&self.key, value).into_dict().expect("a non-empty key nests into a dict");
         Ok(Profile::Default.collect(dict))
     }
 }
@@ -209,11 +185,7 @@ fn env_figment(origin: &str, env: &[(String, String)]) -> Result<Figment, String
 }
 
 /// Loads a container's configuration: defaults → `file` → `env`.
-fn load_config(
-    origin: &str,
-    file: Option<&Path>,
-    env: &[(String, String)],
-) -> Result<QuisConfig, String> {
+fn load_config(origin: &str, file: Option<&Path>, env: &[(String, String)]) -> Result<QuisConfig, String> {
     assert_no_process_quis_env();
     let overrides = env_figment(origin, env)?;
     QuisConfig::load(file, Some(overrides)).map_err(|e| {
@@ -248,10 +220,7 @@ fn assert_no_process_quis_env() {
         .filter_map(|(k, _)| k.to_str().map(str::to_string))
         .filter(|k| matches!(env_key(k), Ok(Some(_)) | Err(_)))
         .collect();
-    assert!(
-        set.is_empty(),
-        "unset {set:?} before running this test: QuisConfig::load would read them too"
-    );
+    assert!(set.is_empty(), "unset {set:?} before running this test: QuisConfig::load would read them too");
 }
 
 fn is_unspecified(addr: &SocketAddr) -> bool {
@@ -289,10 +258,7 @@ struct Stage {
 impl Stage {
     fn all<'a>(&'a self, instruction: &str) -> impl Iterator<Item = &'a str> + 'a {
         let instruction = instruction.to_string();
-        self.instructions
-            .iter()
-            .filter(move |(i, _)| *i == instruction)
-            .map(|(_, a)| a.as_str())
+        self.instructions.iter().filter(move |(i, _)| *i == instruction).map(|(_, a)| a.as_str())
     }
 
     fn last(&self, instruction: &str) -> Option<&str> {
@@ -303,9 +269,7 @@ impl Stage {
 fn substitute_args(text: &str, args: &BTreeMap<String, String>) -> String {
     let mut out = text.to_string();
     for (k, v) in args {
-        out = out
-            .replace(&format!("${{{k}}}"), v)
-            .replace(&format!("${k}"), v);
+        out = out.replace(&format!("${{{k}}}"), v).replace(&format!("${k}"), v);
     }
     out
 }
@@ -360,37 +324,23 @@ fn parse_dockerfile(path: &Path) -> Dockerfile {
         logical.push(current);
     }
 
-    let mut file = Dockerfile {
-        stages: Vec::new(),
-        global_args: BTreeMap::new(),
-    };
+    let mut file = Dockerfile { stages: Vec::new(), global_args: BTreeMap::new() };
     for line in logical {
         let (instruction, args) = line.split_once(char::is_whitespace).unwrap_or((&line, ""));
         let (instruction, args) = (instruction.to_ascii_uppercase(), args.trim().to_string());
         if instruction == "FROM" {
-            let words: Vec<&str> = args
-                .split_whitespace()
-                .filter(|w| !w.starts_with("--"))
-                .collect();
-            let image = substitute_args(
-                words.first().copied().unwrap_or_default(),
-                &file.global_args,
-            );
+            let words: Vec<&str> = args.split_whitespace().filter(|w| !w.starts_with("--")).collect();
+            let image = substitute_args(words.first().copied().unwrap_or_default(), &file.global_args);
             let name = match words.as_slice() {
                 [_, as_, name] if as_.eq_ignore_ascii_case("as") => Some(name.to_string()),
                 _ => None,
             };
-            file.stages.push(Stage {
-                image,
-                name,
-                instructions: Vec::new(),
-            });
+            file.stages.push(Stage { image, name, instructions: Vec::new() });
         } else if let Some(stage) = file.stages.last_mut() {
             stage.instructions.push((instruction, args));
         } else if instruction == "ARG" {
             let (k, v) = args.split_once('=').unwrap_or((&args, ""));
-            file.global_args
-                .insert(k.trim().to_string(), v.trim().trim_matches('"').to_string());
+            file.global_args.insert(k.trim().to_string(), v.trim().trim_matches('"').to_string());
         } else {
             panic!("{}: {instruction} before the first FROM", rel(path));
         }
@@ -425,9 +375,7 @@ fn check_dockerfile(problems: &mut Problems) -> (Vec<(String, String)>, u32, BTr
     let path = deploy_dir().join("Dockerfile");
     let file = parse_dockerfile(&path);
     let at = rel(&path);
-    problems.check(file.stages.len() >= 2, || {
-        format!("{at}: not multi-stage ({} FROM)", file.stages.len())
-    });
+    problems.check(file.stages.len() >= 2, || format!("{at}: not multi-stage ({} FROM)", file.stages.len()));
     let (Some(builder), Some(runtime)) = (file.stages.first(), file.stages.last()) else {
         problems.push(format!("{at}: no FROM"));
         return (Vec::new(), 0, BTreeSet::new());
@@ -449,39 +397,23 @@ fn check_dockerfile(problems: &mut Problems) -> (Vec<(String, String)>, u32, BTr
         words.windows(2).any(|w| w == ["cargo", "build"])
             && words.contains(&"--release")
             && words.contains(&"--locked")
-            && words
-                .windows(2)
-                .any(|w| w == ["-p", "quis"] || w == ["--package", "quis"])
+            && words.windows(2).any(|w| w == ["-p", "quis"] || w == ["--package", "quis"])
     });
-    problems.check(builds_quis, || {
-        format!("{at}: no `RUN cargo build --release -p quis --locked` in the builder stage")
-    });
+    problems
+        .check(builds_quis, || format!("{at}: no `RUN cargo build --release -p quis --locked` in the builder stage"));
 
     // The runtime: copies from the builder, runs as a numeric non-root user, starts quis.
     problems.check(
-        runtime.all("COPY").any(|c| {
-            builder
-                .name
-                .as_deref()
-                .is_some_and(|n| c.contains(&format!("--from={n}")))
-        }),
+        runtime.all("COPY").any(|c| builder.name.as_deref().is_some_and(|n| c.contains(&format!("--from={n}")))),
         || format!("{at}: the runtime stage copies nothing --from the builder stage"),
     );
     let uid = runtime.last("USER").and_then(numeric_uid);
     problems.check(uid.is_some_and(|u| u != 0), || {
-        format!(
-            "{at}: the runtime stage must set a numeric non-root USER (got {:?})",
-            runtime.last("USER")
-        )
+        format!("{at}: the runtime stage must set a numeric non-root USER (got {:?})", runtime.last("USER"))
     });
-    let entrypoint: Option<Vec<String>> = runtime
-        .last("ENTRYPOINT")
-        .and_then(|e| serde_json::from_str(e).ok());
+    let entrypoint: Option<Vec<String>> = runtime.last("ENTRYPOINT").and_then(|e| serde_json::from_str(e).ok());
     problems.check(
-        entrypoint
-            .as_ref()
-            .and_then(|e| e.first())
-            .is_some_and(|p| p == "quis" || p.ends_with("/quis")),
+        entrypoint.as_ref().and_then(|e| e.first()).is_some_and(|p| p == "quis" || p.ends_with("/quis")),
         || format!("{at}: ENTRYPOINT must be the exec form [\"quis\"] (got {entrypoint:?})"),
     );
     let mut exposed = BTreeSet::new();
@@ -552,14 +484,10 @@ fn interpolate(text: &str) -> Result<String, String> {
             out.push('$');
             rest = after;
         } else if let Some(after) = rest.strip_prefix('{') {
-            let end = after
-                .find('}')
-                .ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
+            let end = after.find('}').ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
             let expr = &after[..end];
             rest = &after[end + 1..];
-            let name_len = expr
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(expr.len());
+            let name_len = expr.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(expr.len());
             let (name, op) = expr.split_at(name_len);
             if let Some(default) = op.strip_prefix(":-").or_else(|| op.strip_prefix('-')) {
                 out.push_str(default);
@@ -568,15 +496,10 @@ fn interpolate(text: &str) -> Result<String, String> {
             } else if op.is_empty() {
                 return Err(format!("${{{expr}}} in {text:?} has no default"));
             } else {
-                return Err(format!(
-                    "${{{expr}}} in {text:?}: unsupported interpolation"
-                ));
+                return Err(format!("${{{expr}}} in {text:?}: unsupported interpolation"));
             }
         } else {
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
             return Err(format!("${name} in {text:?} has no default"));
         }
     }
@@ -585,21 +508,15 @@ fn interpolate(text: &str) -> Result<String, String> {
 }
 
 /// A compose `environment:` (mapping or `NAME=value` list), interpolated.
-fn compose_env(
-    origin: &str,
-    env: Option<&serde_yaml::Value>,
-) -> Result<Vec<(String, String)>, String> {
+fn compose_env(origin: &str, env: Option<&serde_yaml::Value>) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     match env {
         None => {}
         Some(serde_yaml::Value::Mapping(map)) => {
             for (k, v) in map {
-                let k =
-                    scalar_string(k).ok_or_else(|| format!("{origin}: environment key {k:?}"))?;
+                let k = scalar_string(k).ok_or_else(|| format!("{origin}: environment key {k:?}"))?;
                 let v = if v.is_null() {
-                    return Err(format!(
-                        "{origin}: `{k}` has no value (it would come from the host)"
-                    ));
+                    return Err(format!("{origin}: `{k}` has no value (it would come from the host)"));
                 } else {
                     scalar_string(v).ok_or_else(|| format!("{origin}: `{k}` is not a scalar"))?
                 };
@@ -608,48 +525,33 @@ fn compose_env(
         }
         Some(serde_yaml::Value::Sequence(items)) => {
             for item in items {
-                let s = scalar_string(item)
-                    .ok_or_else(|| format!("{origin}: environment item {item:?}"))?;
-                let (k, v) = s.split_once('=').ok_or_else(|| {
-                    format!("{origin}: `{s}` has no value (it would come from the host)")
-                })?;
-                out.push((
-                    k.to_string(),
-                    interpolate(v).map_err(|e| format!("{origin}: {e}"))?,
-                ));
+                let s = scalar_string(item).ok_or_else(|| format!("{origin}: environment item {item:?}"))?;
+                let (k, v) = s
+                    .split_once('=')
+                    .ok_or_else(|| format!("{origin}: `{s}` has no value (it would come from the host)"))?;
+                out.push((k.to_string(), interpolate(v).map_err(|e| format!("{origin}: {e}"))?));
             }
         }
         Some(other) => {
-            return Err(format!(
-                "{origin}: environment is neither a mapping nor a list: {other:?}"
-            ));
+            return Err(format!("{origin}: environment is neither a mapping nor a list: {other:?}"));
         }
     }
     Ok(out)
 }
 
 /// A compose command in exec (list) form.
-fn compose_command(
-    origin: &str,
-    command: Option<&serde_yaml::Value>,
-) -> Result<Vec<String>, String> {
+fn compose_command(origin: &str, command: Option<&serde_yaml::Value>) -> Result<Vec<String>, String> {
     match command {
         None => Ok(Vec::new()),
-        Some(serde_yaml::Value::Sequence(items)) => items
-            .iter()
-            .map(|i| scalar_string(i).ok_or_else(|| format!("{origin}: command item {i:?}")))
-            .collect(),
-        Some(other) => Err(format!(
-            "{origin}: write `command` as a list (exec form), not {other:?}"
-        )),
+        Some(serde_yaml::Value::Sequence(items)) => {
+            items.iter().map(|i| scalar_string(i).ok_or_else(|| format!("{origin}: command item {i:?}"))).collect()
+        }
+        Some(other) => Err(format!("{origin}: write `command` as a list (exec form), not {other:?}")),
     }
 }
 
 /// A compose `ports:` entry → (host ip, published, target).
-fn compose_port(
-    origin: &str,
-    port: &serde_yaml::Value,
-) -> Result<(Option<String>, Option<u16>, u16), String> {
+fn compose_port(origin: &str, port: &serde_yaml::Value) -> Result<(Option<String>, Option<u16>, u16), String> {
     let bad = |what: &str| format!("{origin}: port {port:?}: {what}");
     if let serde_yaml::Value::Mapping(_) = port {
         #[derive(Deserialize)]
@@ -662,21 +564,14 @@ fn compose_port(
         let published = long
             .published
             .as_ref()
-            .map(|p| {
-                scalar_string(p)
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| bad("published is not a port"))
-            })
+            .map(|p| scalar_string(p).and_then(|s| s.parse().ok()).ok_or_else(|| bad("published is not a port")))
             .transpose()?;
         return Ok((long.host_ip, published, long.target));
     }
     let s = scalar_string(port).ok_or_else(|| bad("not a string"))?;
     let s = s.split('/').next().unwrap_or_default();
     let parts: Vec<&str> = s.rsplitn(3, ':').collect();
-    let num = |p: &str| {
-        p.parse::<u16>()
-            .map_err(|_| bad("not a single port (ranges are not supported here)"))
-    };
+    let num = |p: &str| p.parse::<u16>().map_err(|_| bad("not a single port (ranges are not supported here)"));
     match parts.as_slice() {
         [target] => Ok((None, None, num(target)?)),
         [target, published] => Ok((None, Some(num(published)?), num(target)?)),
@@ -686,10 +581,7 @@ fn compose_port(
 }
 
 /// `depends_on` → service → condition (`service_started` for the list form).
-fn compose_depends_on(
-    origin: &str,
-    deps: Option<&serde_yaml::Value>,
-) -> Result<BTreeMap<String, String>, String> {
+fn compose_depends_on(origin: &str, deps: Option<&serde_yaml::Value>) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     match deps {
         None => {}
@@ -704,10 +596,7 @@ fn compose_depends_on(
         Some(serde_yaml::Value::Mapping(map)) => {
             for (k, v) in map {
                 let name = scalar_string(k).ok_or_else(|| format!("{origin}: depends_on {k:?}"))?;
-                let condition = v
-                    .get("condition")
-                    .and_then(scalar_string)
-                    .unwrap_or_else(|| "service_started".into());
+                let condition = v.get("condition").and_then(scalar_string).unwrap_or_else(|| "service_started".into());
                 out.insert(name, condition);
             }
         }
@@ -717,23 +606,15 @@ fn compose_depends_on(
 }
 
 /// Compose volume mounts → (source, target, read-only).
-fn compose_mounts(
-    origin: &str,
-    volumes: &[serde_yaml::Value],
-) -> Result<Vec<(String, String, bool)>, String> {
+fn compose_mounts(origin: &str, volumes: &[serde_yaml::Value]) -> Result<Vec<(String, String, bool)>, String> {
     volumes
         .iter()
         .map(|v| match v {
             serde_yaml::Value::Mapping(_) => {
                 let source = v.get("source").and_then(scalar_string).unwrap_or_default();
-                let target = v
-                    .get("target")
-                    .and_then(scalar_string)
-                    .ok_or_else(|| format!("{origin}: volume {v:?}"))?;
-                let ro = v
-                    .get("read_only")
-                    .and_then(serde_yaml::Value::as_bool)
-                    .unwrap_or(false);
+                let target =
+                    v.get("target").and_then(scalar_string).ok_or_else(|| format!("{origin}: volume {v:?}"))?;
+                let ro = v.get("read_only").and_then(serde_yaml::Value::as_bool).unwrap_or(false);
                 Ok((source, target, ro))
             }
             _ => {
@@ -742,11 +623,9 @@ fn compose_mounts(
                 match parts.as_slice() {
                     [target] => Ok((String::new(), target.to_string(), false)),
                     [source, target] => Ok((source.to_string(), target.to_string(), false)),
-                    [source, target, mode] => Ok((
-                        source.to_string(),
-                        target.to_string(),
-                        mode.split(',').any(|m| m == "ro"),
-                    )),
+                    [source, target, mode] => {
+                        Ok((source.to_string(), target.to_string(), mode.split(',').any(|m| m == "ro")))
+                    }
                     _ => Err(format!("{origin}: volume {s:?}")),
                 }
             }
@@ -767,18 +646,17 @@ fn check_upstreams(
         problems.check(SERVICES.contains(&name.as_str()), || {
             format!("{origin}: gateway upstream {name:?} is not in SERVICES {SERVICES:?}")
         });
-        problems.check(!urls.is_empty(), || {
-            format!("{origin}: gateway upstream {name:?} has no URL")
-        });
+        problems.check(!urls.is_empty(), || format!("{origin}: gateway upstream {name:?} has no URL"));
         for url in urls {
             let Some((s, host, port)) = parse_url(url) else {
-                problems.push(format!(
-                    "{origin}: gateway upstream {name:?}: {url:?} is not a URL"
-                ));
+                problems.push(format!("{origin}: gateway upstream {name:?}: {url:?} is not a URL"));
                 continue;
             };
             problems.check(s == scheme, || {
-                format!("{origin}: gateway upstream {url:?}: scheme must be {scheme} (tls.enabled = {})", gateway.tls.enabled)
+                format!(
+                    "{origin}: gateway upstream {url:?}: scheme must be {scheme} (tls.enabled = {})",
+                    gateway.tls.enabled
+                )
             });
             match (port, listen_ports.get(name)) {
                 (Some(port), Some(_)) => {
@@ -786,9 +664,7 @@ fn check_upstreams(
                         problems.push(format!("{origin}: gateway upstream {url:?}: {e}"));
                     }
                 }
-                (None, _) => problems.push(format!(
-                    "{origin}: gateway upstream {url:?}: give the port explicitly"
-                )),
+                (None, _) => problems.push(format!("{origin}: gateway upstream {url:?}: give the port explicitly")),
                 (_, None) => {}
             }
         }
@@ -853,9 +729,7 @@ struct SelectorRequirement {
 
 impl LabelSelector {
     fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|r| {
                 let value = labels.get(&r.key);
                 match r.operator.as_str() {
@@ -1061,14 +935,10 @@ fn yaml11_mode<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Opti
             .and_then(|n| u32::try_from(n).ok())
             .map(Some)
             .ok_or_else(|| serde::de::Error::custom(format!("mode {n}"))),
-        Some(serde_yaml::Value::String(s)) if s.len() > 1 && s.starts_with('0') => {
-            u32::from_str_radix(&s[1..], 8).map(Some).map_err(|_| {
-                serde::de::Error::custom(format!("mode {s:?} is not a YAML 1.1 octal integer"))
-            })
-        }
-        Some(other) => Err(serde::de::Error::custom(format!(
-            "mode {other:?} is not an integer"
-        ))),
+        Some(serde_yaml::Value::String(s)) if s.len() > 1 && s.starts_with('0') => u32::from_str_radix(&s[1..], 8)
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("mode {s:?} is not a YAML 1.1 octal integer"))),
+        Some(other) => Err(serde::de::Error::custom(format!("mode {other:?} is not an integer"))),
     }
 }
 
@@ -1171,24 +1041,13 @@ fn load_k8s_base() -> K8sBase {
     let dir = k8s_base_dir();
     let kustomization_path = dir.join("kustomization.yaml");
     let docs = yaml_documents(&kustomization_path);
-    assert_eq!(
-        docs.len(),
-        1,
-        "{}: expected one YAML document",
-        rel(&kustomization_path)
-    );
+    assert_eq!(docs.len(), 1, "{}: expected one YAML document", rel(&kustomization_path));
     let kustomization: Kustomization = from_yaml(&docs[0], &rel(&kustomization_path));
-    let namespace = kustomization
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
+    let namespace = kustomization.namespace.clone().unwrap_or_else(|| "default".into());
     let mut base = K8sBase {
         dir: dir.clone(),
         namespace: namespace.clone(),
-        namespace_labels: BTreeMap::from([(
-            "kubernetes.io/metadata.name".to_string(),
-            namespace.clone(),
-        )]),
+        namespace_labels: BTreeMap::from([("kubernetes.io/metadata.name".to_string(), namespace.clone())]),
         kustomization,
         deployments: Vec::new(),
         services: Vec::new(),
@@ -1199,9 +1058,7 @@ fn load_k8s_base() -> K8sBase {
     for generator in &base.kustomization.config_map_generator {
         let entries = base.config_maps.entry(generator.name.clone()).or_default();
         for file in &generator.files {
-            let (key, path) = file
-                .split_once('=')
-                .unwrap_or((file.rsplit('/').next().unwrap_or(file), file));
+            let (key, path) = file.split_once('=').unwrap_or((file.rsplit('/').next().unwrap_or(file), file));
             entries.insert(key.to_string(), read(&dir.join(path)));
         }
         for literal in &generator.literals {
@@ -1216,37 +1073,21 @@ fn load_k8s_base() -> K8sBase {
         }
         for (i, doc) in yaml_documents(&path).into_iter().enumerate() {
             let at = format!("{resource} document {}", i + 1);
-            let kind = doc
-                .get("kind")
-                .and_then(serde_yaml::Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let name = doc
-                .get("metadata")
-                .and_then(|m| m.get("name"))
-                .and_then(serde_yaml::Value::as_str);
+            let kind = doc.get("kind").and_then(serde_yaml::Value::as_str).unwrap_or_default().to_string();
+            let name = doc.get("metadata").and_then(|m| m.get("name")).and_then(serde_yaml::Value::as_str);
             assert!(
                 !kind.is_empty() && doc.get("apiVersion").is_some() && name.is_some(),
                 "{at}: every object needs apiVersion, kind and metadata.name"
             );
-            base.objects.push((
-                resource.clone(),
-                kind.clone(),
-                name.unwrap_or_default().to_string(),
-            ));
+            base.objects.push((resource.clone(), kind.clone(), name.unwrap_or_default().to_string()));
             let at = format!("{at} ({kind} {})", name.unwrap_or_default());
             match kind.as_str() {
-                "Deployment" => base
-                    .deployments
-                    .push((resource.clone(), from_yaml(&doc, &at))),
+                "Deployment" => base.deployments.push((resource.clone(), from_yaml(&doc, &at))),
                 "Service" => base.services.push((resource.clone(), from_yaml(&doc, &at))),
                 "NetworkPolicy" => base.policies.push((resource.clone(), from_yaml(&doc, &at))),
                 "ConfigMap" => {
                     let cm: ConfigMap = from_yaml(&doc, &at);
-                    base.config_maps
-                        .entry(cm.metadata.name)
-                        .or_default()
-                        .extend(cm.data);
+                    base.config_maps.entry(cm.metadata.name).or_default().extend(cm.data);
                 }
                 "Namespace" if name == Some(namespace.as_str()) => {
                     let meta: ObjectMeta = from_yaml(&doc["metadata"], &at);
@@ -1274,28 +1115,16 @@ fn is_quis_image(image: Option<&str>, kustomize_names: &[String]) -> bool {
 fn resolve_port(port: &IntOrString, ports: &[ContainerPort]) -> Option<u16> {
     match port {
         IntOrString::Int(n) => Some(*n),
-        IntOrString::Str(name) => ports
-            .iter()
-            .find(|p| p.name.as_deref() == Some(name.as_str()))
-            .map(|p| p.container_port),
+        IntOrString::Str(name) => {
+            ports.iter().find(|p| p.name.as_deref() == Some(name.as_str())).map(|p| p.container_port)
+        }
     }
 }
 
 /// The one quis container of a Deployment.
 fn quis_container<'a>(d: &'a Deployment, base: &K8sBase) -> Option<&'a Container> {
-    let names: Vec<String> = base
-        .kustomization
-        .images
-        .iter()
-        .map(|i| i.name.clone())
-        .collect();
-    let mut quis = d
-        .spec
-        .template
-        .spec
-        .containers
-        .iter()
-        .filter(|c| is_quis_image(c.image.as_deref(), &names));
+    let names: Vec<String> = base.kustomization.images.iter().map(|i| i.name.clone()).collect();
+    let mut quis = d.spec.template.spec.containers.iter().filter(|c| is_quis_image(c.image.as_deref(), &names));
     let first = quis.next();
     if quis.next().is_some() { None } else { first }
 }
@@ -1309,18 +1138,12 @@ fn k8s_config_file(
     pod: &PodSpec,
     base: &K8sBase,
 ) -> Result<Option<tempfile::NamedTempFile>, String> {
-    let Some(i) = args
-        .iter()
-        .position(|a| a == "--config" || a.starts_with("--config="))
-    else {
+    let Some(i) = args.iter().position(|a| a == "--config" || a.starts_with("--config=")) else {
         return Ok(None);
     };
     let path = match args[i].strip_prefix("--config=") {
         Some(p) => p.to_string(),
-        None => args
-            .get(i + 1)
-            .cloned()
-            .ok_or_else(|| format!("{origin}: --config without a path"))?,
+        None => args.get(i + 1).cloned().ok_or_else(|| format!("{origin}: --config without a path"))?,
     };
     for mount in &container.volume_mounts {
         let Some(volume) = pod.volumes.iter().find(|v| v.name == mount.name) else {
@@ -1332,12 +1155,10 @@ fn k8s_config_file(
         let file_in_volume = match &mount.sub_path {
             Some(sub) if path == mount.mount_path => sub.clone(),
             Some(_) => continue,
-            None => {
-                match path.strip_prefix(&format!("{}/", mount.mount_path.trim_end_matches('/'))) {
-                    Some(rest) => rest.to_string(),
-                    None => continue,
-                }
-            }
+            None => match path.strip_prefix(&format!("{}/", mount.mount_path.trim_end_matches('/'))) {
+                Some(rest) => rest.to_string(),
+                None => continue,
+            },
         };
         let key = if cm.items.is_empty() {
             file_in_volume.clone()
@@ -1355,29 +1176,14 @@ fn k8s_config_file(
         let content = base
             .config_maps
             .get(&cm.name)
-            .ok_or_else(|| {
-                format!(
-                    "{origin}: --config {path}: ConfigMap {} is not in the base",
-                    cm.name
-                )
-            })?
+            .ok_or_else(|| format!("{origin}: --config {path}: ConfigMap {} is not in the base", cm.name))?
             .get(&key)
-            .ok_or_else(|| {
-                format!(
-                    "{origin}: --config {path}: ConfigMap {} has no key {key}",
-                    cm.name
-                )
-            })?;
-        let mut file = tempfile::Builder::new()
-            .suffix(".toml")
-            .tempfile()
-            .expect("temp file");
+            .ok_or_else(|| format!("{origin}: --config {path}: ConfigMap {} has no key {key}", cm.name))?;
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().expect("temp file");
         std::io::Write::write_all(&mut file, content.as_bytes()).expect("write temp file");
         return Ok(Some(file));
     }
-    Err(format!(
-        "{origin}: --config {path} is not a file of a mounted ConfigMap"
-    ))
+    Err(format!("{origin}: --config {path} is not a file of a mounted ConfigMap"))
 }
 
 /// One loaded Quis container of the Kubernetes base.
@@ -1396,36 +1202,23 @@ fn load_k8s_services<'a>(
 ) -> Vec<K8sQuis<'a>> {
     let mut out = Vec::new();
     for &service in SERVICES {
-        let found: Vec<_> = base
-            .deployments
-            .iter()
-            .filter(|(_, d)| d.metadata.name == service)
-            .collect();
+        let found: Vec<_> = base.deployments.iter().filter(|(_, d)| d.metadata.name == service).collect();
         let [(file, deployment)] = found.as_slice() else {
-            problems.push(format!(
-                "k8s: expected exactly one Deployment named {service:?}, found {}",
-                found.len()
-            ));
+            problems.push(format!("k8s: expected exactly one Deployment named {service:?}, found {}", found.len()));
             continue;
         };
         let origin = format!("k8s {file} Deployment {service}");
         let Some(container) = quis_container(deployment, base) else {
-            problems.push(format!(
-                "{origin}: expected exactly one container running the quis image"
-            ));
+            problems.push(format!("{origin}: expected exactly one container running the quis image"));
             continue;
         };
         let origin = format!("{origin} container {}", container.name);
         if !container.command.is_empty() {
-            problems.push(format!(
-                "{origin}: set `args`, not `command` (the image's ENTRYPOINT is quis)"
-            ));
+            problems.push(format!("{origin}: set `args`, not `command` (the image's ENTRYPOINT is quis)"));
         }
         if container.args.get(..2) != Some(&["serve".to_string(), service.to_string()][..]) {
-            problems.push(format!(
-                "{origin}: args must start with [\"serve\", \"{service}\"], got {:?}",
-                container.args
-            ));
+            problems
+                .push(format!("{origin}: args must start with [\"serve\", \"{service}\"], got {:?}", container.args));
         }
         let rest: Vec<&String> = container.args.iter().skip(2).collect();
         let only_config = match rest.as_slice() {
@@ -1438,9 +1231,7 @@ fn load_k8s_services<'a>(
             problems.push(format!("{origin}: args after `serve {service}` may only be --config FILE (got {rest:?}); teach this test other flags"));
         }
         if !container.env_from.is_empty() {
-            problems.push(format!(
-                "{origin}: envFrom is not checked by this test; list the variables under env"
-            ));
+            problems.push(format!("{origin}: envFrom is not checked by this test; list the variables under env"));
         }
         let mut env = image_env.to_vec();
         for var in &container.env {
@@ -1448,19 +1239,10 @@ fn load_k8s_services<'a>(
                 (Some(v), None) => env.push((var.name.clone(), v.clone())),
                 (None, Some(_)) => env.push((var.name.clone(), VALUE_FROM_PLACEHOLDER.to_string())),
                 (None, None) => env.push((var.name.clone(), String::new())),
-                (Some(_), Some(_)) => problems.push(format!(
-                    "{origin}: env {} has both value and valueFrom",
-                    var.name
-                )),
+                (Some(_), Some(_)) => problems.push(format!("{origin}: env {} has both value and valueFrom", var.name)),
             }
         }
-        let file = match k8s_config_file(
-            &origin,
-            &container.args,
-            container,
-            &deployment.spec.template.spec,
-            base,
-        ) {
+        let file = match k8s_config_file(&origin, &container.args, container, &deployment.spec.template.spec, base) {
             Ok(file) => file,
             Err(e) => {
                 problems.push(e);
@@ -1468,12 +1250,7 @@ fn load_k8s_services<'a>(
             }
         };
         match load_config(&origin, file.as_ref().map(|f| f.path()), &env) {
-            Ok(config) => out.push(K8sQuis {
-                service,
-                deployment,
-                container,
-                config,
-            }),
+            Ok(config) => out.push(K8sQuis { service, deployment, container, config }),
             Err(e) => problems.push(e),
         }
     }
@@ -1501,11 +1278,7 @@ fn cidr_contains(cidr: &str, addr: Ipv4Addr) -> bool {
     let (Ok(net), Ok(len)) = (net.parse::<Ipv4Addr>(), len.parse::<u32>()) else {
         return false;
     };
-    let mask = if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - len.min(32))
-    };
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len.min(32)) };
     u32::from(net) & mask == u32::from(addr) & mask
 }
 
@@ -1513,10 +1286,7 @@ fn peer_matches(peer: &Peer, src: &Source) -> bool {
     if let Some(block) = &peer.ip_block {
         return src.namespace_labels.is_none()
             && cidr_contains(&block.cidr, EXTERNAL_ADDRESS)
-            && !block
-                .except
-                .iter()
-                .any(|e| cidr_contains(e, EXTERNAL_ADDRESS));
+            && !block.except.iter().any(|e| cidr_contains(e, EXTERNAL_ADDRESS));
     }
     let Some(ns_labels) = &src.namespace_labels else {
         return false;
@@ -1525,10 +1295,7 @@ fn peer_matches(peer: &Peer, src: &Source) -> bool {
         Some(sel) => sel.matches(ns_labels),
         None => src.same_namespace,
     };
-    let pod_ok = peer
-        .pod_selector
-        .as_ref()
-        .is_none_or(|sel| sel.matches(&src.pod_labels));
+    let pod_ok = peer.pod_selector.as_ref().is_none_or(|sel| sel.matches(&src.pod_labels));
     ns_ok && pod_ok && (peer.namespace_selector.is_some() || peer.pod_selector.is_some())
 }
 
@@ -1544,12 +1311,7 @@ fn ingress_allowed(
     let selecting: Vec<&NetworkPolicy> = policies
         .iter()
         .map(|(_, p)| p)
-        .filter(|p| {
-            p.spec
-                .policy_types
-                .as_ref()
-                .is_none_or(|t| t.iter().any(|t| t == "Ingress"))
-        })
+        .filter(|p| p.spec.policy_types.as_ref().is_none_or(|t| t.iter().any(|t| t == "Ingress")))
         .filter(|p| p.spec.pod_selector.matches(pod_labels))
         .collect();
     if selecting.is_empty() {
@@ -1561,9 +1323,7 @@ fn ingress_allowed(
                 p.protocol.as_deref().unwrap_or("TCP") == "TCP"
                     && match &p.port {
                         None => true,
-                        Some(IntOrString::Int(n)) => {
-                            (*n..=p.end_port.unwrap_or(*n)).contains(&port)
-                        }
+                        Some(IntOrString::Int(n)) => (*n..=p.end_port.unwrap_or(*n)).contains(&port),
                         Some(named) => resolve_port(named, ports) == Some(port),
                     }
             });
@@ -1580,14 +1340,8 @@ fn every_file_in_deploy_parses() {
     let mut problems = Problems::default();
     let files = deploy_files();
     for path in &files {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or_default();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
         match (name, ext) {
             ("Dockerfile", _) => {
                 let _ = parse_dockerfile(path);
@@ -1602,21 +1356,11 @@ fn every_file_in_deploy_parses() {
                 }
             }
             (_, "md") | ("Dockerfile.dockerignore", _) => {}
-            _ => problems.push(format!(
-                "{}: a file kind this test does not parse; teach it",
-                rel(path)
-            )),
+            _ => problems.push(format!("{}: a file kind this test does not parse; teach it", rel(path))),
         }
     }
-    for must in [
-        "Dockerfile",
-        "compose.yaml",
-        "k8s/base/kustomization.yaml",
-        "README.md",
-    ] {
-        problems.check(deploy_dir().join(must).is_file(), || {
-            format!("deploy/{must} is missing")
-        });
+    for must in ["Dockerfile", "compose.yaml", "k8s/base/kustomization.yaml", "README.md"] {
+        problems.check(deploy_dir().join(must).is_file(), || format!("deploy/{must} is missing"));
     }
     problems.finish("deploy/ files");
 }
@@ -1637,9 +1381,7 @@ fn dockerfile_is_multi_stage_non_root_and_builds_quis() {
                         expected.insert(l.listen.port());
                         expected.insert(l.admin_listen.port());
                     }
-                    Err(e) => problems.push(format!(
-                        "default configuration: {e}; add {service:?} to DEFAULT_PORTS"
-                    )),
+                    Err(e) => problems.push(format!("default configuration: {e}; add {service:?} to DEFAULT_PORTS")),
                 }
             }
             problems.check(exposed == expected, || {
@@ -1658,11 +1400,7 @@ fn compose_services_load_and_agree_on_ports() {
     let (image_env, image_uid, _) = check_dockerfile(&mut Problems::default());
     let path = deploy_dir().join("compose.yaml");
     let docs = yaml_documents(&path);
-    assert_eq!(
-        docs.len(),
-        1,
-        "deploy/compose.yaml: expected one YAML document"
-    );
+    assert_eq!(docs.len(), 1, "deploy/compose.yaml: expected one YAML document");
     let compose: ComposeFile = from_yaml(&docs[0], "deploy/compose.yaml");
     let at = "deploy/compose.yaml";
 
@@ -1670,42 +1408,22 @@ fn compose_services_load_and_agree_on_ports() {
     let postgres: Vec<&String> = compose
         .services
         .iter()
-        .filter(|(_, s)| {
-            s.image
-                .as_deref()
-                .is_some_and(|i| i.starts_with("postgres:"))
-        })
+        .filter(|(_, s)| s.image.as_deref().is_some_and(|i| i.starts_with("postgres:")))
         .map(|(n, _)| n)
         .collect();
-    problems.check(postgres.len() == 1, || {
-        format!("{at}: expected one postgres service, found {postgres:?}")
-    });
+    problems.check(postgres.len() == 1, || format!("{at}: expected one postgres service, found {postgres:?}"));
     for name in &postgres {
         let s = &compose.services[*name];
-        problems.check(
-            s.image
-                .as_deref()
-                .is_some_and(|i| i.starts_with("postgres:16")),
-            || format!("{at}: {name}: expected PostgreSQL 16, got {:?}", s.image),
-        );
-        let test = s
-            .healthcheck
-            .as_ref()
-            .and_then(|h| h.get("test"))
-            .map(|t| format!("{t:?}"))
-            .unwrap_or_default();
-        problems.check(test.contains("pg_isready"), || {
-            format!("{at}: {name}: needs a healthcheck running pg_isready")
+        problems.check(s.image.as_deref().is_some_and(|i| i.starts_with("postgres:16")), || {
+            format!("{at}: {name}: expected PostgreSQL 16, got {:?}", s.image)
         });
+        let test = s.healthcheck.as_ref().and_then(|h| h.get("test")).map(|t| format!("{t:?}")).unwrap_or_default();
+        problems.check(test.contains("pg_isready"), || format!("{at}: {name}: needs a healthcheck running pg_isready"));
     }
 
     // Which services run the quis image.
-    let quis_image = compose
-        .services
-        .get(PUBLIC_SERVICE)
-        .and_then(|s| s.image.clone());
-    let is_quis =
-        |s: &ComposeService| s.build.is_some() || (s.image.is_some() && s.image == quis_image);
+    let quis_image = compose.services.get(PUBLIC_SERVICE).and_then(|s| s.image.clone());
+    let is_quis = |s: &ComposeService| s.build.is_some() || (s.image.is_some() && s.image == quis_image);
 
     // The one-shot init.
     let init: Vec<(&String, Vec<String>)> = compose
@@ -1719,17 +1437,12 @@ fn compose_services_load_and_agree_on_ports() {
         [(_, cmd)] => match cmd.as_slice() {
             [_, flag, dir] if flag == "--data-dir" => Some(PathBuf::from(dir)),
             _ => {
-                problems.push(format!(
-                    "{at}: init command must be [\"init\", \"--data-dir\", DIR], got {cmd:?}"
-                ));
+                problems.push(format!("{at}: init command must be [\"init\", \"--data-dir\", DIR], got {cmd:?}"));
                 None
             }
         },
         _ => {
-            problems.push(format!(
-                "{at}: expected one service with command [\"init\", ...], found {}",
-                init.len()
-            ));
+            problems.push(format!("{at}: expected one service with command [\"init\", ...], found {}", init.len()));
             None
         }
     };
@@ -1748,23 +1461,14 @@ fn compose_services_load_and_agree_on_ports() {
         problems.check(service.env_file.is_none(), || {
             format!("{origin}: env_file is not checked by this test; use environment")
         });
-        problems.check(service.entrypoint.is_none(), || {
-            format!("{origin}: keep the image's ENTRYPOINT")
-        });
+        problems.check(service.entrypoint.is_none(), || format!("{origin}: keep the image's ENTRYPOINT"));
         // Security: non-root, read-only root, no capabilities.
         let uid = service.user.as_deref().map_or(Some(image_uid), numeric_uid);
         problems.check(uid.is_some_and(|u| u != 0), || {
-            format!(
-                "{origin}: user {:?} must be a numeric non-root uid",
-                service.user
-            )
+            format!("{origin}: user {:?} must be a numeric non-root uid", service.user)
         });
-        problems.check(service.read_only == Some(true), || {
-            format!("{origin}: set read_only: true")
-        });
-        problems.check(service.cap_drop.iter().any(|c| c == "ALL"), || {
-            format!("{origin}: set cap_drop: [ALL]")
-        });
+        problems.check(service.read_only == Some(true), || format!("{origin}: set read_only: true"));
+        problems.check(service.cap_drop.iter().any(|c| c == "ALL"), || format!("{origin}: set cap_drop: [ALL]"));
 
         let full_env: Vec<(String, String)> = image_env.iter().cloned().chain(env).collect();
         let config = match load_config(&origin, None, &full_env) {
@@ -1779,25 +1483,15 @@ fn compose_services_load_and_agree_on_ports() {
             problems.push(e);
             Vec::new()
         });
-        let data_mount = mounts
-            .iter()
-            .find(|(_, target, _)| Path::new(target) == config.data_dir);
+        let data_mount = mounts.iter().find(|(_, target, _)| Path::new(target) == config.data_dir);
         match data_mount {
             Some((source, _, ro)) => {
                 problems.check(compose.volumes.contains_key(source), || {
-                    format!(
-                        "{origin}: data_dir {} must be a named volume (got {source:?})",
-                        config.data_dir.display()
-                    )
+                    format!("{origin}: data_dir {} must be a named volume (got {source:?})", config.data_dir.display())
                 });
-                problems.check(!ro, || {
-                    format!("{origin}: the data volume must be writable")
-                });
+                problems.check(!ro, || format!("{origin}: the data volume must be writable"));
             }
-            None => problems.push(format!(
-                "{origin}: no volume mounted at data_dir {}",
-                config.data_dir.display()
-            )),
+            None => problems.push(format!("{origin}: no volume mounted at data_dir {}", config.data_dir.display())),
         }
         if let Some(dir) = &init_data_dir {
             problems.check(&config.data_dir == dir, || {
@@ -1807,28 +1501,21 @@ fn compose_services_load_and_agree_on_ports() {
                     dir.display()
                 )
             });
-            problems.check(
-                config.path(&config.auth.jwks_file) == dir.join(INIT_JWKS),
-                || {
-                    format!(
-                        "{origin}: auth.jwks_file resolves to {}, but init writes {}",
-                        config.path(&config.auth.jwks_file).display(),
-                        dir.join(INIT_JWKS).display()
-                    )
-                },
-            );
+            problems.check(config.path(&config.auth.jwks_file) == dir.join(INIT_JWKS), || {
+                format!(
+                    "{origin}: auth.jwks_file resolves to {}, but init writes {}",
+                    config.path(&config.auth.jwks_file).display(),
+                    dir.join(INIT_JWKS).display()
+                )
+            });
         }
         // The stores must point at the compose PostgreSQL service.
-        for (what, url) in [
-            ("store.url", &config.store.url),
-            ("auth.revocation_store", &config.auth.revocation_store),
-        ] {
+        for (what, url) in [("store.url", &config.store.url), ("auth.revocation_store", &config.auth.revocation_store)]
+        {
             if let Some(url) = url {
                 let host = parse_url(url).map(|(_, h, _)| h).unwrap_or_default();
                 problems.check(postgres.iter().any(|p| **p == host), || {
-                    format!(
-                        "{origin}: {what} host {host:?} is not the postgres service {postgres:?}"
-                    )
+                    format!("{origin}: {what} host {host:?} is not the postgres service {postgres:?}")
                 });
             }
         }
@@ -1853,25 +1540,17 @@ fn compose_services_load_and_agree_on_ports() {
             problems.push(e);
             BTreeMap::new()
         });
-        problems.check(
-            deps.get(&init_name).map(String::as_str) == Some("service_completed_successfully"),
-            || {
-                format!(
-                    "{origin}: depends_on {init_name}: condition: service_completed_successfully"
-                )
-            },
-        );
+        problems.check(deps.get(&init_name).map(String::as_str) == Some("service_completed_successfully"), || {
+            format!("{origin}: depends_on {init_name}: condition: service_completed_successfully")
+        });
         for p in &postgres {
-            problems.check(
-                deps.get(*p).map(String::as_str) == Some("service_healthy"),
-                || format!("{origin}: depends_on {p}: condition: service_healthy"),
-            );
+            problems.check(deps.get(*p).map(String::as_str) == Some("service_healthy"), || {
+                format!("{origin}: depends_on {p}: condition: service_healthy")
+            });
         }
         let Some(config) = loaded.get(service) else {
             // A configuration that does not load is reported above.
-            problems.check(is_quis(s), || {
-                format!("{origin}: does not run the quis image")
-            });
+            problems.check(is_quis(s), || format!("{origin}: does not run the quis image"));
             continue;
         };
         let listen = match config.listen(service) {
@@ -1884,9 +1563,7 @@ fn compose_services_load_and_agree_on_ports() {
         listen_ports.insert(service.to_string(), listen.listen.port());
         for addr in [listen.listen, listen.admin_listen] {
             problems.check(is_unspecified(&addr), || {
-                format!(
-                    "{origin}: listens on {addr}; other containers cannot reach it (use 0.0.0.0)"
-                )
+                format!("{origin}: listens on {addr}; other containers cannot reach it (use 0.0.0.0)")
             });
         }
         let expected: BTreeSet<u16> = [listen.listen.port(), listen.admin_listen.port()].into();
@@ -1901,24 +1578,23 @@ fn compose_services_load_and_agree_on_ports() {
         for port in &s.ports {
             match compose_port(&origin, port) {
                 Ok((_, _, target)) => problems.check(target == listen.listen.port(), || {
-                    format!("{origin}: publishes container port {target}, but services.{service}.listen is {}", listen.listen)
+                    format!(
+                        "{origin}: publishes container port {target}, but services.{service}.listen is {}",
+                        listen.listen
+                    )
                 }),
                 Err(e) => problems.push(e),
             }
         }
         if service == PUBLIC_SERVICE {
-            problems.check(!s.ports.is_empty(), || {
-                format!("{origin}: the public service must publish its listen port")
-            });
+            problems
+                .check(!s.ports.is_empty(), || format!("{origin}: the public service must publish its listen port"));
         }
     }
     // (e) nothing but the public service is published.
     for (name, s) in &compose.services {
         problems.check(name == PUBLIC_SERVICE || s.ports.is_empty(), || {
-            format!(
-                "{at} service {name}: publishes {:?}; only {PUBLIC_SERVICE} may publish ports",
-                s.ports
-            )
+            format!("{at} service {name}: publishes {:?}; only {PUBLIC_SERVICE} may publish ports", s.ports)
         });
     }
     // Upstreams: the compose service name and its listen port; the gateway starts after them.
@@ -1933,23 +1609,14 @@ fn compose_services_load_and_agree_on_ports() {
                 return Err(format!("host must be the compose service {name:?}"));
             }
             if listen_ports.get(name) != Some(&port) {
-                return Err(format!(
-                    "port {port} is not services.{name}.listen ({:?})",
-                    listen_ports.get(name)
-                ));
+                return Err(format!("port {port} is not services.{name}.listen ({:?})", listen_ports.get(name)));
             }
             if !deps.contains_key(name) {
                 return Err(format!("the gateway does not depend_on {name:?}"));
             }
             Ok(())
         };
-        check_upstreams(
-            &mut problems,
-            &format!("{at} service {PUBLIC_SERVICE}"),
-            gateway,
-            &listen_ports,
-            &resolve,
-        );
+        check_upstreams(&mut problems, &format!("{at} service {PUBLIC_SERVICE}"), gateway, &listen_ports, &resolve);
     }
     problems.finish("deploy/compose.yaml");
 }
@@ -1963,23 +1630,14 @@ fn k8s_config_map_toml_loads() {
     for (name, entries) in &base.config_maps {
         for (key, content) in entries.iter().filter(|(k, _)| k.ends_with(".toml")) {
             found += 1;
-            let mut file = tempfile::Builder::new()
-                .suffix(".toml")
-                .tempfile()
-                .expect("temp file");
+            let mut file = tempfile::Builder::new().suffix(".toml").tempfile().expect("temp file");
             std::io::Write::write_all(&mut file, content.as_bytes()).expect("write temp file");
-            if let Err(e) = load_config(
-                &format!("k8s ConfigMap {name} key {key}"),
-                Some(file.path()),
-                &[],
-            ) {
+            if let Err(e) = load_config(&format!("k8s ConfigMap {name} key {key}"), Some(file.path()), &[]) {
                 problems.push(e);
             }
         }
     }
-    problems.check(found > 0, || {
-        "k8s: no ConfigMap holds a .toml configuration".to_string()
-    });
+    problems.check(found > 0, || "k8s: no ConfigMap holds a .toml configuration".to_string());
     problems.finish("k8s ConfigMap");
 }
 
@@ -1995,30 +1653,20 @@ fn k8s_services_load_and_agree_on_ports_and_probes() {
     let mut service_ports: BTreeMap<String, BTreeMap<u16, u16>> = BTreeMap::new();
     let mut listen_ports = BTreeMap::new();
     for q in &loaded {
-        let origin = format!(
-            "k8s Deployment {} container {}",
-            q.service, q.container.name
-        );
+        let origin = format!("k8s Deployment {} container {}", q.service, q.container.name);
         let pod = &q.deployment.spec.template;
         let Ok(listen) = q.config.listen(q.service) else {
-            problems.push(format!(
-                "{origin}: no services.{}.listen in its configuration",
-                q.service
-            ));
+            problems.push(format!("{origin}: no services.{}.listen in its configuration", q.service));
             continue;
         };
         listen_ports.insert(q.service.to_string(), listen.listen.port());
         for addr in [listen.listen, listen.admin_listen] {
-            problems.check(is_unspecified(&addr), || format!("{origin}: listens on {addr}; the kubelet and Services cannot reach it (use 0.0.0.0)"));
+            problems.check(is_unspecified(&addr), || {
+                format!("{origin}: listens on {addr}; the kubelet and Services cannot reach it (use 0.0.0.0)")
+            });
         }
         // (b) container ports: exactly grpc = listen, admin = admin_listen.
-        let named = |n: &str| {
-            q.container
-                .ports
-                .iter()
-                .find(|p| p.name.as_deref() == Some(n))
-                .map(|p| p.container_port)
-        };
+        let named = |n: &str| q.container.ports.iter().find(|p| p.name.as_deref() == Some(n)).map(|p| p.container_port);
         problems.check(named("grpc") == Some(listen.listen.port()), || {
             format!(
                 "{origin}: container port `grpc` is {:?}, services.{}.listen is {}",
@@ -2043,89 +1691,58 @@ fn k8s_services_load_and_agree_on_ports_and_probes() {
 
         // (c) probes: /livez and /readyz on the admin port.
         for (kind, probe, paths) in [
-            (
-                "livenessProbe",
-                &q.container.liveness_probe,
-                &["/livez"][..],
-            ),
-            (
-                "readinessProbe",
-                &q.container.readiness_probe,
-                &["/readyz"][..],
-            ),
-            (
-                "startupProbe",
-                &q.container.startup_probe,
-                &["/livez", "/readyz"][..],
-            ),
+            ("livenessProbe", &q.container.liveness_probe, &["/livez"][..]),
+            ("readinessProbe", &q.container.readiness_probe, &["/readyz"][..]),
+            ("startupProbe", &q.container.startup_probe, &["/livez", "/readyz"][..]),
         ] {
             let Some(probe) = probe else {
                 problems.check(kind == "startupProbe", || format!("{origin}: no {kind}"));
                 continue;
             };
             let Some(get) = &probe.http_get else {
-                problems.push(format!(
-                    "{origin}: {kind} must be an httpGet on the admin port"
-                ));
+                problems.push(format!("{origin}: {kind} must be an httpGet on the admin port"));
                 continue;
             };
-            problems.check(
-                get.path.as_deref().is_some_and(|p| paths.contains(&p)),
-                || {
-                    format!(
-                        "{origin}: {kind} path {:?}, expected one of {paths:?}",
-                        get.path
-                    )
-                },
-            );
+            problems.check(get.path.as_deref().is_some_and(|p| paths.contains(&p)), || {
+                format!("{origin}: {kind} path {:?}, expected one of {paths:?}", get.path)
+            });
             let port = resolve_port(&get.port, &q.container.ports);
             problems.check(port == Some(listen.admin_listen.port()), || {
-                format!("{origin}: {kind} port {:?} resolves to {port:?}, services.{}.admin_listen is {}", get.port, q.service, listen.admin_listen)
+                format!(
+                    "{origin}: {kind} port {:?} resolves to {port:?}, services.{}.admin_listen is {}",
+                    get.port, q.service, listen.admin_listen
+                )
             });
         }
 
         // Deployment shape.
-        problems.check(
-            q.deployment.spec.selector.matches(&pod.metadata.labels),
-            || format!("{origin}: spec.selector does not match the pod template's labels"),
-        );
+        problems.check(q.deployment.spec.selector.matches(&pod.metadata.labels), || {
+            format!("{origin}: spec.selector does not match the pod template's labels")
+        });
         problems.check(q.deployment.spec.replicas.unwrap_or(1) >= 2, || {
-            format!(
-                "{origin}: replicas {:?}; run at least 2",
-                q.deployment.spec.replicas
-            )
+            format!("{origin}: replicas {:?}; run at least 2", q.deployment.spec.replicas)
         });
         let budget = q.config.shutdown.grace_secs + q.config.shutdown.drain_delay_ms.div_ceil(1000);
         let termination = pod.spec.termination_grace_period_seconds.unwrap_or(30);
         problems.check(termination > budget, || {
-            format!("{origin}: terminationGracePeriodSeconds {termination} must exceed shutdown grace + drain ({budget} s)")
+            format!(
+                "{origin}: terminationGracePeriodSeconds {termination} must exceed shutdown grace + drain ({budget} s)"
+            )
         });
         // The pod's uid owns the image's data directory.
-        let uid = q
-            .container
-            .security_context
-            .run_as_user
-            .or(pod.spec.security_context.run_as_user);
+        let uid = q.container.security_context.run_as_user.or(pod.spec.security_context.run_as_user);
         problems.check(uid.is_none_or(|u| u == image_uid), || {
             format!("{origin}: runAsUser {uid:?} differs from the image's USER {image_uid}")
         });
 
         // The data directory: a writable volume; the JWKS under it, installed by an init container.
-        let data_mount = q
-            .container
-            .volume_mounts
-            .iter()
-            .find(|m| Path::new(&m.mount_path) == q.config.data_dir);
+        let data_mount = q.container.volume_mounts.iter().find(|m| Path::new(&m.mount_path) == q.config.data_dir);
         match data_mount {
             Some(m) => {
-                problems.check(!m.read_only, || {
-                    format!("{origin}: the data directory mount must be writable")
-                });
+                problems.check(!m.read_only, || format!("{origin}: the data directory mount must be writable"));
                 let volume = pod.spec.volumes.iter().find(|v| v.name == m.name);
                 problems.check(
-                    volume.is_some_and(|v| {
-                        v.empty_dir.is_some() || v.persistent_volume_claim.is_some()
-                    }),
+                    volume.is_some_and(|v| v.empty_dir.is_some() || v.persistent_volume_claim.is_some()),
                     || {
                         format!(
                             "{origin}: data_dir {} must be an emptyDir or a PersistentVolumeClaim",
@@ -2134,63 +1751,46 @@ fn k8s_services_load_and_agree_on_ports_and_probes() {
                     },
                 );
                 let installer = pod.spec.init_containers.iter().find(|c| {
-                    c.volume_mounts
-                        .iter()
-                        .any(|im| im.name == m.name && !im.read_only)
+                    c.volume_mounts.iter().any(|im| im.name == m.name && !im.read_only)
                         && c.volume_mounts.iter().any(|im| {
                             pod.spec.volumes.iter().any(|v| {
-                                v.name == im.name
-                                    && v.secret
-                                        .as_ref()
-                                        .is_some_and(|s| s.secret_name == KEYS_SECRET)
+                                v.name == im.name && v.secret.as_ref().is_some_and(|s| s.secret_name == KEYS_SECRET)
                             })
                         })
                 });
                 problems.check(installer.is_some(), || {
-                    format!("{origin}: no init container copies the Secret {KEYS_SECRET} into the data volume {}", m.name)
+                    format!(
+                        "{origin}: no init container copies the Secret {KEYS_SECRET} into the data volume {}",
+                        m.name
+                    )
                 });
             }
-            None => problems.push(format!(
-                "{origin}: nothing is mounted at data_dir {}",
-                q.config.data_dir.display()
-            )),
+            None => problems.push(format!("{origin}: nothing is mounted at data_dir {}", q.config.data_dir.display())),
         }
         let jwks = q.config.path(&q.config.auth.jwks_file);
         problems.check(q.config.auth.jwks_url.is_some() || jwks.starts_with(&q.config.data_dir), || {
-            format!("{origin}: auth.jwks_file {} is outside data_dir {}, where the keys are installed", jwks.display(), q.config.data_dir.display())
+            format!(
+                "{origin}: auth.jwks_file {} is outside data_dir {}, where the keys are installed",
+                jwks.display(),
+                q.config.data_dir.display()
+            )
         });
 
         // (d) its Service: selects exactly this Deployment's pods, targets its ports.
-        let services: Vec<&Service> = base
-            .services
-            .iter()
-            .map(|(_, s)| s)
-            .filter(|s| s.metadata.name == q.service)
-            .collect();
+        let services: Vec<&Service> =
+            base.services.iter().map(|(_, s)| s).filter(|s| s.metadata.name == q.service).collect();
         let [service] = services.as_slice() else {
-            problems.push(format!(
-                "k8s: expected exactly one Service named {:?}, found {}",
-                q.service,
-                services.len()
-            ));
+            problems.push(format!("k8s: expected exactly one Service named {:?}, found {}", q.service, services.len()));
             continue;
         };
-        let selector = LabelSelector {
-            match_labels: service.spec.selector.clone(),
-            match_expressions: Vec::new(),
-        };
+        let selector = LabelSelector { match_labels: service.spec.selector.clone(), match_expressions: Vec::new() };
         for (_, d) in &base.deployments {
-            let selects = !service.spec.selector.is_empty()
-                && selector.matches(&d.spec.template.metadata.labels);
+            let selects = !service.spec.selector.is_empty() && selector.matches(&d.spec.template.metadata.labels);
             problems.check(selects == (d.metadata.name == q.service), || {
                 format!(
                     "k8s Service {}: its selector {} Deployment {}'s pods",
                     q.service,
-                    if selects {
-                        "selects"
-                    } else {
-                        "does not select"
-                    },
+                    if selects { "selects" } else { "does not select" },
                     d.metadata.name
                 )
             });
@@ -2200,17 +1800,17 @@ fn k8s_services_load_and_agree_on_ports_and_probes() {
             let target = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
             let resolved = resolve_port(&target, &q.container.ports);
             problems.check(resolved.is_some_and(|r| expected.contains(&r)), || {
-                format!("k8s Service {} port {:?}: targetPort {target:?} resolves to {resolved:?}, not one of {expected:?}", q.service, p.name)
+                format!(
+                    "k8s Service {} port {:?}: targetPort {target:?} resolves to {resolved:?}, not one of {expected:?}",
+                    q.service, p.name
+                )
             });
             if let Some(r) = resolved {
                 targets.insert(p.port, r);
             }
         }
         problems.check(targets.values().any(|t| *t == listen.listen.port()), || {
-            format!(
-                "k8s Service {}: no port targets the gRPC listener {}",
-                q.service, listen.listen
-            )
+            format!("k8s Service {}: no port targets the gRPC listener {}", q.service, listen.listen)
         });
         service_ports.insert(q.service.to_string(), targets);
     }
@@ -2226,9 +1826,7 @@ fn k8s_services_load_and_agree_on_ports_and_probes() {
                 format!("{name}.{ns}.svc.cluster.local"),
             ];
             if !hosts.iter().any(|h| h == host) {
-                return Err(format!(
-                    "host must be the Service {name:?} (one of {hosts:?})"
-                ));
+                return Err(format!("host must be the Service {name:?} (one of {hosts:?})"));
             }
             match service_ports.get(name).and_then(|p| p.get(&port)) {
                 Some(target) if Some(target) == listen_ports.get(name) => Ok(()),
@@ -2255,23 +1853,17 @@ fn k8s_pods_are_locked_down() {
     let base = load_k8s_base();
     let mut problems = Problems::default();
     for (file, kind, name) in &base.objects {
-        problems.check(kind != "Secret", || format!("k8s {file}: Secret {name}: secret values are not committed; document `kubectl create secret`"));
+        problems.check(kind != "Secret", || {
+            format!("k8s {file}: Secret {name}: secret values are not committed; document `kubectl create secret`")
+        });
     }
     problems.check(base.kustomization.secret_generator.is_empty(), || {
         "k8s kustomization.yaml: no secretGenerator (secret values are not committed)".into()
     });
-    problems.check(
-        base.objects
-            .iter()
-            .any(|(_, k, n)| k == "Namespace" && *n == base.namespace),
-        || format!("k8s: no Namespace {} resource", base.namespace),
-    );
-    let image_names: Vec<String> = base
-        .kustomization
-        .images
-        .iter()
-        .map(|i| i.name.clone())
-        .collect();
+    problems.check(base.objects.iter().any(|(_, k, n)| k == "Namespace" && *n == base.namespace), || {
+        format!("k8s: no Namespace {} resource", base.namespace)
+    });
+    let image_names: Vec<String> = base.kustomization.images.iter().map(|i| i.name.clone()).collect();
     for (file, d) in &base.deployments {
         let pod = &d.spec.template.spec;
         let origin = format!("k8s {file} Deployment {}", d.metadata.name);
@@ -2281,24 +1873,19 @@ fn k8s_pods_are_locked_down() {
         for c in pod.init_containers.iter().chain(&pod.containers) {
             let at = format!("{origin} container {}", c.name);
             let sc = &c.security_context;
-            problems.check(
-                sc.run_as_non_root.or(pod.security_context.run_as_non_root) == Some(true),
-                || format!("{at}: runAsNonRoot: true"),
-            );
-            problems.check(sc.read_only_root_filesystem == Some(true), || {
-                format!("{at}: readOnlyRootFilesystem: true")
+            problems.check(sc.run_as_non_root.or(pod.security_context.run_as_non_root) == Some(true), || {
+                format!("{at}: runAsNonRoot: true")
             });
+            problems
+                .check(sc.read_only_root_filesystem == Some(true), || format!("{at}: readOnlyRootFilesystem: true"));
             problems.check(sc.allow_privilege_escalation == Some(false), || {
                 format!("{at}: allowPrivilegeEscalation: false")
             });
-            problems.check(sc.privileged != Some(true), || {
-                format!("{at}: must not be privileged")
-            });
+            problems.check(sc.privileged != Some(true), || format!("{at}: must not be privileged"));
             let caps = sc.capabilities.as_ref();
-            problems.check(
-                caps.is_some_and(|c| c.drop.iter().any(|d| d == "ALL") && c.add.is_empty()),
-                || format!("{at}: capabilities: drop [ALL], add nothing"),
-            );
+            problems.check(caps.is_some_and(|c| c.drop.iter().any(|d| d == "ALL") && c.add.is_empty()), || {
+                format!("{at}: capabilities: drop [ALL], add nothing")
+            });
             let res = c.resources.as_ref();
             problems.check(
                 res.is_some_and(|r| {
@@ -2312,11 +1899,7 @@ fn k8s_pods_are_locked_down() {
             // (fsGroup): quis containers get keys copied by an init container, never the Secret.
             if is_quis_image(c.image.as_deref(), &image_names) {
                 for m in &c.volume_mounts {
-                    let secret = pod
-                        .volumes
-                        .iter()
-                        .find(|v| v.name == m.name)
-                        .and_then(|v| v.secret.as_ref());
+                    let secret = pod.volumes.iter().find(|v| v.name == m.name).and_then(|v| v.secret.as_ref());
                     problems.check(secret.is_none(), || {
                         format!("{at}: mounts Secret volume {}; quis refuses its group-readable files: copy them with an init container", m.name)
                     });
@@ -2336,15 +1919,14 @@ fn k8s_pods_are_locked_down() {
             });
             for item in &secret.items {
                 problems.check(item.mode.is_none_or(|m| !open(m)), || {
-                    format!(
-                        "{at}: item {} mode {:?} must be 0400 or 0600",
-                        item.key, item.mode
-                    )
+                    format!("{at}: item {} mode {:?} must be 0400 or 0600", item.key, item.mode)
                 });
             }
             if secret.secret_name == KEYS_SECRET && d.metadata.name != SIGNING_KEY_HOLDER {
                 problems.check(!secret.items.is_empty() && secret.items.iter().all(|i| i.key != SIGNING_KEY), || {
-                    format!("{at}: only {SIGNING_KEY_HOLDER} may receive {SIGNING_KEY}; list the needed keys under items")
+                    format!(
+                        "{at}: only {SIGNING_KEY_HOLDER} may receive {SIGNING_KEY}; list the needed keys under items"
+                    )
                 });
             }
         }
@@ -2372,19 +1954,13 @@ fn k8s_network_policies_expose_only_the_gateway() {
     };
     let other_ns = Source {
         what: "a pod in namespace `default`".into(),
-        namespace_labels: Some(BTreeMap::from([(
-            "kubernetes.io/metadata.name".into(),
-            "default".into(),
-        )])),
+        namespace_labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".into(), "default".into())])),
         same_namespace: false,
         pod_labels: BTreeMap::from([("app".into(), "other".into())]),
     };
     let monitoring = Source {
         what: "Prometheus in namespace `monitoring`".into(),
-        namespace_labels: Some(BTreeMap::from([(
-            "kubernetes.io/metadata.name".into(),
-            "monitoring".into(),
-        )])),
+        namespace_labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".into(), "monitoring".into())])),
         same_namespace: false,
         pod_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "prometheus".into())]),
     };
@@ -2394,15 +1970,12 @@ fn k8s_network_policies_expose_only_the_gateway() {
         same_namespace: true,
         pod_labels: BTreeMap::from([("app".into(), "debug".into())]),
     };
-    let gateway_pod = loaded
-        .iter()
-        .find(|q| q.service == PUBLIC_SERVICE)
-        .map(|g| Source {
-            what: format!("a {PUBLIC_SERVICE} pod"),
-            namespace_labels: Some(base.namespace_labels.clone()),
-            same_namespace: true,
-            pod_labels: g.deployment.spec.template.metadata.labels.clone(),
-        });
+    let gateway_pod = loaded.iter().find(|q| q.service == PUBLIC_SERVICE).map(|g| Source {
+        what: format!("a {PUBLIC_SERVICE} pod"),
+        namespace_labels: Some(base.namespace_labels.clone()),
+        same_namespace: true,
+        pod_labels: g.deployment.spec.template.metadata.labels.clone(),
+    });
 
     for q in &loaded {
         let Ok(listen) = q.config.listen(q.service) else {
@@ -2453,35 +2026,25 @@ fn kustomization_lists_every_file() {
     let mut listed: BTreeSet<String> = base.kustomization.resources.iter().cloned().collect();
     for generator in &base.kustomization.config_map_generator {
         for file in &generator.files {
-            listed.insert(
-                file.split_once('=')
-                    .map_or(file.as_str(), |(_, p)| p)
-                    .to_string(),
-            );
+            listed.insert(file.split_once('=').map_or(file.as_str(), |(_, p)| p).to_string());
         }
     }
     let present: BTreeSet<String> = fs::read_dir(&base.dir)
         .expect("read k8s/base")
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
         .filter(|n| n != "kustomization.yaml")
         .collect();
     for file in present.difference(&listed) {
-        problems.push(format!("deploy/k8s/base/{file} is not listed in kustomization.yaml (resources or configMapGenerator files)"));
-    }
-    for file in listed.difference(&present) {
         problems.push(format!(
-            "deploy/k8s/base/kustomization.yaml lists {file}, which does not exist"
+            "deploy/k8s/base/{file} is not listed in kustomization.yaml (resources or configMapGenerator files)"
         ));
     }
+    for file in listed.difference(&present) {
+        problems.push(format!("deploy/k8s/base/kustomization.yaml lists {file}, which does not exist"));
+    }
     for (file, kind, name) in &base.objects {
-        problems.check(!matches!(kind.as_str(), "Kustomization"), || {
-            format!("{file}: {kind} {name} is not a resource")
-        });
+        problems
+            .check(!matches!(kind.as_str(), "Kustomization"), || format!("{file}: {kind} {name} is not a resource"));
     }
     problems.finish("deploy/k8s/base/kustomization.yaml");
 }
@@ -2492,34 +2055,20 @@ fn kustomization_lists_every_file() {
 /// `deny_unknown_fields` refuses: the property this whole file relies on.
 #[test]
 fn env_list_loads_like_figment_env() {
-    let env = |pairs: &[(&str, &str)]| {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<Vec<_>>()
-    };
+    let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
     let config = load_config(
         "self-test",
         None,
         &env(&[
             ("QUIS_SERVICES__ECHO__LISTEN", "0.0.0.0:8089"),
-            (
-                "quis_gateway__upstreams__echo",
-                r#"["http://echo:8089", "http://echo-2:8089"]"#,
-            ),
+            ("quis_gateway__upstreams__echo", r#"["http://echo:8089", "http://echo-2:8089"]"#),
             ("QUIS_GATEWAY__MAX_MESSAGE_BYTES", "2048"),
             ("POSTGRES_PASSWORD", "ignored: no prefix"),
         ]),
     )
     .expect("a valid environment loads");
-    assert_eq!(
-        config.services["echo"].listen,
-        "0.0.0.0:8089".parse().expect("addr")
-    );
-    assert_eq!(
-        config.gateway.upstreams["echo"],
-        ["http://echo:8089", "http://echo-2:8089"]
-    );
+    assert_eq!(config.services["echo"].listen, "0.0.0.0:8089".parse().expect("addr"));
+    assert_eq!(config.gateway.upstreams["echo"], ["http://echo:8089", "http://echo-2:8089"]);
     assert_eq!(config.gateway.max_message_bytes, 2048);
 
     for bad in [
@@ -2529,13 +2078,8 @@ fn env_list_loads_like_figment_env() {
         ("QUIS_SERVICES__ECHO__LISTEN", "not an address"),
         ("QUIS_AUTH____ISSUER", "x"),
     ] {
-        let err = load_config("self-test", None, &env(&[bad]))
-            .expect_err(&format!("{bad:?} must not load"));
-        assert!(
-            err.contains(bad.0),
-            "the error names the variable {}: {err}",
-            bad.0
-        );
+        let err = load_config("self-test", None, &env(&[bad])).expect_err(&format!("{bad:?} must not load"));
+        assert!(err.contains(bad.0), "the error names the variable {}: {err}", bad.0);
     }
 }
 
@@ -2547,12 +2091,6 @@ fn compose_interpolation_and_ports_parse() {
         compose_port("t", &serde_yaml::Value::from("127.0.0.1:7400:7400")),
         Ok((Some("127.0.0.1".into()), Some(7400), 7400))
     );
-    assert_eq!(
-        compose_port("t", &serde_yaml::Value::from("8080:7400/tcp")),
-        Ok((None, Some(8080), 7400))
-    );
-    assert_eq!(
-        parse_url("postgres://u:p@db:5432/x?a=b"),
-        Some(("postgres".into(), "db".into(), Some(5432)))
-    );
+    assert_eq!(compose_port("t", &serde_yaml::Value::from("8080:7400/tcp")), Ok((None, Some(8080), 7400)));
+    assert_eq!(parse_url("postgres://u:p@db:5432/x?a=b"), Some(("postgres".into(), "db".into(), Some(5432))));
 }

@@ -28,10 +28,14 @@ impl KeySet {
         for jwk in &set.keys {
             let kid = jwk.common.key_id.clone().ok_or("a JWKS key has no kid")?;
             let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
-                (AlgorithmParameters::OctetKeyPair(p), None | Some(KeyAlgorithm::EdDSA)) if p.curve == EllipticCurve::Ed25519 => {
+                (AlgorithmParameters::OctetKeyPair(p), None | Some(KeyAlgorithm::EdDSA))
+                    if p.curve == EllipticCurve::Ed25519 =>
+                {
                     Algorithm::EdDSA
                 }
-                (AlgorithmParameters::EllipticCurve(p), None | Some(KeyAlgorithm::ES256)) if p.curve == EllipticCurve::P256 => {
+                (AlgorithmParameters::EllipticCurve(p), None | Some(KeyAlgorithm::ES256))
+                    if p.curve == EllipticCurve::P256 =>
+                {
                     Algorithm::ES256
                 }
                 (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
@@ -68,10 +72,8 @@ pub async fn fetch(url: &str) -> Result<KeySet, String> {
     if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
         return Err("auth.jwks_url must be https (plain http only on loopback)".into());
     }
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let client =
+        reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
     let body = client
         .get(parsed)
         .send()

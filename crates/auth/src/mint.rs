@@ -108,7 +108,8 @@ impl TokenSigner {
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| SignerError::Invalid(e.to_string()))?;
+        let token =
+            jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| SignerError::Invalid(e.to_string()))?;
         Ok((token, jti))
     }
 }

@@ -142,7 +142,13 @@ impl RevocationStore {
     }
 
     /// Revokes a token id until `expires_at_ms`.
-    pub async fn revoke_token(&self, jti: &str, reason: &str, actor: &str, expires_at_ms: i64) -> Result<RevocationEvent, sqlx::Error> {
+    pub async fn revoke_token(
+        &self,
+        jti: &str,
+        reason: &str,
+        actor: &str,
+        expires_at_ms: i64,
+    ) -> Result<RevocationEvent, sqlx::Error> {
         self.append(false, TargetKind::Token, jti, reason, actor, Some(expires_at_ms)).await
     }
 
@@ -152,7 +158,12 @@ impl RevocationStore {
     }
 
     /// Ends a principal's suspension; returns the suspension that ended, or `None` if there was none.
-    pub async fn reinstate(&self, principal: &str, reason: &str, actor: &str) -> Result<Option<RevocationEvent>, sqlx::Error> {
+    pub async fn reinstate(
+        &self,
+        principal: &str,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Option<RevocationEvent>, sqlx::Error> {
         let Some(active) = self.active_suspension(principal).await? else { return Ok(None) };
         self.append(true, TargetKind::Principal, principal, reason, actor, None).await?;
         Ok(Some(active))
@@ -164,14 +175,16 @@ impl RevocationStore {
              AND NOT EXISTS (SELECT 1 FROM revocation_events x WHERE x.target_kind = r.target_kind AND x.target = r.target \
              AND x.action = 'reinstate' AND x.seq > r.seq) ORDER BY seq DESC LIMIT 1"
         );
-        let row: Option<Row> = on_pool!(&self.db, pool => sqlx::query_as(&sql).bind(principal).fetch_optional(pool).await)?;
+        let row: Option<Row> =
+            on_pool!(&self.db, pool => sqlx::query_as(&sql).bind(principal).fetch_optional(pool).await)?;
         Ok(row.map(from_row))
     }
 
     /// Events after `seq`, in order, at most `limit`.
     pub async fn events_since(&self, seq: i64, limit: i64) -> Result<Vec<RevocationEvent>, sqlx::Error> {
         let sql = format!("SELECT {COLUMNS} FROM revocation_events WHERE seq > $1 ORDER BY seq LIMIT $2");
-        let rows: Vec<Row> = on_pool!(&self.db, pool => sqlx::query_as(&sql).bind(seq).bind(limit).fetch_all(pool).await)?;
+        let rows: Vec<Row> =
+            on_pool!(&self.db, pool => sqlx::query_as(&sql).bind(seq).bind(limit).fetch_all(pool).await)?;
         Ok(rows.into_iter().map(from_row).collect())
     }
 
@@ -183,8 +196,7 @@ impl RevocationStore {
              AND NOT EXISTS (SELECT 1 FROM revocation_events x WHERE x.target_kind = r.target_kind AND x.target = r.target \
              AND x.action = 'reinstate' AND x.seq > r.seq) ORDER BY seq LIMIT $3"
         );
-        let rows: Vec<Row> =
-            on_pool!(&self.db, pool => sqlx::query_as(&sql).bind(after_seq).bind(now_ms()).bind(limit).fetch_all(pool).await)?;
+        let rows: Vec<Row> = on_pool!(&self.db, pool => sqlx::query_as(&sql).bind(after_seq).bind(now_ms()).bind(limit).fetch_all(pool).await)?;
         Ok(rows.into_iter().map(from_row).collect())
     }
 }

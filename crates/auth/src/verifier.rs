@@ -71,23 +71,31 @@ impl TokenVerifier {
     pub async fn from_config(config: &QuisConfig, stop: CancellationToken) -> Result<Arc<Self>, SetupError> {
         let auth = &config.auth;
         let keys = match &auth.jwks_url {
-            Some(url) => jwks::fetch(url).await.map_err(|reason| SetupError::Jwks { source_name: url.clone(), reason })?,
+            Some(url) => {
+                jwks::fetch(url).await.map_err(|reason| SetupError::Jwks { source_name: url.clone(), reason })?
+            }
             None => {
                 let path = config.path(&auth.jwks_file);
                 let bytes = std::fs::read(&path)
                     .map_err(|e| SetupError::Jwks { source_name: path.display().to_string(), reason: e.to_string() })?;
-                KeySet::from_json(&bytes).map_err(|reason| SetupError::Jwks { source_name: path.display().to_string(), reason })?
+                KeySet::from_json(&bytes)
+                    .map_err(|reason| SetupError::Jwks { source_name: path.display().to_string(), reason })?
             }
         };
         let revocations = Arc::new(RevocationList::new(Duration::from_secs(auth.revocation_max_staleness_secs)));
-        let store_url = auth
-            .revocation_store
-            .clone()
-            .unwrap_or_else(|| config.store_url("identity"));
+        let store_url = auth.revocation_store.clone().unwrap_or_else(|| config.store_url("identity"));
         let store = RevocationStore::connect(&store_url).await?;
         revocations.refresh(&store).await?;
         revocations.spawn_refresher(store, Duration::from_millis(auth.revocation_poll_ms), stop.clone());
-        let verifier = Arc::new(Self::new(keys, &auth.issuer, &auth.audience, auth.leeway_secs, auth.max_token_lifetime_secs, auth.cache_capacity, revocations));
+        let verifier = Arc::new(Self::new(
+            keys,
+            &auth.issuer,
+            &auth.audience,
+            auth.leeway_secs,
+            auth.max_token_lifetime_secs,
+            auth.cache_capacity,
+            revocations,
+        ));
         if let Some(url) = auth.jwks_url.clone() {
             verifier.spawn_jwks_refresh(url, Duration::from_secs(auth.jwks_refresh_secs.max(10)), stop);
         }
@@ -145,10 +153,8 @@ impl TokenVerifier {
     pub fn verify_header(&self, value: Option<&http::HeaderValue>) -> Result<Arc<Principal>, AuthError> {
         let value = value.ok_or(AuthError::Missing)?;
         let value = value.to_str().map_err(|_| AuthError::NotBearer)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or(AuthError::NotBearer)?;
+        let token =
+            value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or(AuthError::NotBearer)?;
         self.verify(token.trim())
     }
 

@@ -103,7 +103,9 @@ impl<B: Body> Body for ObservedBody<B> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
         let finished = match &polled {
-            Poll::Ready(Some(Ok(frame))) => frame.trailers_ref().map(|t| GrpcOutcome::from_headers(t).unwrap_or(GrpcOutcome::NoStatus)),
+            Poll::Ready(Some(Ok(frame))) => {
+                frame.trailers_ref().map(|t| GrpcOutcome::from_headers(t).unwrap_or(GrpcOutcome::NoStatus))
+            }
             Poll::Ready(Some(Err(_))) => Some(GrpcOutcome::Aborted),
             Poll::Ready(None) => Some(this.early.unwrap_or(GrpcOutcome::NoStatus)),
             Poll::Pending => None,

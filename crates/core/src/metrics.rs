@@ -17,9 +17,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let handle = PrometheusBuilder::new()
-            .set_buckets(&[
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ])
+            .set_buckets(&[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
             .map(|b| b.install_recorder())
             .and_then(|r| r)
             .unwrap_or_else(|_| {
@@ -114,7 +112,11 @@ pub fn record_call(server: &'static str, path: &str, code: &'static str, elapsed
 pub fn split_path(path: &str) -> (&str, &str) {
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     match (parts.next(), parts.next()) {
-        (Some(s), Some(m)) if !s.is_empty() && !m.is_empty() && !m.contains('/') && s.len() <= 128 && m.len() <= 128 => (s, m),
+        (Some(s), Some(m))
+            if !s.is_empty() && !m.is_empty() && !m.contains('/') && s.len() <= 128 && m.len() <= 128 =>
+        {
+            (s, m)
+        }
         _ => ("other", "other"),
     }
 }

@@ -41,7 +41,9 @@ pub fn init(service: &str, config: &LogConfig) -> Result<TelemetryGuard, String>
                 .map_err(|e| format!("log.otlp_endpoint: {e}"))?;
             let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
-                .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(format!("quis-{service}")).build())
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder().with_service_name(format!("quis-{service}")).build(),
+                )
                 .build();
             let tracer = provider.tracer("quis");
             opentelemetry::global::set_text_map_propagator(

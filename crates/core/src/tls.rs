@@ -33,7 +33,8 @@ impl TlsMaterial {
     pub fn load(config: &QuisConfig) -> Result<Self, TlsError> {
         let read = |p: &std::path::Path| {
             let path = config.path(p);
-            std::fs::read(&path).map_err(|e| TlsError::Material { path: path.display().to_string(), reason: e.to_string() })
+            std::fs::read(&path)
+                .map_err(|e| TlsError::Material { path: path.display().to_string(), reason: e.to_string() })
         };
         Ok(Self {
             cert_pem: read(&config.tls.cert)?,

@@ -31,7 +31,9 @@ impl ApiError for GatewayError {
         match self {
             GatewayError::Auth(e) => e.code(),
             GatewayError::UnknownService | GatewayError::InternalMethod => Code::Unimplemented,
-            GatewayError::UpstreamUnavailable | GatewayError::UpstreamReset | GatewayError::Overloaded => Code::Unavailable,
+            GatewayError::UpstreamUnavailable | GatewayError::UpstreamReset | GatewayError::Overloaded => {
+                Code::Unavailable
+            }
             GatewayError::RateLimited(_) | GatewayError::MessageTooLarge(_) => Code::ResourceExhausted,
             GatewayError::NotGrpc => Code::InvalidArgument,
         }

@@ -145,9 +145,7 @@ impl Gateway {
     /// paths cannot grow the label set.
     fn metric_label(&self, path: &str) -> Option<String> {
         let (service, _) = quis_core::metrics::split_path(path);
-        let known = path.starts_with("/grpc.")
-            || quis_proto::SERVICE_NAMES.contains(&service)
-            || is_tiles_path(path);
+        let known = path.starts_with("/grpc.") || quis_proto::SERVICE_NAMES.contains(&service) || is_tiles_path(path);
         if !known {
             return None;
         }
@@ -178,7 +176,12 @@ impl Gateway {
                 // and the ledger checks the auditor role itself.
                 match self.verifier.verify_header(req.headers().get(header::AUTHORIZATION)) {
                     Ok(principal) => *principal_out = Some(principal.id.clone()),
-                    Err(_) => return Ok(plain_response(http::StatusCode::UNAUTHORIZED, "a verified bearer token is required\n")),
+                    Err(_) => {
+                        return Ok(plain_response(
+                            http::StatusCode::UNAUTHORIZED,
+                            "a verified bearer token is required\n",
+                        ));
+                    }
                 }
             }
             return Ok(match self.forward_tiles(std::mem::take(req)).await {
@@ -209,7 +212,11 @@ impl Gateway {
         self.forward(pool, std::mem::take(req)).await
     }
 
-    fn rate_limit<K: std::hash::Hash + Eq + Clone>(&self, limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), GatewayError> {
+    fn rate_limit<K: std::hash::Hash + Eq + Clone>(
+        &self,
+        limiter: &DefaultKeyedRateLimiter<K>,
+        key: &K,
+    ) -> Result<(), GatewayError> {
         limiter.check_key(key).map_err(|not_until| {
             let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
             GatewayError::RateLimited(wait.max(Duration::from_millis(1)))
@@ -224,7 +231,13 @@ impl Gateway {
         }
     }
 
-    fn prepare_upstream_headers(&self, req: &mut Request<Body>, peer: Option<SocketAddr>, request_id: &str, trace: &trace::TraceContext) {
+    fn prepare_upstream_headers(
+        &self,
+        req: &mut Request<Body>,
+        peer: Option<SocketAddr>,
+        request_id: &str,
+        trace: &trace::TraceContext,
+    ) {
         let cap = self.config.gateway.max_grpc_timeout_ms;
         let headers = req.headers_mut();
         let timeout = headers.get("grpc-timeout").and_then(|v| parse_grpc_timeout(v.to_str().ok()?));
@@ -298,7 +311,10 @@ impl Gateway {
         if let Some(host) = base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
             parts.headers.insert(header::HOST, host);
         }
-        let response = sender.send_request(Request::from_parts(parts, body)).await.map_err(|_| GatewayError::UpstreamUnavailable)?;
+        let response = sender
+            .send_request(Request::from_parts(parts, body))
+            .await
+            .map_err(|_| GatewayError::UpstreamUnavailable)?;
         Ok(response.map(Body::new))
     }
 
@@ -308,7 +324,9 @@ impl Gateway {
         use tonic_health::ServingStatus::{NotServing, Serving};
         for (short, pool) in &self.pools {
             let status = if pool.any_healthy() && !draining { Serving } else { NotServing };
-            for full in quis_proto::SERVICE_NAMES.iter().filter(|n| service_short_name(&format!("/{n}/x")) == Some(short)) {
+            for full in
+                quis_proto::SERVICE_NAMES.iter().filter(|n| service_short_name(&format!("/{n}/x")) == Some(short))
+            {
                 self.health.set_service_status(*full, status).await;
             }
         }
@@ -452,30 +470,6 @@ impl http_body::Body for UpstreamBody {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_by_package() {
-        assert_eq!(service_short_name("/quis.echo.v1.EchoService/Echo"), Some("echo"));
-        assert_eq!(service_short_name("/quis.ledger.v2.LedgerService/GetCheckpoint"), Some("ledger"));
-        for bad in ["/quis.echo.EchoService/Echo", "/other.echo.v1.EchoService/Echo", "/quis.echo.v1.EchoService/", "/quis.echo.v1.EchoService/a/b", "/"] {
-            assert_eq!(service_short_name(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn grpc_timeouts_parse() {
-        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
-        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
-        assert_eq!(parse_grpc_timeout("99999999S"), Some(Duration::from_secs(99_999_999)));
-        for bad in ["", "m", "1x", "123456789S", "-1S"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
-        }
-    }
-}
-
 /// Readiness of the gateway: every configured service has a healthy replica.
 pub struct UpstreamsReady(pub Arc<Gateway>);
 
@@ -488,5 +482,35 @@ impl quis_core::health::ReadinessCheck for UpstreamsReady {
             let down: Vec<_> = self.0.pools.iter().filter(|(_, p)| !p.any_healthy()).map(|(n, _)| n.as_str()).collect();
             if down.is_empty() { Ok(()) } else { Err(format!("no healthy replica of {}", down.join(", "))) }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_package() {
+        assert_eq!(service_short_name("/quis.echo.v1.EchoService/Echo"), Some("echo"));
+        assert_eq!(service_short_name("/quis.ledger.v2.LedgerService/GetCheckpoint"), Some("ledger"));
+        for bad in [
+            "/quis.echo.EchoService/Echo",
+            "/other.echo.v1.EchoService/Echo",
+            "/quis.echo.v1.EchoService/",
+            "/quis.echo.v1.EchoService/a/b",
+            "/",
+        ] {
+            assert_eq!(service_short_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout("99999999S"), Some(Duration::from_secs(99_999_999)));
+        for bad in ["", "m", "1x", "123456789S", "-1S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
     }
 }

@@ -71,11 +71,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: Cancellat
     let first_bytes = Duration::from_millis(gw.header_read_timeout_ms);
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(first_bytes)
-        .max_buf_size(64 * 1024);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(first_bytes).max_buf_size(64 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -188,4 +184,3 @@ async fn handshake(tcp: tokio::net::TcpStream, tls: Option<tokio_rustls::TlsAcce
         }
     }
 }
-

@@ -38,11 +38,15 @@ impl Dialer {
         match &self.tls {
             None => Ok(Box::new(tcp)),
             Some(config) => {
-                let name = rustls::pki_types::ServerName::try_from(authority.host().to_string()).map_err(|e| e.to_string())?;
-                let tls = tokio::time::timeout(self.connect_timeout, tokio_rustls::TlsConnector::from(Arc::clone(config)).connect(name, tcp))
-                    .await
-                    .map_err(|_| "TLS handshake timed out".to_string())?
-                    .map_err(|e| e.to_string())?;
+                let name =
+                    rustls::pki_types::ServerName::try_from(authority.host().to_string()).map_err(|e| e.to_string())?;
+                let tls = tokio::time::timeout(
+                    self.connect_timeout,
+                    tokio_rustls::TlsConnector::from(Arc::clone(config)).connect(name, tcp),
+                )
+                .await
+                .map_err(|_| "TLS handshake timed out".to_string())?
+                .map_err(|e| e.to_string())?;
                 Ok(Box::new(tls))
             }
         }
@@ -70,7 +74,8 @@ impl Dialer {
     /// A one-request HTTP/1.1 connection to `uri` (tiles: cacheable, low rate).
     pub async fn http1(&self, uri: &Uri) -> Result<hyper::client::conn::http1::SendRequest<Body>, String> {
         let io = self.connect(uri).await?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| e.to_string())?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| e.to_string())?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -146,10 +151,17 @@ impl Pool {
             .map(|u| {
                 let uri: Uri = u.parse().map_err(|e| format!("gateway.upstreams.{service}: {u}: {e}"))?;
                 if uri.authority().is_none() || !matches!(uri.scheme_str(), Some("http" | "https")) {
-                    return Err(format!("gateway.upstreams.{service}: {u}: must be http://host:port or https://host:port"));
+                    return Err(format!(
+                        "gateway.upstreams.{service}: {u}: must be http://host:port or https://host:port"
+                    ));
                 }
                 // Not ready until a health check says so; calls still try it meanwhile.
-                Ok(Arc::new(Replica { uri, healthy: AtomicBool::new(false), conn: std::sync::Mutex::new(None), connecting: tokio::sync::Mutex::new(()) }))
+                Ok(Arc::new(Replica {
+                    uri,
+                    healthy: AtomicBool::new(false),
+                    conn: std::sync::Mutex::new(None),
+                    connecting: tokio::sync::Mutex::new(()),
+                }))
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Self { replicas, next: AtomicUsize::new(0), dialer })
@@ -200,7 +212,9 @@ impl Pool {
 
 /// One `grpc.health.v1.Health/Check` with the empty service name over an existing connection.
 async fn health_check(sender: SendRequest<Body>, uri: &Uri, timeout: Duration) -> bool {
-    use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus, health_client::HealthClient};
+    use tonic_health::pb::{
+        HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus, health_client::HealthClient,
+    };
     let service = tower::service_fn(move |mut req: http::Request<Body>| {
         let mut sender = sender.clone();
         let mut parts = uri.clone().into_parts();

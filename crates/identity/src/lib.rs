@@ -9,8 +9,8 @@ use quis_auth::{
 };
 use quis_core::{ApiError, FieldViolation, error::to_status};
 use quis_proto::identity::{
-    ListRevocationsRequest, ListRevocationsResponse, ReinstatePrincipalRequest, ReinstatePrincipalResponse,
-    RevokeTokenRequest, RevokeTokenResponse, Revocation, SuspendPrincipalRequest, SuspendPrincipalResponse,
+    ListRevocationsRequest, ListRevocationsResponse, ReinstatePrincipalRequest, ReinstatePrincipalResponse, Revocation,
+    RevokeTokenRequest, RevokeTokenResponse, SuspendPrincipalRequest, SuspendPrincipalResponse,
     identity_service_server::{IdentityService, IdentityServiceServer},
     revocation::Target,
 };
@@ -102,7 +102,10 @@ fn to_proto(e: &RevocationEvent) -> Revocation {
 
 #[tonic::async_trait]
 impl IdentityService for Identity {
-    async fn revoke_token(&self, request: Request<RevokeTokenRequest>) -> Result<Response<RevokeTokenResponse>, Status> {
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
         let actor = quis_auth::principal(&request)?;
         admin(&actor)?;
         let req = request.into_inner();
@@ -122,12 +125,19 @@ impl IdentityService for Identity {
         if !violations.is_empty() {
             return Err(fail(IdentityError::Invalid(violations)));
         }
-        let event = self.store.revoke_token(&req.token_id, &req.reason, &actor.id, expires).await.map_err(|e| fail(e.into()))?;
+        let event = self
+            .store
+            .revoke_token(&req.token_id, &req.reason, &actor.id, expires)
+            .await
+            .map_err(|e| fail(e.into()))?;
         tracing::info!(actor = %actor.id, revocation = event.seq, "token revoked");
         Ok(Response::new(RevokeTokenResponse { revocation: Some(to_proto(&event)) }))
     }
 
-    async fn suspend_principal(&self, request: Request<SuspendPrincipalRequest>) -> Result<Response<SuspendPrincipalResponse>, Status> {
+    async fn suspend_principal(
+        &self,
+        request: Request<SuspendPrincipalRequest>,
+    ) -> Result<Response<SuspendPrincipalResponse>, Status> {
         let actor = quis_auth::principal(&request)?;
         admin(&actor)?;
         let req = request.into_inner();
@@ -175,7 +185,10 @@ impl IdentityService for Identity {
         Ok(Response::new(ReinstatePrincipalResponse { revocation: Some(to_proto(&ended)) }))
     }
 
-    async fn list_revocations(&self, request: Request<ListRevocationsRequest>) -> Result<Response<ListRevocationsResponse>, Status> {
+    async fn list_revocations(
+        &self,
+        request: Request<ListRevocationsRequest>,
+    ) -> Result<Response<ListRevocationsResponse>, Status> {
         let actor = quis_auth::principal(&request)?;
         admin(&actor)?;
         let req = request.into_inner();

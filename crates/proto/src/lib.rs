@@ -24,7 +24,4 @@ pub mod quis {
 pub use quis::{echo::v1 as echo, identity::v1 as identity};
 
 /// The gRPC service names of every Quis API, as routed by the gateway.
-pub const SERVICE_NAMES: &[&str] = &[
-    "quis.echo.v1.EchoService",
-    "quis.identity.v1.IdentityService",
-];
+pub const SERVICE_NAMES: &[&str] = &["quis.echo.v1.EchoService", "quis.identity.v1.IdentityService"];

@@ -10,8 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use figment::{Figment, providers::Serialized};
 use quis_auth::{
-    PrincipalKind, Role,
-    devkeys,
+    PrincipalKind, Role, devkeys,
     mint::{TokenSigner, TokenSpec},
 };
 use quis_core::{QuisConfig, keys::FileKeySource};
@@ -115,20 +114,30 @@ async fn run(cli: Cli) -> Result<()> {
             for path in &keys.created {
                 println!("created {}", path.display());
             }
-            println!("JWKS: {}\nsigning key: {}\nCA: {}", keys.jwks.display(), keys.signing_key.display(), keys.ca_cert.display());
+            println!(
+                "JWKS: {}\nsigning key: {}\nCA: {}",
+                keys.jwks.display(),
+                keys.signing_key.display(),
+                keys.ca_cert.display()
+            );
             Ok(())
         }
         Command::Token { sub, roles, kind, team, site, ttl } => {
             let config = load_config(&cli, None)?;
-            let signer = TokenSigner::load(&FileKeySource::new(&config.data_dir), &config.auth.issuer, &config.auth.audience)
-                .with_context(|| format!("no signing key in {}: run `quis init` first", config.data_dir.display()))?;
+            let signer =
+                TokenSigner::load(&FileKeySource::new(&config.data_dir), &config.auth.issuer, &config.auth.audience)
+                    .with_context(|| {
+                        format!("no signing key in {}: run `quis init` first", config.data_dir.display())
+                    })?;
             let kind = match kind.as_str() {
                 "service" => PrincipalKind::Service,
                 "subject" => PrincipalKind::Subject,
                 _ => PrincipalKind::Staff,
             };
-            let roles = roles.iter().map(|r| r.parse::<Role>().map_err(anyhow::Error::msg)).collect::<Result<Vec<_>>>()?;
-            let spec = TokenSpec { team: team.clone(), site: site.clone(), ttl: *ttl, ..TokenSpec::new(sub, kind, &roles) };
+            let roles =
+                roles.iter().map(|r| r.parse::<Role>().map_err(anyhow::Error::msg)).collect::<Result<Vec<_>>>()?;
+            let spec =
+                TokenSpec { team: team.clone(), site: site.clone(), ttl: *ttl, ..TokenSpec::new(sub, kind, &roles) };
             let (token, _) = signer.mint(&spec)?;
             println!("{token}");
             Ok(())

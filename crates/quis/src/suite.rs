@@ -21,9 +21,11 @@ pub fn all_services() -> Vec<&'static str> {
 
 async fn build_backend(name: &str, config: &QuisConfig) -> Result<BuiltService> {
     Ok(match name {
-        "identity" => quis_identity::build(&config.auth.revocation_store.clone().unwrap_or_else(|| config.store_url("identity")))
-            .await
-            .context("identity store")?,
+        "identity" => {
+            quis_identity::build(&config.auth.revocation_store.clone().unwrap_or_else(|| config.store_url("identity")))
+                .await
+                .context("identity store")?
+        }
         "echo" => quis_echo::build(),
         other => bail!("unknown service {other:?}; known: {}", all_services().join(", ")),
     })
@@ -87,7 +89,8 @@ async fn spawn_backend(
     readiness: Readiness,
 ) -> Result<()> {
     let built = build_backend(name, &ctx.config).await?;
-    tasks.spawn(async move { quis_runtime::serve(&ctx, built, listener, readiness).await.map_err(anyhow::Error::from) });
+    tasks
+        .spawn(async move { quis_runtime::serve(&ctx, built, listener, readiness).await.map_err(anyhow::Error::from) });
     Ok(())
 }
 
@@ -129,7 +132,8 @@ pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> 
     let config = Arc::new(config);
     let verifier = verifier(&config, &stop).await?;
     for (name, listener) in listeners {
-        let ctx = ServiceContext { config: Arc::clone(&config), verifier: Arc::clone(&verifier), shutdown: stop.clone() };
+        let ctx =
+            ServiceContext { config: Arc::clone(&config), verifier: Arc::clone(&verifier), shutdown: stop.clone() };
         spawn_backend(&mut tasks, name, ctx, listener, Readiness::default()).await?;
     }
     let listen = config.listen("gateway")?.clone();

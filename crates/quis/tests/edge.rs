@@ -14,7 +14,10 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
-async fn http1(addr: std::net::SocketAddr, req: http::Request<Full<Bytes>>) -> (http::StatusCode, http::HeaderMap, Bytes) {
+async fn http1(
+    addr: std::net::SocketAddr,
+    req: http::Request<Full<Bytes>>,
+) -> (http::StatusCode, http::HeaderMap, Bytes) {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("handshake");
     tokio::spawn(conn);
@@ -63,7 +66,8 @@ async fn tiles_stand_in() -> std::net::SocketAddr {
                 let n = tcp.read(&mut buf).await.unwrap_or(0);
                 let text = String::from_utf8_lossy(&buf[..n]).to_string();
                 let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
-                let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{path}", path.len());
+                let reply =
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{path}", path.len());
                 let _ = tcp.write_all(reply.as_bytes()).await;
             });
         }
@@ -103,12 +107,20 @@ async fn shutdown_turns_health_off_first_and_lets_calls_finish() {
     let config = Arc::new(config);
     let stop = tokio_util::sync::CancellationToken::new();
     let echo = serve_backend(&config, quis_echo::build(), stop.clone()).await;
-    let signer = quis_auth::mint::TokenSigner::load(&quis_core::keys::FileKeySource::new(dir.path()), &config.auth.issuer, &config.auth.audience).expect("signer");
-    let (token, _) = signer.mint(&quis_auth::mint::TokenSpec::new("alice", quis_auth::PrincipalKind::Staff, &[Role::Caseworker])).expect("mint");
+    let signer = quis_auth::mint::TokenSigner::load(
+        &quis_core::keys::FileKeySource::new(dir.path()),
+        &config.auth.issuer,
+        &config.auth.audience,
+    )
+    .expect("signer");
+    let (token, _) = signer
+        .mint(&quis_auth::mint::TokenSpec::new("alice", quis_auth::PrincipalKind::Staff, &[Role::Caseworker]))
+        .expect("mint");
     let channel = channel(echo).await;
     let mut health = HealthClient::new(channel.clone());
     let serving = eventually(Duration::from_secs(5), async || {
-        health.check(HealthCheckRequest::default()).await.map(|r| r.into_inner().status).ok() == Some(ServingStatus::Serving as i32)
+        health.check(HealthCheckRequest::default()).await.map(|r| r.into_inner().status).ok()
+            == Some(ServingStatus::Serving as i32)
     })
     .await;
     assert!(serving);

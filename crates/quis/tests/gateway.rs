@@ -39,7 +39,11 @@ async fn health_answers_without_a_token_and_calls_need_one() {
     .await;
     assert!(serving, "the suite's health turns SERVING through the gateway");
     let echo_serving = eventually(Duration::from_secs(5), async || {
-        health.check(HealthCheckRequest { service: "quis.echo.v1.EchoService".into() }).await.map(|r| r.into_inner().status).ok()
+        health
+            .check(HealthCheckRequest { service: "quis.echo.v1.EchoService".into() })
+            .await
+            .map(|r| r.into_inner().status)
+            .ok()
             == Some(ServingStatus::Serving as i32)
     })
     .await;
@@ -76,7 +80,8 @@ async fn forged_and_invalid_tokens_are_refused_with_their_reason() {
     let public = std::fs::read(suite.dir.path().join("keys/jwks.json")).expect("jwks");
     let mut hs_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     hs_header.kid = Some(kid.clone());
-    let hs256 = jsonwebtoken::encode(&hs_header, &claims(config), &jsonwebtoken::EncodingKey::from_secret(&public)).expect("hs256");
+    let hs256 = jsonwebtoken::encode(&hs_header, &claims(config), &jsonwebtoken::EncodingKey::from_secret(&public))
+        .expect("hs256");
 
     let signing_pem = std::fs::read(suite.dir.path().join("keys/token-signing.pem")).expect("pem");
     let real_key = jsonwebtoken::EncodingKey::from_ed_pem(&signing_pem).expect("key");
@@ -184,12 +189,14 @@ async fn raw_unary(channel: tonic::transport::Channel, path: &'static str, token
 async fn unknown_services_and_internal_methods_are_unimplemented() {
     let suite = Suite::start(|c| c.gateway.internal_methods = vec!["/quis.echo.v1.EchoService/Collect".into()]).await;
     let token = suite.token("alice", &[Role::Caseworker]);
-    let err = raw_unary(suite.channel().await, "/quis.nothing.v1.NothingService/Do", &token).await.expect_err("unknown");
+    let err =
+        raw_unary(suite.channel().await, "/quis.nothing.v1.NothingService/Do", &token).await.expect_err("unknown");
     assert_refused(&err, Code::Unimplemented, "UNKNOWN_SERVICE");
     let err = raw_unary(suite.channel().await, "/not.a.quis.Path/Do", &token).await.expect_err("unknown");
     assert_refused(&err, Code::Unimplemented, "UNKNOWN_SERVICE");
     // An internal method looks exactly like an unknown one from outside.
-    let err = raw_unary(suite.channel().await, "/quis.echo.v1.EchoService/Collect", &token).await.expect_err("internal");
+    let err =
+        raw_unary(suite.channel().await, "/quis.echo.v1.EchoService/Collect", &token).await.expect_err("internal");
     assert_refused(&err, Code::Unimplemented, "UNKNOWN_SERVICE");
 }
 
@@ -197,7 +204,10 @@ async fn unknown_services_and_internal_methods_are_unimplemented() {
 async fn a_dead_upstream_is_unavailable_quickly() {
     let (l, dead) = listener().await;
     drop(l);
-    let suite = Suite::start(|c| c.gateway.upstreams.insert("echo".into(), vec![format!("http://{dead}")]).map(|_| ()).unwrap_or(())).await;
+    let suite = Suite::start(|c| {
+        c.gateway.upstreams.insert("echo".into(), vec![format!("http://{dead}")]).map(|_| ()).unwrap_or(())
+    })
+    .await;
     let token = suite.token("alice", &[Role::Caseworker]);
     let started = std::time::Instant::now();
     let err = echo_with(&suite, &token).await.expect_err("dead upstream");
@@ -234,7 +244,10 @@ async fn all_four_call_shapes_stream_through_the_gateway() {
     let token = suite.token("alice", &[Role::Caseworker]);
     let mut client = EchoServiceClient::new(suite.channel().await);
 
-    let unary = client.echo(with_token(EchoRequest { message: "one".into(), payload: vec![9; 10] }, &token)).await.expect("unary");
+    let unary = client
+        .echo(with_token(EchoRequest { message: "one".into(), payload: vec![9; 10] }, &token))
+        .await
+        .expect("unary");
     assert_eq!(unary.into_inner().payload, vec![9; 10]);
 
     let mut expand = client
@@ -288,11 +301,17 @@ impl Drop for DropFlag {
 
 #[tonic::async_trait]
 impl quis_proto::echo::echo_service_server::EchoService for Watched {
-    async fn echo(&self, r: tonic::Request<EchoRequest>) -> Result<tonic::Response<quis_proto::echo::EchoResponse>, tonic::Status> {
+    async fn echo(
+        &self,
+        r: tonic::Request<EchoRequest>,
+    ) -> Result<tonic::Response<quis_proto::echo::EchoResponse>, tonic::Status> {
         quis_echo::Echo.echo(r).await
     }
     type ExpandStream = futures::stream::BoxStream<'static, Result<quis_proto::echo::ExpandResponse, tonic::Status>>;
-    async fn expand(&self, _: tonic::Request<ExpandRequest>) -> Result<tonic::Response<Self::ExpandStream>, tonic::Status> {
+    async fn expand(
+        &self,
+        _: tonic::Request<ExpandRequest>,
+    ) -> Result<tonic::Response<Self::ExpandStream>, tonic::Status> {
         let flag = DropFlag(Arc::clone(&self.0));
         let stream = futures::stream::unfold((0u32, flag), |(i, flag)| async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -307,7 +326,10 @@ impl quis_proto::echo::echo_service_server::EchoService for Watched {
         quis_echo::Echo.collect(r).await
     }
     type ChatStream = <quis_echo::Echo as quis_proto::echo::echo_service_server::EchoService>::ChatStream;
-    async fn chat(&self, r: tonic::Request<tonic::Streaming<ChatRequest>>) -> Result<tonic::Response<Self::ChatStream>, tonic::Status> {
+    async fn chat(
+        &self,
+        r: tonic::Request<tonic::Streaming<ChatRequest>>,
+    ) -> Result<tonic::Response<Self::ChatStream>, tonic::Status> {
         quis_echo::Echo.chat(r).await
     }
 }
@@ -322,15 +344,24 @@ async fn cancelling_a_call_cancels_it_upstream() {
     let watched = quis_runtime::BuiltService {
         name: "echo",
         grpc_names: vec!["quis.echo.v1.EchoService"],
-        routes: tonic::service::Routes::new(quis_proto::echo::echo_service_server::EchoServiceServer::new(Watched(Arc::clone(&dropped)))),
+        routes: tonic::service::Routes::new(quis_proto::echo::echo_service_server::EchoServiceServer::new(Watched(
+            Arc::clone(&dropped),
+        ))),
         readiness: vec![],
     };
     let echo = serve_backend(&base, watched, stop.clone()).await;
     config.gateway.upstreams.insert("echo".into(), vec![format!("http://{echo}")]);
     let config = Arc::new(config);
     let gateway = serve_gateway(&config, stop.clone()).await;
-    let signer = quis_auth::mint::TokenSigner::load(&quis_core::keys::FileKeySource::new(dir.path()), &config.auth.issuer, &config.auth.audience).expect("signer");
-    let (token, _) = signer.mint(&quis_auth::mint::TokenSpec::new("alice", quis_auth::PrincipalKind::Staff, &[Role::Caseworker])).expect("mint");
+    let signer = quis_auth::mint::TokenSigner::load(
+        &quis_core::keys::FileKeySource::new(dir.path()),
+        &config.auth.issuer,
+        &config.auth.audience,
+    )
+    .expect("signer");
+    let (token, _) = signer
+        .mint(&quis_auth::mint::TokenSpec::new("alice", quis_auth::PrincipalKind::Staff, &[Role::Caseworker]))
+        .expect("mint");
 
     let mut client = EchoServiceClient::new(channel(gateway).await);
     let mut stream = client
@@ -375,13 +406,19 @@ async fn reflection_needs_a_token() {
 /// A minimal reflection client (list services), over the generated tonic-reflection types.
 mod tonic_reflection_client {
     use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-        server_reflection_response::MessageResponse,
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
 
-    pub async fn list_services(channel: tonic::transport::Channel, token: Option<&str>) -> Result<Vec<String>, tonic::Status> {
+    pub async fn list_services(
+        channel: tonic::transport::Channel,
+        token: Option<&str>,
+    ) -> Result<Vec<String>, tonic::Status> {
         let mut client = ServerReflectionClient::new(channel);
-        let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
         let mut req = tonic::Request::new(futures::stream::iter(vec![request]));
         if let Some(t) = token {
             req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().expect("header"));

@@ -32,23 +32,32 @@ async fn a_revoked_token_is_refused_everywhere_within_five_seconds() {
 
     let mut identity = IdentityServiceClient::new(suite.channel().await);
     let revoked = identity
-        .revoke_token(with_token(RevokeTokenRequest { token_id: alice_jti.clone(), expire_time: None, reason: "laptop stolen".into() }, &admin))
+        .revoke_token(with_token(
+            RevokeTokenRequest { token_id: alice_jti.clone(), expire_time: None, reason: "laptop stolen".into() },
+            &admin,
+        ))
         .await
         .expect("revoke")
         .into_inner();
     assert_eq!(revoked.revocation.expect("revocation").revoked_by, "root-admin");
 
-    for (name, addr) in [("gateway", suite.gateway), ("echo backend", suite.echo), ("identity backend", suite.identity)] {
-        let refused = eventually(Duration::from_secs(5), async || {
-            matches!(echo_or_list(addr, &alice, name).await, Err(s) if reason(&s) == "TOKEN_REVOKED")
-        })
+    for (name, addr) in [("gateway", suite.gateway), ("echo backend", suite.echo), ("identity backend", suite.identity)]
+    {
+        let refused = eventually(
+            Duration::from_secs(5),
+            async || matches!(echo_or_list(addr, &alice, name).await, Err(s) if reason(&s) == "TOKEN_REVOKED"),
+        )
         .await;
         assert!(refused, "{name} still accepts a revoked token after 5 s");
     }
     // Another token of the same principal is unaffected.
     echo_at(suite.gateway, &other_alice).await.expect("other token");
 
-    let listed = identity.list_revocations(with_token(ListRevocationsRequest::default(), &admin)).await.expect("list").into_inner();
+    let listed = identity
+        .list_revocations(with_token(ListRevocationsRequest::default(), &admin))
+        .await
+        .expect("list")
+        .into_inner();
     assert_eq!(listed.revocations.len(), 1);
 }
 
@@ -72,7 +81,10 @@ async fn suspension_applies_to_every_token_until_reinstated() {
     echo_at(suite.gateway, &bob).await.expect("before");
     let mut identity = IdentityServiceClient::new(suite.channel().await);
     identity
-        .suspend_principal(with_token(SuspendPrincipalRequest { principal: "bob".into(), reason: "left the team".into() }, &admin))
+        .suspend_principal(with_token(
+            SuspendPrincipalRequest { principal: "bob".into(), reason: "left the team".into() },
+            &admin,
+        ))
         .await
         .expect("suspend");
     let refused = eventually(Duration::from_secs(5), async || {
@@ -83,12 +95,18 @@ async fn suspension_applies_to_every_token_until_reinstated() {
     assert!(refused, "a suspended principal is refused, with fresh tokens too");
 
     identity
-        .reinstate_principal(with_token(ReinstatePrincipalRequest { principal: "bob".into(), reason: "back".into() }, &admin))
+        .reinstate_principal(with_token(
+            ReinstatePrincipalRequest { principal: "bob".into(), reason: "back".into() },
+            &admin,
+        ))
         .await
         .expect("reinstate");
     assert!(eventually(Duration::from_secs(5), async || echo_at(suite.gateway, &bob).await.is_ok()).await);
     let err = identity
-        .reinstate_principal(with_token(ReinstatePrincipalRequest { principal: "bob".into(), reason: "again".into() }, &admin))
+        .reinstate_principal(with_token(
+            ReinstatePrincipalRequest { principal: "bob".into(), reason: "again".into() },
+            &admin,
+        ))
         .await
         .expect_err("not suspended");
     assert_refused(&err, Code::NotFound, "NOT_SUSPENDED");
@@ -100,30 +118,49 @@ async fn administrators_cannot_act_on_themselves_and_others_cannot_administer() 
     let admin = suite.token("root-admin", &[Role::Admin]);
     let mut identity = IdentityServiceClient::new(suite.channel().await);
     let err = identity
-        .suspend_principal(with_token(SuspendPrincipalRequest { principal: "root-admin".into(), reason: "x".into() }, &admin))
+        .suspend_principal(with_token(
+            SuspendPrincipalRequest { principal: "root-admin".into(), reason: "x".into() },
+            &admin,
+        ))
         .await
         .expect_err("self");
     assert_refused(&err, Code::PermissionDenied, "SELF_ADMINISTRATION_FORBIDDEN");
     let err = identity
-        .reinstate_principal(with_token(ReinstatePrincipalRequest { principal: "root-admin".into(), reason: "x".into() }, &admin))
+        .reinstate_principal(with_token(
+            ReinstatePrincipalRequest { principal: "root-admin".into(), reason: "x".into() },
+            &admin,
+        ))
         .await
         .expect_err("self");
     assert_refused(&err, Code::PermissionDenied, "SELF_ADMINISTRATION_FORBIDDEN");
 
     let caseworker = suite.token("alice", &[Role::Caseworker]);
     let err = identity
-        .suspend_principal(with_token(SuspendPrincipalRequest { principal: "bob".into(), reason: "x".into() }, &caseworker))
+        .suspend_principal(with_token(
+            SuspendPrincipalRequest { principal: "bob".into(), reason: "x".into() },
+            &caseworker,
+        ))
         .await
         .expect_err("not an admin");
     assert_refused(&err, Code::PermissionDenied, "ROLE_REQUIRED");
 
     let err = identity
-        .suspend_principal(with_token(SuspendPrincipalRequest { principal: "Bob Smith".into(), reason: String::new() }, &admin))
+        .suspend_principal(with_token(
+            SuspendPrincipalRequest { principal: "Bob Smith".into(), reason: String::new() },
+            &admin,
+        ))
         .await
         .expect_err("invalid");
     assert_refused(&err, Code::InvalidArgument, "INVALID_ARGUMENT");
     use tonic_types::StatusExt;
-    let fields: Vec<_> = err.get_error_details().bad_request().expect("BadRequest").field_violations.iter().map(|v| v.field.clone()).collect();
+    let fields: Vec<_> = err
+        .get_error_details()
+        .bad_request()
+        .expect("BadRequest")
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect();
     assert_eq!(fields, vec!["principal", "reason"]);
 }
 
@@ -138,8 +175,15 @@ async fn an_unreachable_revocation_list_fails_closed() {
     let config = std::sync::Arc::new(config);
     let stop = tokio_util::sync::CancellationToken::new();
     let verifier = quis_auth::TokenVerifier::from_config(&config, stop.clone()).await.expect("verifier");
-    let signer = quis_auth::mint::TokenSigner::load(&quis_core::keys::FileKeySource::new(dir.path()), &config.auth.issuer, &config.auth.audience).expect("signer");
-    let (token, _) = signer.mint(&quis_auth::mint::TokenSpec::new("alice", quis_auth::PrincipalKind::Staff, &[Role::Caseworker])).expect("mint");
+    let signer = quis_auth::mint::TokenSigner::load(
+        &quis_core::keys::FileKeySource::new(dir.path()),
+        &config.auth.issuer,
+        &config.auth.audience,
+    )
+    .expect("signer");
+    let (token, _) = signer
+        .mint(&quis_auth::mint::TokenSpec::new("alice", quis_auth::PrincipalKind::Staff, &[Role::Caseworker]))
+        .expect("mint");
     verifier.verify(&token).expect("fresh list");
     // Make the store unreadable: the table disappears under the services' feet.
     let db = quis_core::db::Db::connect(&format!("sqlite://{}", store.display())).await.expect("db");

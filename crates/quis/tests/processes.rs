@@ -58,7 +58,8 @@ fn quis_token(data_dir: &str, sub: &str, role: &str) -> String {
 }
 
 async fn serving(addr: SocketAddr) -> bool {
-    let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await else {
+    let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await
+    else {
         return false;
     };
     HealthClient::new(channel).check(HealthCheckRequest::default()).await.map(|r| r.into_inner().status).ok()
@@ -75,7 +76,8 @@ async fn quis_up_from_nothing_serves_through_the_gateway_and_stops_on_sigterm() 
 
     let token = quis_token(data, "alice", "caseworker");
     let mut client = EchoServiceClient::new(channel(gateway).await);
-    let reply = client.echo(with_token(EchoRequest { message: "hello".into(), payload: vec![] }, &token)).await.expect("echo");
+    let reply =
+        client.echo(with_token(EchoRequest { message: "hello".into(), payload: vec![] }, &token)).await.expect("echo");
     assert_eq!(reply.into_inner().principal, "alice");
 
     Command::new("kill").args(["-TERM", &up.0.id().to_string()]).status().expect("kill");
@@ -104,7 +106,10 @@ async fn with_two_replicas_and_one_killed_calls_keep_succeeding() {
     first.0.kill().expect("kill -9 one replica");
     first.0.wait().expect("reaped");
     for i in 0..50 {
-        client.echo(with_token(EchoRequest::default(), &token)).await.unwrap_or_else(|e| panic!("call {i} after the kill: {e:?}"));
+        client
+            .echo(with_token(EchoRequest::default(), &token))
+            .await
+            .unwrap_or_else(|e| panic!("call {i} after the kill: {e:?}"));
     }
     stop.cancel();
 }
@@ -171,7 +176,8 @@ async fn mutual_tls_between_gateway_and_services() {
         .connect()
         .await
         .expect("TLS to the gateway");
-    let reply = EchoServiceClient::new(channel).echo(with_token(EchoRequest::default(), &token)).await.expect("through mTLS");
+    let reply =
+        EchoServiceClient::new(channel).echo(with_token(EchoRequest::default(), &token)).await.expect("through mTLS");
     assert_eq!(reply.into_inner().principal, "alice");
 
     // Without a client certificate the service itself refuses the connection.

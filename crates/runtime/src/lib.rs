@@ -49,7 +49,12 @@ pub enum ServeError {
 
 /// Serves `service` on `listener` until the context's shutdown token fires,
 /// then drains for at most `shutdown.grace_secs`.
-pub async fn serve(ctx: &ServiceContext, service: BuiltService, listener: TcpListener, readiness: Readiness) -> Result<(), ServeError> {
+pub async fn serve(
+    ctx: &ServiceContext,
+    service: BuiltService,
+    listener: TcpListener,
+    readiness: Readiness,
+) -> Result<(), ServeError> {
     let name = service.name;
     let config = &ctx.config;
     let setup = |reason: String| ServeError::Setup { service: name, reason };
@@ -76,9 +81,7 @@ pub async fn serve(ctx: &ServiceContext, service: BuiltService, listener: TcpLis
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if config.tls.enabled {
         let material = TlsMaterial::load(config).map_err(|e| setup(e.to_string()))?;
-        builder = builder
-            .tls_config(material.tonic_server(config.tls.mutual))
-            .map_err(|e| setup(e.to_string()))?;
+        builder = builder.tls_config(material.tonic_server(config.tls.mutual)).map_err(|e| setup(e.to_string()))?;
     }
     let addr = listener.local_addr().map_err(|e| setup(e.to_string()))?;
     let drain_delay = Duration::from_millis(config.shutdown.drain_delay_ms);
@@ -109,7 +112,8 @@ pub async fn serve(ctx: &ServiceContext, service: BuiltService, listener: TcpLis
 
 /// Binds a listener, reporting the configuration key on failure.
 pub async fn bind(service: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| ServeError::Setup { service, reason: format!("cannot listen on {addr} (services.{service}.listen): {e}") })
+    TcpListener::bind(addr).await.map_err(|e| ServeError::Setup {
+        service,
+        reason: format!("cannot listen on {addr} (services.{service}.listen): {e}"),
+    })
 }

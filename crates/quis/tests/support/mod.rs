@@ -78,12 +78,14 @@ impl Suite {
         let base = Arc::new(config.clone());
         let echo = serve_backend(&base, quis_echo::build(), stop.clone()).await;
         let identity_store = base.store_url("identity");
-        let identity = serve_backend(&base, quis_identity::build(&identity_store).await.expect("identity"), stop.clone()).await;
+        let identity =
+            serve_backend(&base, quis_identity::build(&identity_store).await.expect("identity"), stop.clone()).await;
         config.gateway.upstreams.entry("echo".into()).or_insert_with(|| vec![format!("http://{echo}")]);
         config.gateway.upstreams.insert("identity".into(), vec![format!("http://{identity}")]);
         let config = Arc::new(config);
         let gateway = serve_gateway(&config, stop.clone()).await;
-        let signer = TokenSigner::load(&FileKeySource::new(dir.path()), &config.auth.issuer, &config.auth.audience).expect("signer");
+        let signer = TokenSigner::load(&FileKeySource::new(dir.path()), &config.auth.issuer, &config.auth.audience)
+            .expect("signer");
         Suite { dir, config, signer, stop, gateway, echo, identity }
     }
 
@@ -143,7 +145,8 @@ pub fn now() -> i64 {
 
 /// The kid of the suite's signing key.
 pub fn kid(dir: &Path) -> String {
-    let jwks: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("keys/jwks.json")).expect("jwks")).expect("json");
+    let jwks: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("keys/jwks.json")).expect("jwks")).expect("json");
     jwks["keys"][0]["kid"].as_str().expect("kid").to_string()
 }
 
