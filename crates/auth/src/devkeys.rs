@@ -51,6 +51,9 @@ pub(crate) fn kid_from_private_pem(pem: &[u8]) -> Result<String, String> {
 /// Creates whatever is missing of the development key material under `dir`.
 pub fn init(dir: &Path) -> Result<DevKeys, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // The data directory holds the stores too: owner only.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     let keys = FileKeySource::new(dir);
     let mut created = Vec::new();
     // Existing private keys must still be owner-only: refuse to run on keys others could copy.
@@ -67,7 +70,8 @@ pub fn init(dir: &Path) -> Result<DevKeys, String> {
         created.push(dir.join(SIGNING_KEY));
     }
     let jwks_path = dir.join(JWKS_FILE);
-    if !jwks_path.exists() {
+    // A new signing key gets a new JWKS; an old JWKS would make every new token unknown.
+    if !jwks_path.exists() || created.contains(&dir.join(SIGNING_KEY)) {
         let pem = keys.load(SIGNING_KEY).map_err(|e| e.to_string())?;
         let pem = std::str::from_utf8(&pem).map_err(|e| e.to_string())?;
         let key = SigningKey::from_pkcs8_pem(pem).map_err(|e| e.to_string())?;

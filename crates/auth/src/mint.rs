@@ -1,6 +1,5 @@
-//! Minting tokens with the development signing key (`quis token`, and the
-//! short-lived service tokens `quis up` gives its services). In production an
-//! identity provider mints tokens; the services only ever verify.
+//! Minting tokens with the development signing key (`quis token`). In
+//! production an identity provider mints tokens; the services only ever verify.
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};

@@ -128,16 +128,40 @@ impl RevocationStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
         );
         let action = if reinstate { "reinstate" } else { "revoke" };
-        let row: Row = on_pool!(&self.db, pool => sqlx::query_as(&sql)
-            .bind(action)
-            .bind(kind.as_str())
-            .bind(target)
-            .bind(reason)
-            .bind(actor)
-            .bind(now_ms())
-            .bind(expires_at_ms)
-            .fetch_one(pool)
-            .await)?;
+        let now = now_ms();
+        let row: Row = match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query_as(&sql)
+                    .bind(action)
+                    .bind(kind.as_str())
+                    .bind(target)
+                    .bind(reason)
+                    .bind(actor)
+                    .bind(now)
+                    .bind(expires_at_ms)
+                    .fetch_one(pool)
+                    .await?
+            }
+            Db::Postgres(pool) => {
+                // Readers advance a cursor over `seq`, so rows must become visible in `seq`
+                // order: writers take turns (revocations are rare), and a sequence number
+                // is never committed behind one a reader has already passed.
+                let mut tx = pool.begin().await?;
+                sqlx::query("LOCK TABLE revocation_events IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
+                let row = sqlx::query_as(&sql)
+                    .bind(action)
+                    .bind(kind.as_str())
+                    .bind(target)
+                    .bind(reason)
+                    .bind(actor)
+                    .bind(now)
+                    .bind(expires_at_ms)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                row
+            }
+        };
         Ok(from_row(row))
     }
 
@@ -224,8 +248,7 @@ impl RevocationList {
 
     /// Refuses revoked tokens, suspended principals, and everything while the list is stale.
     pub fn check(&self, principal: &Principal) -> Result<(), AuthError> {
-        let age = now_ms().saturating_sub(self.refreshed_at_ms.load(Ordering::Acquire) as i64);
-        if age > self.max_staleness.as_millis() as i64 {
+        if !self.is_fresh() {
             return Err(AuthError::RevocationListStale);
         }
         let snapshot = self.snapshot.load();
@@ -265,12 +288,25 @@ impl RevocationList {
                 break;
             }
         }
-        // Tokens past their expiry are refused by verification anyway.
+        // A revocation is kept until the token it names has expired (plus the clock
+        // skew verification tolerates); after that verification refuses the token anyway.
         let now = now_ms();
-        next.tokens.retain(|_, expires| *expires > now - 3_600_000);
+        next.tokens.retain(|_, expires| *expires > now - 600_000);
         self.snapshot.store(Arc::new(next));
         self.refreshed_at_ms.store(now as u64, Ordering::Release);
         Ok(())
+    }
+
+    /// Whether the list was reloaded recently enough for verification to proceed.
+    pub fn is_fresh(&self) -> bool {
+        let age = now_ms().saturating_sub(self.refreshed_at_ms.load(Ordering::Acquire) as i64);
+        age <= self.max_staleness.as_millis() as i64
+    }
+
+    /// A readiness check: a process whose revocation list is stale refuses every
+    /// token, so it must not receive traffic either.
+    pub fn readiness(self: &Arc<Self>) -> Arc<dyn quis_core::health::ReadinessCheck> {
+        Arc::new(Fresh(Arc::clone(self)))
     }
 
     /// Reloads every `interval` until `stop`.
@@ -297,5 +333,16 @@ impl RevocationList {
                 }
             }
         });
+    }
+}
+
+struct Fresh(Arc<RevocationList>);
+
+impl quis_core::health::ReadinessCheck for Fresh {
+    fn name(&self) -> &str {
+        "revocation-list"
+    }
+    fn check(&self) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { if self.0.is_fresh() { Ok(()) } else { Err("stale: tokens are refused".into()) } })
     }
 }

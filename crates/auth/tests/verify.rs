@@ -58,7 +58,8 @@ fn keys() -> Keys {
 }
 
 async fn fresh_revocations(dir: &std::path::Path) -> Arc<RevocationList> {
-    let store = RevocationStore::connect(&format!("sqlite://{}?mode=rwc", dir.join("r.db").display())).await.expect("store");
+    let store =
+        RevocationStore::connect(&format!("sqlite://{}?mode=rwc", dir.join("r.db").display())).await.expect("store");
     let list = Arc::new(RevocationList::new(Duration::from_secs(30)));
     list.refresh(&store).await.expect("refresh");
     list
@@ -94,7 +95,10 @@ async fn es256_and_rs256_tokens_verify_and_keys_are_bound_to_their_algorithm() {
     assert!(matches!(verifier.verify(&bad_sub), Err(AuthError::InvalidClaims(_))));
     let mut no_jti = claims("alice", "staff", &[], 600);
     no_jti.as_object_mut().expect("object").remove("jti");
-    assert!(matches!(verifier.verify(&sign(Algorithm::ES256, "ec-1", &k.ec, &no_jti)), Err(AuthError::InvalidClaims(_))));
+    assert!(matches!(
+        verifier.verify(&sign(Algorithm::ES256, "ec-1", &k.ec, &no_jti)),
+        Err(AuthError::InvalidClaims(_))
+    ));
 }
 
 #[test]
@@ -126,7 +130,10 @@ async fn keys_load_from_a_jwks_url() {
         while let Ok((mut tcp, _)) = listener.accept().await {
             let mut buf = [0u8; 2048];
             let _ = tcp.read(&mut buf).await;
-            let reply = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
             let _ = tcp.write_all(reply.as_bytes()).await;
         }
     });

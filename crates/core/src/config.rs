@@ -14,14 +14,15 @@ use serde::{Deserialize, Serialize};
 /// Prefix of the environment variables read by [`QuisConfig::load`].
 pub const ENV_PREFIX: &str = "QUIS_";
 
+/// The top-level keys of [`QuisConfig`], lower case, as environment variables name them.
+const SECTIONS: &[&str] = &["data_dir", "log", "auth", "tls", "shutdown", "store", "gateway", "services"];
+
 /// The whole configuration of a Quis process.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuisConfig {
     /// Directory holding keys, certificates and the embedded SQLite stores.
     pub data_dir: PathBuf,
-    /// Set only by `quis simulate`; a production configuration refuses it.
-    pub production: bool,
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
@@ -36,7 +37,6 @@ impl Default for QuisConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from(".quis"),
-            production: false,
             log: LogConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
@@ -125,7 +125,8 @@ pub struct AuthConfig {
     pub revocation_poll_ms: u64,
     /// If the revocation list could not be reloaded for this long, every token is refused (fail closed).
     pub revocation_max_staleness_secs: u64,
-    /// The revocation list store; unset means `sqlite://<data_dir>/identity.db`.
+    /// The revocation list store; unset means the identity service's store
+    /// (`store.url`, or `sqlite://<data_dir>/identity.db` on the embedded default).
     pub revocation_store: Option<String>,
 }
 
@@ -218,7 +219,8 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// Most simultaneous client connections from one source address.
     pub max_connections_per_address: usize,
-    /// A connection that has not completed its TLS handshake and first request headers in this time is closed.
+    /// A new connection must complete its TLS handshake (or, in plain text, send its first bytes)
+    /// within this time; HTTP/1.1 request headers must also arrive within it.
     pub header_read_timeout_ms: u64,
     /// Most concurrent HTTP/2 streams per client connection.
     pub max_concurrent_streams: u32,
@@ -289,8 +291,16 @@ impl QuisConfig {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        // QUIS_CONFIG names the file and QUIS_TOKEN carries a CLI token: neither is a setting.
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).ignore(&["config", "token"]).split("__"));
+        // Only variables naming a known section are settings (QUIS_CONFIG names the file,
+        // QUIS_TOKEN carries a CLI token); within a section, unknown keys are errors.
+        figment = figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .filter(|key| {
+                    let key = key.as_str().to_ascii_lowercase();
+                    SECTIONS.iter().any(|s| key == *s || key.starts_with(&format!("{s}__")))
+                })
+                .split("__"),
+        );
         if let Some(overrides) = overrides {
             figment = figment.merge(overrides);
         }
@@ -335,6 +345,11 @@ impl QuisConfig {
             field: "services",
             rule: format!("no listen address for service {service:?}"),
         })
+    }
+
+    /// The revocation list's store, shared by every service.
+    pub fn revocation_store_url(&self) -> String {
+        self.auth.revocation_store.clone().unwrap_or_else(|| self.store_url("identity"))
     }
 
     /// The store URL for a service: the shared PostgreSQL URL, or its own SQLite file.

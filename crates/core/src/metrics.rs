@@ -1,6 +1,7 @@
 //! Prometheus metrics: one recorder per process, rendered on the admin port,
 //! and a tower layer that counts gRPC calls by service, method and code.
 use std::{
+    collections::HashSet,
     sync::OnceLock,
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -43,19 +44,21 @@ pub fn handle() -> &'static PrometheusHandle {
 #[derive(Clone, Debug)]
 pub struct GrpcMetricsLayer {
     server: &'static str,
+    known: &'static HashSet<String>,
 }
 
 impl GrpcMetricsLayer {
-    pub fn new(server: &'static str) -> Self {
+    /// `known` lists the method paths that get a label of their own; every other path counts as `other`.
+    pub fn new(server: &'static str, known: &'static HashSet<String>) -> Self {
         let _ = handle();
-        Self { server }
+        Self { server, known }
     }
 }
 
 impl<S> Layer<S> for GrpcMetricsLayer {
     type Service = GrpcMetrics<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetrics { inner, server: self.server }
+        GrpcMetrics { inner, server: self.server, known: self.known }
     }
 }
 
@@ -64,6 +67,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
 pub struct GrpcMetrics<S> {
     inner: S,
     server: &'static str,
+    known: &'static HashSet<String>,
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for GrpcMetrics<S>
@@ -81,7 +85,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let path = req.uri().path().to_string();
+        let path = if self.known.contains(req.uri().path()) { req.uri().path().to_string() } else { OTHER.to_string() };
         let server = self.server;
         let started = Instant::now();
         let fut = self.inner.call(req);
@@ -94,7 +98,10 @@ where
     }
 }
 
-/// Records one finished gRPC call.
+/// The label path of calls to methods the suite does not serve.
+pub const OTHER: &str = "/other/other";
+
+/// Records one finished gRPC call; `path` must come from a bounded set (a known method or [`OTHER`]).
 pub fn record_call(server: &'static str, path: &str, code: &'static str, elapsed: Duration) {
     let (service, method) = split_path(path);
     let labels = [

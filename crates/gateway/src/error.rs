@@ -16,8 +16,6 @@ pub enum GatewayError {
     RateLimited(Duration),
     #[error("request message larger than {0} bytes")]
     MessageTooLarge(u32),
-    #[error("the gateway is at its connection limit")]
-    Overloaded,
     #[error("not a gRPC request")]
     NotGrpc,
     #[error("the upstream closed the call")]
@@ -31,9 +29,7 @@ impl ApiError for GatewayError {
         match self {
             GatewayError::Auth(e) => e.code(),
             GatewayError::UnknownService | GatewayError::InternalMethod => Code::Unimplemented,
-            GatewayError::UpstreamUnavailable | GatewayError::UpstreamReset | GatewayError::Overloaded => {
-                Code::Unavailable
-            }
+            GatewayError::UpstreamUnavailable | GatewayError::UpstreamReset => Code::Unavailable,
             GatewayError::RateLimited(_) | GatewayError::MessageTooLarge(_) => Code::ResourceExhausted,
             GatewayError::NotGrpc => Code::InvalidArgument,
         }
@@ -47,7 +43,6 @@ impl ApiError for GatewayError {
             GatewayError::InternalMethod => "UNKNOWN_SERVICE",
             GatewayError::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             GatewayError::UpstreamReset => "UPSTREAM_RESET",
-            GatewayError::Overloaded => "GATEWAY_OVERLOADED",
             GatewayError::RateLimited(_) => "RATE_LIMITED",
             GatewayError::MessageTooLarge(_) => "MESSAGE_TOO_LARGE",
             GatewayError::NotGrpc => "NOT_GRPC",

@@ -66,13 +66,21 @@ fn quota(per_sec: u32, burst: u32) -> Quota {
 impl Gateway {
     /// Builds the gateway from the configuration.
     pub fn new(config: Arc<QuisConfig>, verifier: Arc<TokenVerifier>) -> Result<Arc<Self>, String> {
-        let tls = if config.tls.enabled {
+        let urls = config.gateway.upstreams.values().flatten().chain(config.gateway.tiles_upstream.iter());
+        let (tls_h2, tls_h1) = if urls.clone().any(|u| u.starts_with("https:")) {
             let material = quis_core::tls::TlsMaterial::load(&config).map_err(|e| e.to_string())?;
-            Some(material.client_config().map_err(|e| e.to_string())?)
+            let h2 = material.client_config().map_err(|e| e.to_string())?;
+            let mut h1 = (*h2).clone();
+            h1.alpn_protocols = vec![b"http/1.1".to_vec()];
+            (Some(h2), Some(Arc::new(h1)))
         } else {
-            None
+            (None, None)
         };
-        let dialer = Dialer { tls, connect_timeout: Duration::from_millis(config.gateway.upstream_connect_timeout_ms) };
+        let dialer = Dialer {
+            tls_h2,
+            tls_h1,
+            connect_timeout: Duration::from_millis(config.gateway.upstream_connect_timeout_ms),
+        };
         let mut pools = HashMap::new();
         for (service, urls) in &config.gateway.upstreams {
             pools.insert(service.clone(), Arc::new(Pool::new(service, urls, dialer.clone())?));
@@ -121,12 +129,12 @@ impl Gateway {
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", v);
         }
-        let server_label = self.metric_label(&path);
+        let label = metric_label(&path);
         let principal = principal.unwrap_or_else(|| "-".to_string());
         let trace_id = trace.trace_id.clone();
         ObservedBody::wrap(response, move |outcome| {
             let latency = started.elapsed();
-            record_call("gateway", server_label.as_deref().unwrap_or("/other/other"), outcome.code_name(), latency);
+            record_call("gateway", label, outcome.code_name(), latency);
             tracing::info!(
                 target: "quis_gateway::access",
                 method = %path,
@@ -139,17 +147,6 @@ impl Gateway {
             );
         })
         .map(Body::new)
-    }
-
-    /// The path as a metric label, for known services only, so that unknown
-    /// paths cannot grow the label set.
-    fn metric_label(&self, path: &str) -> Option<String> {
-        let (service, _) = quis_core::metrics::split_path(path);
-        let known = path.starts_with("/grpc.") || quis_proto::SERVICE_NAMES.contains(&service) || is_tiles_path(path);
-        if !known {
-            return None;
-        }
-        if path.starts_with("/tile/") { Some("/tiles/get".into()) } else { Some(path.to_string()) }
     }
 
     async fn route(
@@ -165,30 +162,19 @@ impl Gateway {
             && let Err(e) = self.rate_limit(&self.by_address, &peer.ip())
         {
             if is_tiles_path(&path) {
-                return Ok(plain_response(http::StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded\n"));
+                let mut response = plain_response(http::StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded\n");
+                if let GatewayError::RateLimited(wait) = &e
+                    && let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string())
+                {
+                    response.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return Ok(response);
             }
             return Err(e);
         }
 
         if is_tiles_path(&path) {
-            if path.starts_with("/tile/entries/") {
-                // Entry bundles say who accessed whose record: a verified token is required here,
-                // and the ledger checks the auditor role itself.
-                match self.verifier.verify_header(req.headers().get(header::AUTHORIZATION)) {
-                    Ok(principal) => *principal_out = Some(principal.id.clone()),
-                    Err(_) => {
-                        return Ok(plain_response(
-                            http::StatusCode::UNAUTHORIZED,
-                            "a verified bearer token is required\n",
-                        ));
-                    }
-                }
-            }
-            return Ok(match self.forward_tiles(std::mem::take(req)).await {
-                Ok(response) => response,
-                Err(GatewayError::UnknownService) => plain_response(http::StatusCode::NOT_FOUND, "no tiles upstream\n"),
-                Err(_) => plain_response(http::StatusCode::BAD_GATEWAY, "tiles upstream unavailable\n"),
-            });
+            return Ok(self.tiles(std::mem::take(req), peer).await);
         }
         if path.starts_with("/grpc.health.v1.Health/") {
             return Ok(self.local(std::mem::take(req)).await);
@@ -297,24 +283,54 @@ impl Gateway {
         Err(GatewayError::UpstreamUnavailable)
     }
 
-    async fn forward_tiles(&self, req: Request<Body>) -> Result<Response<Body>, GatewayError> {
-        let Some(base) = &self.tiles else { return Err(GatewayError::UnknownService) };
-        if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
-            return Ok(plain_response(http::StatusCode::METHOD_NOT_ALLOWED, "tiles are read with GET\n"));
+    /// `/checkpoint` and `/tile/…`: plain HTTP with HTTP status codes. Hash tiles
+    /// and the checkpoint are public; entry bundles say who accessed whose
+    /// record, so they need a verified token (the ledger checks the role).
+    async fn tiles(&self, mut req: Request<Body>, peer: Option<SocketAddr>) -> Response<Body> {
+        use http::StatusCode;
+        let path = req.uri().path();
+        if !is_canonical_tiles_path(path) {
+            return plain_response(StatusCode::NOT_FOUND, "not a tlog-tiles path\n");
         }
-        let mut sender = self.dialer.http1(base).await.map_err(|_| GatewayError::UpstreamUnavailable)?;
+        if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+            return plain_response(StatusCode::METHOD_NOT_ALLOWED, "tiles are read with GET\n");
+        }
+        if path.starts_with("/tile/entries/") {
+            match self.verifier.verify_header(req.headers().get(header::AUTHORIZATION)) {
+                Ok(_) => {}
+                Err(quis_auth::AuthError::RevocationListStale) => {
+                    return plain_response(StatusCode::SERVICE_UNAVAILABLE, "token verification unavailable\n");
+                }
+                Err(_) => return plain_response(StatusCode::UNAUTHORIZED, "a verified bearer token is required\n"),
+            }
+        } else {
+            req.headers_mut().remove(header::AUTHORIZATION);
+        }
+        let headers = req.headers_mut();
+        headers.remove(SOURCE_ADDRESS_HEADER);
+        if let Some(v) = peer.and_then(|p| HeaderValue::from_str(&p.ip().to_string()).ok()) {
+            headers.insert(SOURCE_ADDRESS_HEADER, v);
+        }
+        let Some(base) = &self.tiles else { return plain_response(StatusCode::NOT_FOUND, "no tiles upstream\n") };
+        let timeout = Duration::from_millis(self.config.gateway.max_grpc_timeout_ms);
+        match tokio::time::timeout(timeout, self.forward_tiles(base, req)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(_)) => plain_response(StatusCode::BAD_GATEWAY, "tiles upstream unavailable\n"),
+            Err(_) => plain_response(StatusCode::GATEWAY_TIMEOUT, "tiles upstream timed out\n"),
+        }
+    }
+
+    async fn forward_tiles(&self, base: &Uri, req: Request<Body>) -> Result<Response<Body>, String> {
+        let mut sender = self.dialer.http1(base).await?;
         let (mut parts, body) = req.into_parts();
         let prefix = base.path().trim_end_matches('/');
         let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        parts.uri = format!("{prefix}{pq}").parse().map_err(|_| GatewayError::UpstreamUnavailable)?;
+        parts.uri = format!("{prefix}{pq}").parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
         parts.version = http::Version::HTTP_11;
         if let Some(host) = base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
             parts.headers.insert(header::HOST, host);
         }
-        let response = sender
-            .send_request(Request::from_parts(parts, body))
-            .await
-            .map_err(|_| GatewayError::UpstreamUnavailable)?;
+        let response = sender.send_request(Request::from_parts(parts, body)).await.map_err(|e| e.to_string())?;
         Ok(response.map(Body::new))
     }
 
@@ -357,9 +373,38 @@ impl Gateway {
     }
 }
 
+/// The path as a metric label: a method the suite serves, the tiles, or
+/// `other`, so that callers cannot grow the label set.
+fn metric_label(path: &str) -> &'static str {
+    if let Some(known) = quis_proto::method_paths().get(path) {
+        known
+    } else if is_tiles_path(path) {
+        "/tiles/get"
+    } else {
+        quis_core::metrics::OTHER
+    }
+}
+
 /// The ledger's tlog-tiles paths, forwarded as plain HTTP.
 fn is_tiles_path(path: &str) -> bool {
     path == "/checkpoint" || path.starts_with("/tile/")
+}
+
+/// A tiles path in the form c2sp.org/tlog-tiles defines: `/checkpoint`, or
+/// `/tile/` then non-empty segments of `[0-9a-z.]` (`x001`, `000.p`, `entries`).
+/// Anything else (empty segments, `..`, escapes) is refused rather than forwarded.
+fn is_canonical_tiles_path(path: &str) -> bool {
+    if path == "/checkpoint" {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix("/tile/") else { return false };
+    rest.len() <= 128
+        && rest.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'.')
+        })
 }
 
 /// The request's `x-request-id` if it is sane, else a new one.
@@ -501,6 +546,18 @@ mod tests {
             "/",
         ] {
             assert_eq!(service_short_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_canonical_tiles_paths_are_forwarded() {
+        for ok in ["/checkpoint", "/tile/0/000", "/tile/1/x001/x234/067.p/8", "/tile/entries/000"] {
+            assert!(is_canonical_tiles_path(ok), "{ok}");
+        }
+        for bad in
+            ["/tile/", "/tile//entries/000", "/tile/../checkpoint", "/tile/entries/%30", "/tile/A/000", "/checkpoint/x"]
+        {
+            assert!(!is_canonical_tiles_path(bad), "{bad}");
         }
     }
 

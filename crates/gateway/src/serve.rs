@@ -69,6 +69,18 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: Cancellat
     let connections = Arc::new(Semaphore::new(gw.max_connections));
     let per_address = Arc::new(PerAddress::default());
     let first_bytes = Duration::from_millis(gw.header_read_timeout_ms);
+    // Health turns NOT_SERVING at the signal; the listener keeps accepting for the
+    // drain delay so that balancers notice before connections are refused.
+    let closing = CancellationToken::new();
+    tokio::spawn({
+        let (stop, closing) = (stop.clone(), closing.clone());
+        let delay = Duration::from_millis(config.shutdown.drain_delay_ms);
+        async move {
+            stop.cancelled().await;
+            tokio::time::sleep(delay).await;
+            closing.cancel();
+        }
+    });
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(first_bytes).max_buf_size(64 * 1024);
@@ -94,7 +106,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: Cancellat
     tracing::info!(addr = %listener.local_addr().map_err(|e| e.to_string())?, tls = tls.is_some(), "gateway serving");
     loop {
         let (tcp, peer) = tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = closing.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -118,7 +130,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: Cancellat
         let service = service.clone();
         let gateway = Arc::clone(&gateway);
         let tls = tls.clone();
-        let stop = stop.clone();
+        let closing = closing.clone();
         tokio::spawn(async move {
             let _held = (permit, slot);
             // A connection that says nothing in time is closed, so idle sockets cannot pile up.
@@ -155,7 +167,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: Cancellat
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 }
-                _ = stop.cancelled() => {
+                _ = closing.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }

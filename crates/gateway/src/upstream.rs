@@ -17,17 +17,20 @@ use tonic::body::Body;
 
 use crate::error::GatewayError;
 
-/// How to dial upstreams: plain, or TLS presenting the gateway's certificate.
+/// How to dial upstreams: `http://` in plain text, `https://` with TLS
+/// presenting the gateway's certificate (mutual TLS towards services).
 #[derive(Clone)]
 pub struct Dialer {
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Client configuration offering `h2` (gRPC upstreams).
+    pub tls_h2: Option<Arc<rustls::ClientConfig>>,
+    /// The same, offering `http/1.1` (the tiles upstream).
+    pub tls_h1: Option<Arc<rustls::ClientConfig>>,
     pub connect_timeout: Duration,
 }
 
 impl Dialer {
-    /// Opens a transport to `uri`'s authority, with TLS when configured, and
-    /// returns it boxed with the ALPN chosen.
-    async fn connect(&self, uri: &Uri) -> Result<Box<dyn Io>, String> {
+    /// Opens a transport to `uri`'s authority: TLS for `https`, plain for `http`.
+    async fn connect(&self, uri: &Uri, http1: bool) -> Result<Box<dyn Io>, String> {
         let authority = uri.authority().ok_or("upstream URL without host")?.clone();
         let port = authority.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect((authority.host(), port)))
@@ -35,9 +38,10 @@ impl Dialer {
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        match &self.tls {
-            None => Ok(Box::new(tcp)),
-            Some(config) => {
+        let tls = if http1 { &self.tls_h1 } else { &self.tls_h2 };
+        match (uri.scheme_str(), tls) {
+            (Some("https"), None) => Err("https upstream without TLS material".into()),
+            (Some("https"), Some(config)) => {
                 let name =
                     rustls::pki_types::ServerName::try_from(authority.host().to_string()).map_err(|e| e.to_string())?;
                 let tls = tokio::time::timeout(
@@ -49,12 +53,13 @@ impl Dialer {
                 .map_err(|e| e.to_string())?;
                 Ok(Box::new(tls))
             }
+            _ => Ok(Box::new(tcp)),
         }
     }
 
     /// An HTTP/2 connection to `uri`.
     pub async fn http2(&self, uri: &Uri) -> Result<SendRequest<Body>, String> {
-        let io = self.connect(uri).await?;
+        let io = self.connect(uri, false).await?;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(20))
@@ -73,7 +78,7 @@ impl Dialer {
 
     /// A one-request HTTP/1.1 connection to `uri` (tiles: cacheable, low rate).
     pub async fn http1(&self, uri: &Uri) -> Result<hyper::client::conn::http1::SendRequest<Body>, String> {
-        let io = self.connect(uri).await?;
+        let io = self.connect(uri, true).await?;
         let (sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| e.to_string())?;
         tokio::spawn(async move {
@@ -180,10 +185,8 @@ impl Pool {
         let (healthy, ejected): (Vec<_>, Vec<_>) = order.partition(|r| r.is_healthy());
         for replica in healthy.into_iter().chain(ejected) {
             match replica.sender(&self.dialer).await {
-                Ok(sender) => {
-                    replica.set_healthy(true);
-                    return Ok((Arc::clone(replica), sender));
-                }
+                // Only health checks re-admit a replica; a connection alone says nothing of readiness.
+                Ok(sender) => return Ok((Arc::clone(replica), sender)),
                 Err(e) => {
                     tracing::debug!(upstream = %replica.uri, error = %e, "upstream unreachable");
                     replica.set_healthy(false);

@@ -18,8 +18,6 @@ use quis_runtime::BuiltService;
 use tonic::{Code, Request, Response, Status};
 
 const DOMAIN: &str = "quis.identity";
-/// Default lifetime of a token revocation whose token expiry is not given.
-const DEFAULT_TOKEN_REVOCATION_MS: i64 = 24 * 3600 * 1000;
 
 /// Identity service errors.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +68,8 @@ fn fail(e: IdentityError) -> Status {
 #[derive(Debug, Clone)]
 pub struct Identity {
     store: RevocationStore,
+    /// The longest a token can live: a revocation without an expiry lasts this long.
+    max_token_lifetime_ms: i64,
 }
 
 fn admin(principal: &Principal) -> Result<(), Status> {
@@ -114,13 +114,18 @@ impl IdentityService for Identity {
             violations.push(FieldViolation::new("token_id", "must be 1 to 128 printable ASCII characters"));
         }
         check_reason(&req.reason, &mut violations);
+        let longest = now_ms() + self.max_token_lifetime_ms;
         let expires = match req.expire_time {
-            Some(t) if t.seconds <= 0 || t.seconds > 4_102_444_800 => {
-                violations.push(FieldViolation::new("expire_time", "must be a time before 2100"));
+            // The token's own `exp`; keeping the entry longer is harmless, shorter would revive it.
+            Some(t) if t.seconds * 1000 <= now_ms() || t.seconds > 4_102_444_800 => {
+                violations.push(FieldViolation::new(
+                    "expire_time",
+                    "must be in the future (the token's exp) and before 2100",
+                ));
                 0
             }
-            Some(t) => t.seconds * 1000,
-            None => now_ms() + DEFAULT_TOKEN_REVOCATION_MS,
+            Some(t) => (t.seconds * 1000).max(now_ms()),
+            None => longest,
         };
         if !violations.is_empty() {
             return Err(fail(IdentityError::Invalid(violations)));
@@ -224,12 +229,13 @@ impl IdentityService for Identity {
 }
 
 /// The identity service on the revocation store at `url`, ready for the runtime.
-pub async fn build(url: &str) -> Result<BuiltService, sqlx::Error> {
+pub async fn build(url: &str, max_token_lifetime_secs: u64) -> Result<BuiltService, sqlx::Error> {
     let store = RevocationStore::connect(url).await?;
+    let max_token_lifetime_ms = i64::try_from(max_token_lifetime_secs.saturating_mul(1000)).unwrap_or(i64::MAX / 2);
     Ok(BuiltService {
         name: "identity",
         grpc_names: vec!["quis.identity.v1.IdentityService"],
         readiness: vec![store.db().readiness("store")],
-        routes: tonic::service::Routes::new(IdentityServiceServer::new(Identity { store })),
+        routes: tonic::service::Routes::new(IdentityServiceServer::new(Identity { store, max_token_lifetime_ms })),
     })
 }

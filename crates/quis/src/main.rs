@@ -32,12 +32,12 @@ struct Cli {
 enum Command {
     /// Run the whole suite in one process on loopback, with the gateway in front.
     Up {
-        /// Gateway port; 0 picks a free one.
-        #[arg(long, default_value_t = 7400)]
-        port: u16,
-        /// Admin HTTP port (/livez, /readyz, /metrics); 0 picks a free one.
-        #[arg(long, default_value_t = 0)]
-        admin_port: u16,
+        /// Gateway port on 127.0.0.1 (default: services.gateway.listen, 7400); 0 picks a free one.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Admin HTTP port on 127.0.0.1, for /livez, /readyz, /metrics (default: services.gateway.admin_listen, 7500); 0 picks a free one.
+        #[arg(long)]
+        admin_port: Option<u16>,
     },
     /// Run one service.
     Serve {
@@ -144,12 +144,13 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(args) => bench::run(args).await,
         Command::Up { port, admin_port } => {
-            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
-            let admin = std::net::SocketAddr::from(([127, 0, 0, 1], *admin_port));
-            let flags = Figment::new().merge(Serialized::default(
-                "services.gateway",
-                quis_core::config::ServiceListen { listen: addr, admin_listen: admin },
-            ));
+            let mut flags = Figment::new();
+            if let Some(port) = port {
+                flags = flags.merge(Serialized::default("services.gateway.listen", format!("127.0.0.1:{port}")));
+            }
+            if let Some(port) = admin_port {
+                flags = flags.merge(Serialized::default("services.gateway.admin_listen", format!("127.0.0.1:{port}")));
+            }
             let config = load_config(&cli, Some(flags))?;
             let _telemetry = quis_core::telemetry::init("up", &config.log).map_err(anyhow::Error::msg)?;
             let keys = devkeys::init(&config.data_dir).map_err(anyhow::Error::msg)?;

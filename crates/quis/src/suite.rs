@@ -21,11 +21,9 @@ pub fn all_services() -> Vec<&'static str> {
 
 async fn build_backend(name: &str, config: &QuisConfig) -> Result<BuiltService> {
     Ok(match name {
-        "identity" => {
-            quis_identity::build(&config.auth.revocation_store.clone().unwrap_or_else(|| config.store_url("identity")))
-                .await
-                .context("identity store")?
-        }
+        "identity" => quis_identity::build(&config.revocation_store_url(), config.auth.max_token_lifetime_secs)
+            .await
+            .context("identity store")?,
         "echo" => quis_echo::build(),
         other => bail!("unknown service {other:?}; known: {}", all_services().join(", ")),
     })
@@ -66,11 +64,12 @@ async fn spawn_gateway(
     stop: &CancellationToken,
 ) -> Result<()> {
     let verifier = verifier(&config, stop).await?;
+    let revocations_fresh = verifier.revocations().readiness();
     let gateway = quis_gateway::Gateway::new(Arc::clone(&config), verifier).map_err(anyhow::Error::msg)?;
     tokio::spawn(quis_core::health::drive(
         gateway.health_reporter(),
         Vec::new(),
-        vec![Arc::new(quis_gateway::UpstreamsReady(Arc::clone(&gateway)))],
+        vec![Arc::new(quis_gateway::UpstreamsReady(Arc::clone(&gateway))), revocations_fresh],
         readiness,
         std::time::Duration::from_secs(1),
         stop.clone(),

@@ -67,10 +67,12 @@ pub async fn serve(
         .map_err(|e| setup(e.to_string()))?;
     let routes = service.routes.add_service(health_service).add_service(reflection);
 
+    let mut checks = service.readiness;
+    checks.push(ctx.verifier.revocations().readiness());
     tokio::spawn(health::drive(
         reporter,
         service.grpc_names.iter().map(|s| s.to_string()).collect(),
-        service.readiness,
+        checks,
         readiness,
         Duration::from_secs(1),
         ctx.shutdown.clone(),
@@ -87,7 +89,7 @@ pub async fn serve(
     let drain_delay = Duration::from_millis(config.shutdown.drain_delay_ms);
     let stop = ctx.shutdown.clone();
     let server = builder
-        .layer(GrpcMetricsLayer::new(name))
+        .layer(GrpcMetricsLayer::new(name, quis_proto::method_paths()))
         .layer(AuthLayer::new(Arc::clone(&ctx.verifier)))
         .add_routes(routes)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {

@@ -54,11 +54,12 @@ pub async fn serve_backend(config: &Arc<QuisConfig>, service: BuiltService, stop
 pub async fn serve_gateway(config: &Arc<QuisConfig>, stop: CancellationToken) -> SocketAddr {
     let (l, addr) = listener().await;
     let verifier = TokenVerifier::from_config(config, stop.clone()).await.expect("verifier");
+    let revocations_fresh = verifier.revocations().readiness();
     let gateway = quis_gateway::Gateway::new(Arc::clone(config), verifier).expect("gateway");
     tokio::spawn(quis_core::health::drive(
         gateway.health_reporter(),
         Vec::new(),
-        vec![Arc::new(quis_gateway::UpstreamsReady(Arc::clone(&gateway)))],
+        vec![Arc::new(quis_gateway::UpstreamsReady(Arc::clone(&gateway))), revocations_fresh],
         Readiness::default(),
         Duration::from_millis(200),
         stop.clone(),
@@ -77,9 +78,10 @@ impl Suite {
         let stop = CancellationToken::new();
         let base = Arc::new(config.clone());
         let echo = serve_backend(&base, quis_echo::build(), stop.clone()).await;
-        let identity_store = base.store_url("identity");
-        let identity =
-            serve_backend(&base, quis_identity::build(&identity_store).await.expect("identity"), stop.clone()).await;
+        let identity = quis_identity::build(&base.revocation_store_url(), base.auth.max_token_lifetime_secs)
+            .await
+            .expect("identity");
+        let identity = serve_backend(&base, identity, stop.clone()).await;
         config.gateway.upstreams.entry("echo".into()).or_insert_with(|| vec![format!("http://{echo}")]);
         config.gateway.upstreams.insert("identity".into(), vec![format!("http://{identity}")]);
         let config = Arc::new(config);
