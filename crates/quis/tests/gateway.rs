@@ -378,17 +378,87 @@ async fn cancelling_a_call_cancels_it_upstream() {
     stop.cancel();
 }
 
+/// An echo that answers with the headers the gateway forwarded.
+#[derive(Clone)]
+struct Headers;
+
+#[tonic::async_trait]
+impl quis_proto::echo::echo_service_server::EchoService for Headers {
+    async fn echo(
+        &self,
+        r: tonic::Request<EchoRequest>,
+    ) -> Result<tonic::Response<quis_proto::echo::EchoResponse>, tonic::Status> {
+        let get = |name: &str| r.metadata().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let message = format!("{}|{}|{}", get("quis-source-address"), get("x-request-id"), get("traceparent"));
+        Ok(tonic::Response::new(quis_proto::echo::EchoResponse { message, payload: vec![], principal: String::new() }))
+    }
+    type ExpandStream = <quis_echo::Echo as quis_proto::echo::echo_service_server::EchoService>::ExpandStream;
+    async fn expand(
+        &self,
+        r: tonic::Request<ExpandRequest>,
+    ) -> Result<tonic::Response<Self::ExpandStream>, tonic::Status> {
+        quis_echo::Echo.expand(r).await
+    }
+    async fn collect(
+        &self,
+        r: tonic::Request<tonic::Streaming<CollectRequest>>,
+    ) -> Result<tonic::Response<quis_proto::echo::CollectResponse>, tonic::Status> {
+        quis_echo::Echo.collect(r).await
+    }
+    type ChatStream = <quis_echo::Echo as quis_proto::echo::echo_service_server::EchoService>::ChatStream;
+    async fn chat(
+        &self,
+        r: tonic::Request<tonic::Streaming<ChatRequest>>,
+    ) -> Result<tonic::Response<Self::ChatStream>, tonic::Status> {
+        quis_echo::Echo.chat(r).await
+    }
+}
+
 #[tokio::test]
-async fn request_ids_are_returned_and_source_addresses_cannot_be_spoofed() {
-    let suite = Suite::start(|_| {}).await;
-    let token = suite.token("alice", &[Role::Caseworker]);
-    let mut client = EchoServiceClient::new(suite.channel().await);
+async fn request_ids_trace_context_and_source_addresses_are_set_by_the_gateway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let base = Arc::new(config.clone());
+    let upstream = quis_runtime::BuiltService {
+        name: "echo",
+        grpc_names: vec!["quis.echo.v1.EchoService"],
+        routes: tonic::service::Routes::new(quis_proto::echo::echo_service_server::EchoServiceServer::new(Headers)),
+        readiness: vec![],
+    };
+    let echo = serve_backend(&base, upstream, stop.clone()).await;
+    config.gateway.upstreams.insert("echo".into(), vec![format!("http://{echo}")]);
+    let config = Arc::new(config);
+    let gateway = serve_gateway(&config, stop.clone()).await;
+    let signer = quis_auth::mint::TokenSigner::load(
+        &quis_core::keys::FileKeySource::new(dir.path()),
+        &config.auth.issuer,
+        &config.auth.audience,
+    )
+    .expect("signer");
+    let (token, _) = signer
+        .mint(&quis_auth::mint::TokenSpec::new("alice", quis_auth::PrincipalKind::Staff, &[Role::Caseworker]))
+        .expect("mint");
+
+    let mut client = EchoServiceClient::new(channel(gateway).await);
     let mut req = with_token(EchoRequest::default(), &token);
     req.metadata_mut().insert("x-request-id", "req-123".parse().expect("id"));
+    req.metadata_mut().insert("quis-source-address", "10.9.9.9".parse().expect("spoof"));
+    req.metadata_mut()
+        .insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().expect("trace"));
     let response = client.echo(req).await.expect("echo");
     assert_eq!(response.metadata().get("x-request-id").map(|v| v.to_str().expect("ascii")), Some("req-123"));
+    let seen = response.into_inner().message;
+    let parts: Vec<_> = seen.split('|').collect();
+    assert_eq!(parts[0], "127.0.0.1", "the upstream sees the peer the gateway saw, not the caller's claim");
+    assert_eq!(parts[1], "req-123");
+    assert!(parts[2].starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "the trace continues: {}", parts[2]);
+    assert!(!parts[2].contains("00f067aa0ba902b7"), "with the gateway's own span id");
+
     let response = client.echo(with_token(EchoRequest::default(), &token)).await.expect("echo");
-    assert!(response.metadata().get("x-request-id").is_some(), "a request id is made up when absent");
+    let id = response.metadata().get("x-request-id").expect("made up when absent").to_str().expect("ascii").to_string();
+    assert_eq!(response.into_inner().message.split('|').nth(1), Some(id.as_str()), "the upstream gets the same id");
+    stop.cancel();
 }
 
 #[tokio::test]

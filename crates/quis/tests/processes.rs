@@ -29,6 +29,12 @@ impl Drop for Proc {
 
 /// Spawns `quis args…` and waits for the stdout line starting with `prefix`; returns the address after it.
 fn spawn_until(args: &[&str], envs: &[(&str, &str)], prefix: &str) -> (Proc, SocketAddr) {
+    let (proc, addrs) = spawn_until_all(args, envs, &[prefix]);
+    (proc, addrs[0])
+}
+
+/// Like [`spawn_until`], for several lines in order.
+fn spawn_until_all(args: &[&str], envs: &[(&str, &str)], prefixes: &[&str]) -> (Proc, Vec<SocketAddr>) {
     let mut cmd = Command::new(QUIS);
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::null()).env("QUIS_LOG__FORMAT", "json");
     for (k, v) in envs {
@@ -37,15 +43,31 @@ fn spawn_until(args: &[&str], envs: &[(&str, &str)], prefix: &str) -> (Proc, Soc
     let mut child = cmd.spawn().expect("spawn quis");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().expect("quis exited before printing its address").expect("read");
-        if let Some(rest) = line.strip_prefix(prefix) {
-            break rest.trim().parse::<SocketAddr>().expect("address");
-        }
-    };
+    let mut addrs = Vec::new();
+    for prefix in prefixes {
+        let addr = loop {
+            let line = lines.next().expect("quis exited before printing its address").expect("read");
+            if let Some(rest) = line.strip_prefix(prefix) {
+                break rest.trim().parse::<SocketAddr>().expect("address");
+            }
+        };
+        addrs.push(addr);
+    }
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (Proc(child), addr)
+    (Proc(child), addrs)
+}
+
+/// A plain HTTP/1.0 GET; returns the status and the body.
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(format!("GET {path} HTTP/1.0\r\nhost: quis\r\n\r\n").as_bytes()).await.expect("write");
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.expect("read");
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
 }
 
 fn quis_token(data_dir: &str, sub: &str, role: &str) -> String {
@@ -71,7 +93,12 @@ async fn quis_up_from_nothing_serves_through_the_gateway_and_stops_on_sigterm() 
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let data = data.to_str().expect("utf8");
-    let (mut up, gateway) = spawn_until(&["--data-dir", data, "up", "--port", "0"], &[], "gateway listening on ");
+    let (mut up, addrs) = spawn_until_all(
+        &["--data-dir", data, "up", "--port", "0", "--admin-port", "0"],
+        &[],
+        &["gateway listening on ", "admin (/livez /readyz /metrics) on http://"],
+    );
+    let (gateway, admin) = (addrs[0], addrs[1]);
     assert!(eventually(Duration::from_secs(10), async || serving(gateway).await).await, "health through the gateway");
 
     let token = quis_token(data, "alice", "caseworker");
@@ -79,6 +106,15 @@ async fn quis_up_from_nothing_serves_through_the_gateway_and_stops_on_sigterm() 
     let reply =
         client.echo(with_token(EchoRequest { message: "hello".into(), payload: vec![] }, &token)).await.expect("echo");
     assert_eq!(reply.into_inner().principal, "alice");
+
+    assert_eq!(http_get(admin, "/livez").await.0, 200);
+    assert_eq!(http_get(admin, "/readyz").await.0, 200);
+    let (status, metrics) = http_get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("quis_grpc_requests_total") && metrics.contains("method=\"Echo\""),
+        "call metrics are exported:\n{metrics}"
+    );
 
     Command::new("kill").args(["-TERM", &up.0.id().to_string()]).status().expect("kill");
     let exited = eventually(Duration::from_secs(10), async || matches!(up.0.try_wait(), Ok(Some(_)))).await;
