@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub const ENV_PREFIX: &str = "QUIS_";
 
 /// The top-level keys of [`QuisConfig`], lower case, as environment variables name them.
-const SECTIONS: &[&str] = &["data_dir", "log", "auth", "tls", "shutdown", "store", "gateway", "services"];
+const SECTIONS: &[&str] = &["data_dir", "log", "auth", "tls", "shutdown", "store", "gateway", "ledger", "services"];
 
 /// The whole configuration of a Quis process.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -29,6 +29,7 @@ pub struct QuisConfig {
     pub shutdown: ShutdownConfig,
     pub store: StoreConfig,
     pub gateway: GatewayConfig,
+    pub ledger: LedgerConfig,
     /// Listen addresses per service name (`gateway`, `identity`, `echo`, ...).
     pub services: BTreeMap<String, ServiceListen>,
 }
@@ -43,13 +44,14 @@ impl Default for QuisConfig {
             shutdown: ShutdownConfig::default(),
             store: StoreConfig::default(),
             gateway: GatewayConfig::default(),
+            ledger: LedgerConfig::default(),
             services: default_services(),
         }
     }
 }
 
 /// Default loopback ports: gRPC on 74xx, admin HTTP on 75xx.
-pub const DEFAULT_PORTS: &[(&str, u16)] = &[("gateway", 7400), ("identity", 7401), ("echo", 7409)];
+pub const DEFAULT_PORTS: &[(&str, u16)] = &[("gateway", 7400), ("identity", 7401), ("ledger", 7402), ("echo", 7409)];
 
 fn default_services() -> BTreeMap<String, ServiceListen> {
     DEFAULT_PORTS
@@ -249,6 +251,46 @@ impl Default for GatewayConfig {
     }
 }
 
+/// The ledger: its log identity, sequencing and who may append what.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// The log's origin line in checkpoints (a schema-less URL-like name).
+    pub origin: String,
+    /// The tlog-tiles HTTP listener (`/checkpoint`, `/tile/…`).
+    pub http_listen: SocketAddr,
+    /// How often a new checkpoint is signed when the tree has grown.
+    pub checkpoint_interval_ms: u64,
+    /// Most entries written in one transaction.
+    pub max_batch_entries: usize,
+    /// The log's Ed25519 signing seed (hex, mode 0600); created on first start if missing.
+    pub log_key: PathBuf,
+    /// The AES-256 key that encrypts event details (hex, mode 0600); created on first start if missing.
+    pub details_key: PathBuf,
+    /// Event kinds (`access`, `admin`, `triage`) each service principal may append.
+    pub appenders: BTreeMap<String, Vec<String>>,
+    /// Service principals that may read entries (besides auditors and investigators).
+    pub reader_services: Vec<String>,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            origin: "quis.local/ledger".into(),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 7602)),
+            checkpoint_interval_ms: 1_000,
+            max_batch_entries: 8_192,
+            log_key: PathBuf::from("keys/ledger-log.key"),
+            details_key: PathBuf::from("keys/ledger-details.key"),
+            appenders: [("vault", "access"), ("policy", "admin"), ("sentinel", "triage")]
+                .into_iter()
+                .map(|(s, k)| (s.to_string(), vec![k.to_string()]))
+                .collect(),
+            reader_services: vec!["sentinel".into(), "vault".into()],
+        }
+    }
+}
+
 /// Token-bucket rate limits at the gateway.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -323,6 +365,12 @@ impl QuisConfig {
         }
         if self.gateway.max_message_bytes < 1024 {
             return invalid("gateway.max_message_bytes", "must be at least 1024");
+        }
+        if self.ledger.origin.is_empty() || self.ledger.origin.contains(char::is_whitespace) {
+            return invalid("ledger.origin", "must be a non-empty name without spaces");
+        }
+        if self.ledger.checkpoint_interval_ms < 10 {
+            return invalid("ledger.checkpoint_interval_ms", "must be at least 10");
         }
         if self.gateway.max_connections == 0 {
             return invalid("gateway.max_connections", "must be positive");

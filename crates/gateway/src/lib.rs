@@ -12,8 +12,9 @@
 
 mod error;
 mod message_limit;
+pub mod parse;
 mod serve;
-mod trace;
+pub mod trace;
 mod upstream;
 
 use std::{
@@ -35,6 +36,7 @@ use tonic::body::Body;
 use tonic_health::server::HealthReporter;
 
 pub use error::GatewayError;
+use parse::{is_canonical_tiles_path, is_tiles_path, parse_grpc_timeout, service_short_name};
 pub use serve::serve;
 use upstream::{Dialer, Pool};
 
@@ -385,28 +387,6 @@ fn metric_label(path: &str) -> &'static str {
     }
 }
 
-/// The ledger's tlog-tiles paths, forwarded as plain HTTP.
-fn is_tiles_path(path: &str) -> bool {
-    path == "/checkpoint" || path.starts_with("/tile/")
-}
-
-/// A tiles path in the form c2sp.org/tlog-tiles defines: `/checkpoint`, or
-/// `/tile/` then non-empty segments of `[0-9a-z.]` (`x001`, `000.p`, `entries`).
-/// Anything else (empty segments, `..`, escapes) is refused rather than forwarded.
-fn is_canonical_tiles_path(path: &str) -> bool {
-    if path == "/checkpoint" {
-        return true;
-    }
-    let Some(rest) = path.strip_prefix("/tile/") else { return false };
-    rest.len() <= 128
-        && rest.split('/').all(|seg| {
-            !seg.is_empty()
-                && seg != "."
-                && seg != ".."
-                && seg.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'.')
-        })
-}
-
 /// The request's `x-request-id` if it is sane, else a new one.
 fn request_id(req: &Request<Body>) -> String {
     req.headers()
@@ -417,42 +397,11 @@ fn request_id(req: &Request<Body>) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-/// `/quis.<svc>.v1.<Service>/<Method>` → `<svc>`.
-fn service_short_name(path: &str) -> Option<&str> {
-    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    if method.is_empty() || method.contains('/') {
-        return None;
-    }
-    let mut parts = service.split('.');
-    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("quis"), Some(svc), Some(version), Some(_service), None) if version.starts_with('v') => Some(svc),
-        _ => None,
-    }
-}
-
 fn is_grpc(req: &Request<Body>) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"))
-}
-
-/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
-fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    if v.len() < 2 || v.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = v.split_at(v.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.checked_mul(3600)?),
-        "M" => Duration::from_secs(n.checked_mul(60)?),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 fn plain_response(status: http::StatusCode, text: &'static str) -> Response<Body> {
@@ -527,47 +476,5 @@ impl quis_core::health::ReadinessCheck for UpstreamsReady {
             let down: Vec<_> = self.0.pools.iter().filter(|(_, p)| !p.any_healthy()).map(|(n, _)| n.as_str()).collect();
             if down.is_empty() { Ok(()) } else { Err(format!("no healthy replica of {}", down.join(", "))) }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_by_package() {
-        assert_eq!(service_short_name("/quis.echo.v1.EchoService/Echo"), Some("echo"));
-        assert_eq!(service_short_name("/quis.ledger.v2.LedgerService/GetCheckpoint"), Some("ledger"));
-        for bad in [
-            "/quis.echo.EchoService/Echo",
-            "/other.echo.v1.EchoService/Echo",
-            "/quis.echo.v1.EchoService/",
-            "/quis.echo.v1.EchoService/a/b",
-            "/",
-        ] {
-            assert_eq!(service_short_name(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn only_canonical_tiles_paths_are_forwarded() {
-        for ok in ["/checkpoint", "/tile/0/000", "/tile/1/x001/x234/067.p/8", "/tile/entries/000"] {
-            assert!(is_canonical_tiles_path(ok), "{ok}");
-        }
-        for bad in
-            ["/tile/", "/tile//entries/000", "/tile/../checkpoint", "/tile/entries/%30", "/tile/A/000", "/checkpoint/x"]
-        {
-            assert!(!is_canonical_tiles_path(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn grpc_timeouts_parse() {
-        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
-        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
-        assert_eq!(parse_grpc_timeout("99999999S"), Some(Duration::from_secs(99_999_999)));
-        for bad in ["", "m", "1x", "123456789S", "-1S"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
-        }
     }
 }

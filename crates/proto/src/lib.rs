@@ -19,9 +19,14 @@ pub mod quis {
             tonic::include_proto!("quis.identity.v1");
         }
     }
+    pub mod ledger {
+        pub mod v1 {
+            tonic::include_proto!("quis.ledger.v1");
+        }
+    }
 }
 
-pub use quis::{echo::v1 as echo, identity::v1 as identity};
+pub use quis::{echo::v1 as echo, identity::v1 as identity, ledger::v1 as ledger};
 
 /// The gRPC service names of every Quis API, as routed by the gateway.
 pub const SERVICE_NAMES: &[&str] = &["quis.echo.v1.EchoService", "quis.identity.v1.IdentityService"];

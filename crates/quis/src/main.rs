@@ -41,7 +41,7 @@ enum Command {
     },
     /// Run one service.
     Serve {
-        /// gateway, identity or echo.
+        /// gateway, identity, ledger or echo.
         service: String,
     },
     /// Create the development CA, certificates, token-signing key and JWKS (existing files are kept).
@@ -159,6 +159,9 @@ async fn run(cli: Cli) -> Result<()> {
             let running = suite::up(config, stop).await?;
             println!("gateway listening on {}", running.listen_addr);
             println!("admin (/livez /readyz /metrics) on http://{}", running.admin_addr);
+            for note in &running.notes {
+                println!("{note}");
+            }
             println!("data directory: {}", data_dir.display());
             println!("JWKS: {}", keys.jwks.display());
             println!("token signing key: {}", keys.signing_key.display());
@@ -175,6 +178,9 @@ async fn run(cli: Cli) -> Result<()> {
             let running = suite::serve_one(service, config, stop).await?;
             println!("{service} listening on {}", running.listen_addr);
             println!("{service} admin on http://{}", running.admin_addr);
+            for note in &running.notes {
+                println!("{note}");
+            }
             wait(running).await
         }
     }

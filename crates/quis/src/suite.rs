@@ -10,7 +10,7 @@ use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 /// Backend services, in start order.
-pub const BACKENDS: &[&str] = &["identity", "echo"];
+pub const BACKENDS: &[&str] = &["identity", "ledger", "echo"];
 
 /// Every service `quis serve` accepts.
 pub fn all_services() -> Vec<&'static str> {
@@ -19,12 +19,29 @@ pub fn all_services() -> Vec<&'static str> {
     all
 }
 
-async fn build_backend(name: &str, config: &QuisConfig) -> Result<BuiltService> {
+/// A backend, and for the ledger its tlog-tiles HTTP router.
+struct Backend {
+    grpc: BuiltService,
+    http: Option<axum::Router>,
+    /// Lines `quis` prints at start (e.g. the log's verifier key).
+    notes: Vec<String>,
+}
+
+async fn build_backend(name: &str, ctx: &ServiceContext) -> Result<Backend> {
+    let config = &ctx.config;
     Ok(match name {
-        "identity" => quis_identity::build(&config.revocation_store_url(), config.auth.max_token_lifetime_secs)
-            .await
-            .context("identity store")?,
-        "echo" => quis_echo::build(),
+        "identity" => Backend {
+            grpc: quis_identity::build(&config.revocation_store_url(), config.auth.max_token_lifetime_secs)
+                .await
+                .context("identity store")?,
+            http: None,
+            notes: Vec::new(),
+        },
+        "ledger" => {
+            let (grpc, http, ledger) = quis_ledger::build(ctx).await.map_err(anyhow::Error::msg)?;
+            Backend { grpc, http: Some(http), notes: vec![format!("log verifier key: {}", ledger.verifier_key())] }
+        }
+        "echo" => Backend { grpc: quis_echo::build(), http: None, notes: Vec::new() },
         other => bail!("unknown service {other:?}; known: {}", all_services().join(", ")),
     })
 }
@@ -39,6 +56,8 @@ pub struct Running {
     /// The gRPC listener: the service's, or the gateway's for `quis up`.
     pub listen_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// What to tell the operator at start.
+    pub notes: Vec<String>,
 }
 
 async fn verifier(config: &Arc<QuisConfig>, stop: &CancellationToken) -> Result<Arc<quis_auth::TokenVerifier>> {
@@ -80,17 +99,28 @@ async fn spawn_gateway(
     Ok(())
 }
 
+/// Builds and serves a backend; its HTTP router, if any, on `http`.
 async fn spawn_backend(
     tasks: &mut JoinSet<Result<()>>,
     name: &str,
     ctx: ServiceContext,
     listener: TcpListener,
+    http: Option<TcpListener>,
     readiness: Readiness,
-) -> Result<()> {
-    let built = build_backend(name, &ctx.config).await?;
-    tasks
-        .spawn(async move { quis_runtime::serve(&ctx, built, listener, readiness).await.map_err(anyhow::Error::from) });
-    Ok(())
+) -> Result<Vec<String>> {
+    let backend = build_backend(name, &ctx).await?;
+    if let (Some(router), Some(http)) = (backend.http, http) {
+        let stop = ctx.shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(http, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .context("HTTP listener")
+        });
+    }
+    let grpc = backend.grpc;
+    tasks.spawn(async move { quis_runtime::serve(&ctx, grpc, listener, readiness).await.map_err(anyhow::Error::from) });
+    Ok(backend.notes)
 }
 
 /// `quis serve <name>`: one service in this process.
@@ -106,42 +136,58 @@ pub async fn serve_one(name: &str, config: Arc<QuisConfig>, stop: CancellationTo
     let readiness = Readiness::default();
     let mut tasks = JoinSet::new();
     spawn_admin(admin, readiness.clone());
+    let mut notes = Vec::new();
     if name == "gateway" {
         spawn_gateway(&mut tasks, config, listener, readiness, &stop).await?;
     } else {
+        let http = if name == "ledger" {
+            let http = bind(config.ledger.http_listen, "ledger.http_listen").await?;
+            notes.push(format!("tiles on http://{}", http.local_addr()?));
+            Some(http)
+        } else {
+            None
+        };
         let ctx = ServiceContext { verifier: verifier(&config, &stop).await?, config, shutdown: stop };
-        spawn_backend(&mut tasks, name, ctx, listener, readiness).await?;
+        notes.extend(spawn_backend(&mut tasks, name, ctx, listener, http, readiness).await?);
     }
-    Ok(Running { tasks, listen_addr, admin_addr })
+    Ok(Running { tasks, listen_addr, admin_addr, notes })
 }
 
 /// `quis up`: every backend on a loopback port of its own, the gateway in front.
 pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> {
     let mut tasks = JoinSet::new();
     let scheme = if config.tls.enabled { "https" } else { "http" };
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut listeners = BTreeMap::new();
     let mut upstreams = BTreeMap::new();
     for name in BACKENDS {
-        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)), name).await?;
+        let listener = bind(loopback, name).await?;
         upstreams.insert((*name).to_string(), vec![format!("{scheme}://127.0.0.1:{}", listener.local_addr()?.port())]);
         listeners.insert(*name, listener);
     }
+    let tiles = bind(loopback, "ledger tiles").await?;
     let mut config = config;
     config.gateway.upstreams = upstreams;
+    config.gateway.tiles_upstream = Some(format!("http://{}", tiles.local_addr()?));
     let config = Arc::new(config);
     let verifier = verifier(&config, &stop).await?;
-    for (name, listener) in listeners {
+    let mut notes = Vec::new();
+    let mut tiles = Some(tiles);
+    for name in BACKENDS {
+        let Some(listener) = listeners.remove(name) else { continue };
+        let http = if *name == "ledger" { tiles.take() } else { None };
         let ctx =
             ServiceContext { config: Arc::clone(&config), verifier: Arc::clone(&verifier), shutdown: stop.clone() };
-        spawn_backend(&mut tasks, name, ctx, listener, Readiness::default()).await?;
+        notes.extend(spawn_backend(&mut tasks, name, ctx, listener, http, Readiness::default()).await?);
     }
     let listen = config.listen("gateway")?.clone();
     let listener = bind(listen.listen, "services.gateway.listen (--port)").await?;
     let admin = bind(listen.admin_listen, "services.gateway.admin_listen").await?;
     let gateway_addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    notes.insert(0, format!("tiles on http://{gateway_addr}/checkpoint (through the gateway)"));
     let readiness = Readiness::default();
     spawn_admin(admin, readiness.clone());
     spawn_gateway(&mut tasks, config, listener, readiness, &stop).await?;
-    Ok(Running { tasks, listen_addr: gateway_addr, admin_addr })
+    Ok(Running { tasks, listen_addr: gateway_addr, admin_addr, notes })
 }

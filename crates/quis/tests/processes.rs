@@ -71,8 +71,12 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 fn quis_token(data_dir: &str, sub: &str, role: &str) -> String {
+    quis_token_of_kind(data_dir, sub, role, "staff")
+}
+
+fn quis_token_of_kind(data_dir: &str, sub: &str, role: &str, kind: &str) -> String {
     let out = Command::new(QUIS)
-        .args(["--data-dir", data_dir, "token", "--sub", sub, "--role", role, "--ttl", "10m"])
+        .args(["--data-dir", data_dir, "token", "--sub", sub, "--role", role, "--kind", kind, "--ttl", "10m"])
         .output()
         .expect("quis token");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -229,4 +233,135 @@ async fn mutual_tls_between_gateway_and_services() {
     };
     assert!(refused, "a client without a certificate must not reach a service under mutual TLS");
     stop.cancel();
+}
+
+/// An access event on a fresh commitment of `subject`, with its detail and digest.
+fn ledger_access(subject: &str) -> ((quis_proto::ledger::Event, quis_proto::ledger::EventDetail), Vec<u8>) {
+    use quis_proto::ledger::{
+        AccessEvent, Action, Actor, Commitment, Decision, Event, EventDetail, Purpose, event::Kind,
+    };
+    use sha2::Digest;
+    let salt = uuid().into_bytes();
+    let digest = sha2::Sha256::new().chain_update(&salt).chain_update(subject.as_bytes()).finalize().to_vec();
+    let event = AccessEvent {
+        actor: Some(Actor { principal: "alice".into(), kind: "staff".into(), ..Default::default() }),
+        action: Action::Read as i32,
+        subject: Some(Commitment { digest: digest.clone() }),
+        purpose: Purpose::Casework as i32,
+        decision: Decision::Allow as i32,
+        ..Default::default()
+    };
+    ((Event { kind: Some(Kind::Access(event)) }, EventDetail { salt, value: subject.into() }), digest)
+}
+
+fn subject_digest(entry: &[u8]) -> Vec<u8> {
+    use prost::Message;
+    let entry = quis_proto::ledger::LedgerEntry::decode(entry).expect("a LedgerEntry");
+    match entry.event.and_then(|e| e.kind) {
+        Some(quis_proto::ledger::event::Kind::Access(a)) => a.subject.map(|c| c.digest).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_ledger_killed_mid_burst_keeps_every_acknowledged_entry() {
+    use quis_proto::ledger::{
+        AppendEventsRequest, GetCheckpointRequest, GetEntriesRequest, ledger_service_client::LedgerServiceClient,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf8");
+    test_config(dir.path());
+    let env = [
+        ("QUIS_SERVICES__LEDGER__LISTEN", "127.0.0.1:0"),
+        ("QUIS_SERVICES__LEDGER__ADMIN_LISTEN", "127.0.0.1:0"),
+        ("QUIS_LEDGER__HTTP_LISTEN", "127.0.0.1:0"),
+        ("QUIS_LEDGER__CHECKPOINT_INTERVAL_MS", "50"),
+    ];
+    let (mut ledger, addr) = spawn_until(&["--data-dir", data, "serve", "ledger"], &env, "ledger listening on ");
+    let vault = quis_token_of_kind(data, "vault", "service", "service");
+    let auditor = quis_token(data, "audrey", "auditor");
+
+    // Sixteen appenders send batches until the process dies under them; each
+    // remembers which commitment the ledger acknowledged at which index.
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<(u64, Vec<u8>)>::new()));
+    let mut appenders = Vec::new();
+    for worker in 0..16 {
+        let (acknowledged, vault) = (Arc::clone(&acknowledged), vault.clone());
+        let mut client = LedgerServiceClient::new(channel(addr).await);
+        appenders.push(tokio::spawn(async move {
+            for round in 0.. {
+                let (pairs, digests): (Vec<_>, Vec<_>) =
+                    (0..8).map(|i| ledger_access(&format!("s-{worker}-{round}-{i}"))).unzip();
+                let (events, details) = pairs.into_iter().unzip();
+                match client.append_events(with_token(AppendEventsRequest { events, details }, &vault)).await {
+                    Ok(r) => acknowledged.lock().expect("lock").extend(r.into_inner().indices.into_iter().zip(digests)),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    let enough = eventually(Duration::from_secs(30), async || acknowledged.lock().expect("lock").len() >= 2_000).await;
+    assert!(enough, "appends were acknowledged");
+    ledger.0.kill().expect("kill -9");
+    ledger.0.wait().expect("reaped");
+    for a in appenders {
+        a.await.expect("appender");
+    }
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+
+    let (_restarted, addr) = spawn_until(&["--data-dir", data, "serve", "ledger"], &env, "ledger listening on ");
+    let mut client = LedgerServiceClient::new(channel(addr).await);
+    let max = acknowledged.iter().map(|(i, _)| *i).max().expect("some");
+    let mut size = 0;
+    let caught_up = eventually(Duration::from_secs(10), async || {
+        size = client
+            .get_checkpoint(with_token(GetCheckpointRequest {}, &auditor))
+            .await
+            .map(|r| r.into_inner().tree_size)
+            .unwrap_or(0);
+        size > max
+    })
+    .await;
+    assert!(caught_up, "the signed tree holds every acknowledged index (max {max}, size {size})");
+
+    // Every acknowledged entry is there, unchanged, and the entries recompute the signed root.
+    let mut leaves = quis_tlog::MemoryHashes(Vec::new());
+    let mut stored = Vec::new();
+    while (stored.len() as u64) < size {
+        let page = client
+            .get_entries(with_token(
+                GetEntriesRequest {
+                    start_index: stored.len() as u64,
+                    end_index: size,
+                    page_size: 1000,
+                    page_token: String::new(),
+                },
+                &auditor,
+            ))
+            .await
+            .expect("entries")
+            .into_inner();
+        for e in page.entries {
+            assert_eq!(e.index, stored.len() as u64);
+            leaves.append_record(&e.data).expect("append");
+            stored.push(e.data);
+        }
+    }
+    for (index, digest) in &acknowledged {
+        assert_eq!(&subject_digest(&stored[*index as usize]), digest, "entry {index} is the one acknowledged");
+    }
+    let note =
+        client.get_checkpoint(with_token(GetCheckpointRequest {}, &auditor)).await.expect("checkpoint").into_inner();
+    let body = note.checkpoint.split_once("\n\n").map(|(b, _)| format!("{b}\n")).expect("a signed note");
+    let cp = quis_tlog::checkpoint::Checkpoint::parse(&body).expect("checkpoint body");
+    assert_eq!(quis_tlog::tree_hash(note.tree_size, &leaves).expect("root"), cp.root);
+
+    // Appends continue where the log stopped.
+    let ((event, detail), _) = ledger_access("after the restart");
+    let more = client
+        .append_events(with_token(AppendEventsRequest { events: vec![event], details: vec![detail] }, &vault))
+        .await
+        .expect("appends continue")
+        .into_inner();
+    assert_eq!(more.indices, vec![stored.len() as u64], "the next index follows the recovered tree");
 }

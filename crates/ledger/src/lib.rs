@@ -1,0 +1,131 @@
+//! `quis.ledger.v1.LedgerService`: the tamper-evident audit log of Quis.
+//!
+//! Services append typed events; the sequencer writes them in group-committed
+//! batches into an RFC 6962 tree whose every node hash is stored; a signed
+//! checkpoint (C2SP tlog-checkpoint) is made at a configurable interval;
+//! inclusion and consistency proofs are served over gRPC and the tree as
+//! c2sp.org/tlog-tiles over HTTP. Personal values enter only as salted
+//! commitments; their values are stored beside the log, encrypted.
+#![forbid(unsafe_code)]
+
+mod error;
+mod hashes;
+mod sequencer;
+mod service;
+mod store;
+mod tiles;
+mod validate;
+
+use std::{sync::Arc, time::Duration};
+
+use quis_auth::TokenVerifier;
+use quis_core::{
+    QuisConfig,
+    keys::{FileKeySource, KeySource},
+};
+use quis_proto::ledger::ledger_service_server::LedgerServiceServer;
+use quis_runtime::{BuiltService, ServiceContext};
+use quis_tlog::{checkpoint::Checkpoint, note::Signer};
+
+pub use error::LedgerError;
+pub use store::LedgerStore;
+
+/// Key type of a log (signed-note) key.
+const LOG_KEY_TYPE: u8 = 0x01;
+
+/// The ledger's shared state.
+pub struct Ledger {
+    config: Arc<QuisConfig>,
+    store: LedgerStore,
+    sequencer: sequencer::Sequencer,
+    verifier: Arc<TokenVerifier>,
+    signer: Signer,
+    details_key: Vec<u8>,
+}
+
+/// Reads a 32-byte secret stored as hex, creating it (mode 0600) on first start.
+fn load_or_create_secret(keys: &dyn KeySource, name: &str) -> Result<[u8; 32], String> {
+    if !keys.exists(name) {
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+        keys.create(name, format!("{}\n", hex::encode(secret)).as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let text = keys.load(name).map_err(|e| e.to_string())?;
+    let text = std::str::from_utf8(&text).map_err(|_| format!("{name}: not hex text"))?;
+    let bytes = hex::decode(text.trim()).map_err(|_| format!("{name}: not hex text"))?;
+    bytes.try_into().map_err(|_| format!("{name}: must hold 32 bytes"))
+}
+
+impl Ledger {
+    /// The verifier key of the log, `<origin>+<key id>+<base64>`, for auditors and witnesses.
+    pub fn verifier_key(&self) -> String {
+        self.signer.vkey()
+    }
+
+    /// Signs a checkpoint of the durable tree if it grew since the last one.
+    async fn checkpoint_if_grown(&self) -> Result<(), String> {
+        let size = *self.sequencer.size().borrow();
+        let last = self.store.latest_checkpoint().await.map_err(|e| e.to_string())?;
+        if last.as_ref().is_some_and(|c| c.size >= size) {
+            return Ok(());
+        }
+        let mut cache = Default::default();
+        let root = hashes::with_hashes(&self.store, &mut cache, |r| quis_tlog::tree_hash(size, r))
+            .await
+            .map_err(|e| e.to_string())?;
+        let checkpoint = Checkpoint { origin: self.config.ledger.origin.clone(), size, root, extensions: Vec::new() };
+        let note = quis_tlog::checkpoint::sign(&checkpoint, &[&self.signer]).map_err(|e| e.to_string())?;
+        // Without configured witnesses a checkpoint is served but marked unwitnessed.
+        self.store.save_checkpoint(size, &note, false).await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn spawn_checkpointer(self: &Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let ledger = Arc::clone(self);
+        let every = Duration::from_millis(ledger.config.ledger.checkpoint_interval_ms);
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = ledger.checkpoint_if_grown().await {
+                    tracing::error!(error = %e, "signing a checkpoint failed");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        });
+    }
+}
+
+/// Opens the store, loads (or creates) the keys, starts the sequencer and the
+/// checkpointer, and returns the gRPC service and the tiles HTTP router.
+pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, axum::Router, Arc<Ledger>), String> {
+    let config = Arc::clone(&ctx.config);
+    let keys = FileKeySource::new(&config.data_dir);
+    let log_seed = load_or_create_secret(&keys, &config.ledger.log_key.to_string_lossy())?;
+    let details_key = load_or_create_secret(&keys, &config.ledger.details_key.to_string_lossy())?;
+    let signer = Signer::new(&config.ledger.origin, LOG_KEY_TYPE, log_seed).map_err(|e| e.to_string())?;
+    let store = LedgerStore::connect(&config.store_url("ledger")).await.map_err(|e| format!("ledger store: {e}"))?;
+    let size = store.size().await.map_err(|e| format!("ledger store: {e}"))?;
+    let sequencer = sequencer::Sequencer::start(store.clone(), size, config.ledger.max_batch_entries);
+    let ledger = Arc::new(Ledger {
+        config: Arc::clone(&config),
+        store: store.clone(),
+        sequencer,
+        verifier: Arc::clone(&ctx.verifier),
+        signer,
+        details_key: details_key.to_vec(),
+    });
+    ledger.spawn_checkpointer(ctx.shutdown.clone());
+    tracing::info!(size, vkey = %ledger.verifier_key(), "ledger open");
+    let built = BuiltService {
+        name: "ledger",
+        grpc_names: vec!["quis.ledger.v1.LedgerService"],
+        readiness: vec![store.db().readiness("store")],
+        routes: tonic::service::Routes::new(
+            LedgerServiceServer::new(service::LedgerApi(Arc::clone(&ledger)))
+                .max_decoding_message_size(8 * 1024 * 1024),
+        ),
+    };
+    Ok((built, tiles::router(Arc::clone(&ledger)), ledger))
+}
