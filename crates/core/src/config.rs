@@ -271,6 +271,20 @@ pub struct LedgerConfig {
     pub appenders: BTreeMap<String, Vec<String>>,
     /// Service principals that may read entries (besides auditors and investigators).
     pub reader_services: Vec<String>,
+    /// Witnesses every new checkpoint is submitted to (c2sp.org/tlog-witness).
+    pub witnesses: Vec<WitnessEndpoint>,
+    /// Cosignatures a checkpoint needs to be marked witnessed.
+    pub witness_quorum: usize,
+}
+
+/// A witness the ledger submits checkpoints to.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessEndpoint {
+    /// Base URL; the ledger posts to `<url>/add-checkpoint`.
+    pub url: String,
+    /// The witness's verifier key, `<name>+<key id>+<base64>`.
+    pub vkey: String,
 }
 
 impl Default for LedgerConfig {
@@ -287,6 +301,8 @@ impl Default for LedgerConfig {
                 .map(|(s, k)| (s.to_string(), vec![k.to_string()]))
                 .collect(),
             reader_services: vec!["sentinel".into(), "vault".into()],
+            witnesses: Vec::new(),
+            witness_quorum: 0,
         }
     }
 }
@@ -368,6 +384,12 @@ impl QuisConfig {
         }
         if self.ledger.origin.is_empty() || self.ledger.origin.contains(char::is_whitespace) {
             return invalid("ledger.origin", "must be a non-empty name without spaces");
+        }
+        if self.ledger.witness_quorum > self.ledger.witnesses.len() {
+            return invalid("ledger.witness_quorum", "must not exceed the number of ledger.witnesses");
+        }
+        if !self.ledger.witnesses.is_empty() && self.ledger.witness_quorum == 0 {
+            return invalid("ledger.witness_quorum", "must be at least 1 when witnesses are configured");
         }
         if self.ledger.checkpoint_interval_ms < 10 {
             return invalid("ledger.checkpoint_interval_ms", "must be at least 10");

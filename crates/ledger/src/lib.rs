@@ -15,6 +15,7 @@ mod service;
 mod store;
 mod tiles;
 mod validate;
+mod witnessing;
 
 use std::{sync::Arc, time::Duration};
 
@@ -41,6 +42,8 @@ pub struct Ledger {
     verifier: Arc<TokenVerifier>,
     signer: Signer,
     details_key: Vec<u8>,
+    witnesses: Vec<witnessing::Witness>,
+    http: reqwest::Client,
 }
 
 /// Reads a 32-byte secret stored as hex, creating it (mode 0600) on first start.
@@ -62,21 +65,36 @@ impl Ledger {
         self.signer.vkey()
     }
 
-    /// Signs a checkpoint of the durable tree if it grew since the last one.
+    /// Signs a checkpoint of the durable tree if it grew since the last one,
+    /// and has it cosigned; retries the cosigning of an unwitnessed one.
     async fn checkpoint_if_grown(&self) -> Result<(), String> {
         let size = *self.sequencer.size().borrow();
         let last = self.store.latest_checkpoint().await.map_err(|e| e.to_string())?;
-        if last.as_ref().is_some_and(|c| c.size >= size) {
-            return Ok(());
-        }
-        let mut cache = Default::default();
-        let root = hashes::with_hashes(&self.store, &mut cache, |r| quis_tlog::tree_hash(size, r))
-            .await
-            .map_err(|e| e.to_string())?;
-        let checkpoint = Checkpoint { origin: self.config.ledger.origin.clone(), size, root, extensions: Vec::new() };
-        let note = quis_tlog::checkpoint::sign(&checkpoint, &[&self.signer]).map_err(|e| e.to_string())?;
-        // Without configured witnesses a checkpoint is served but marked unwitnessed.
-        self.store.save_checkpoint(size, &note, false).await.map_err(|e| e.to_string())?;
+        let note = match last {
+            Some(c) if c.size >= size && (c.witnessed || self.witnesses.is_empty()) => return Ok(()),
+            // Same tree, not yet witnessed: ask again (a witness may have been down).
+            Some(c) if c.size >= size => c.note,
+            _ => {
+                let mut cache = Default::default();
+                let root = hashes::with_hashes(&self.store, &mut cache, |r| quis_tlog::tree_hash(size, r))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let checkpoint =
+                    Checkpoint { origin: self.config.ledger.origin.clone(), size, root, extensions: Vec::new() };
+                quis_tlog::checkpoint::sign(&checkpoint, &[&self.signer]).map_err(|e| e.to_string())?
+            }
+        };
+        let body = note.split_once("\n\n").map(|(b, _)| format!("{b}\n")).ok_or("a signed note without body")?;
+        let checkpoint = Checkpoint::parse(&body).map_err(|e| e.to_string())?;
+        let (note, witnessed) = if self.witnesses.is_empty() {
+            // Without witnesses a checkpoint is served but marked unwitnessed.
+            (note, false)
+        } else {
+            let cosignatures = witnessing::collect(self, &note, &checkpoint).await;
+            let witnessed = cosignatures.len() >= self.config.ledger.witness_quorum;
+            (quis_tlog::checkpoint::add_signatures(&note, &cosignatures).map_err(|e| e.to_string())?, witnessed)
+        };
+        self.store.save_checkpoint(checkpoint.size, &note, witnessed).await.map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -97,17 +115,39 @@ impl Ledger {
     }
 }
 
+/// The log's signer, from its key file (created on first use).
+fn log_signer(config: &QuisConfig) -> Result<Signer, String> {
+    let keys = FileKeySource::new(&config.data_dir);
+    let seed = load_or_create_secret(&keys, &config.ledger.log_key.to_string_lossy())?;
+    Signer::new(&config.ledger.origin, LOG_KEY_TYPE, seed).map_err(|e| e.to_string())
+}
+
+/// The log's verifier key, for witnesses and auditors (creates the key on first use).
+pub fn log_verifier_key(config: &QuisConfig) -> Result<String, String> {
+    Ok(log_signer(config)?.vkey())
+}
+
 /// Opens the store, loads (or creates) the keys, starts the sequencer and the
 /// checkpointer, and returns the gRPC service and the tiles HTTP router.
 pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, axum::Router, Arc<Ledger>), String> {
     let config = Arc::clone(&ctx.config);
     let keys = FileKeySource::new(&config.data_dir);
-    let log_seed = load_or_create_secret(&keys, &config.ledger.log_key.to_string_lossy())?;
+    let signer = log_signer(&config)?;
     let details_key = load_or_create_secret(&keys, &config.ledger.details_key.to_string_lossy())?;
-    let signer = Signer::new(&config.ledger.origin, LOG_KEY_TYPE, log_seed).map_err(|e| e.to_string())?;
     let store = LedgerStore::connect(&config.store_url("ledger")).await.map_err(|e| format!("ledger store: {e}"))?;
     let size = store.size().await.map_err(|e| format!("ledger store: {e}"))?;
     let sequencer = sequencer::Sequencer::start(store.clone(), size, config.ledger.max_batch_entries);
+    let witnesses = config
+        .ledger
+        .witnesses
+        .iter()
+        .map(|w| witnessing::Witness::new(&w.url, &w.vkey))
+        .collect::<Result<Vec<_>, _>>()?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
     let ledger = Arc::new(Ledger {
         config: Arc::clone(&config),
         store: store.clone(),
@@ -115,6 +155,8 @@ pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, axum::Router, 
         verifier: Arc::clone(&ctx.verifier),
         signer,
         details_key: details_key.to_vec(),
+        witnesses,
+        http,
     });
     ledger.spawn_checkpointer(ctx.shutdown.clone());
     tracing::info!(size, vkey = %ledger.verifier_key(), "ledger open");
