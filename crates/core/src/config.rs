@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub const ENV_PREFIX: &str = "QUIS_";
 
 /// The top-level keys of [`QuisConfig`], lower case, as environment variables name them.
-const SECTIONS: &[&str] = &["data_dir", "log", "auth", "tls", "shutdown", "store", "gateway", "ledger", "services"];
+const SECTIONS: &[&str] = &["data_dir", "log", "auth", "tls", "shutdown", "store", "gateway", "ledger", "witness", "services"];
 
 /// The whole configuration of a Quis process.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -30,6 +30,7 @@ pub struct QuisConfig {
     pub store: StoreConfig,
     pub gateway: GatewayConfig,
     pub ledger: LedgerConfig,
+    pub witness: WitnessConfig,
     /// Listen addresses per service name (`gateway`, `identity`, `echo`, ...).
     pub services: BTreeMap<String, ServiceListen>,
 }
@@ -45,13 +46,14 @@ impl Default for QuisConfig {
             store: StoreConfig::default(),
             gateway: GatewayConfig::default(),
             ledger: LedgerConfig::default(),
+            witness: WitnessConfig::default(),
             services: default_services(),
         }
     }
 }
 
 /// Default loopback ports: gRPC on 74xx, admin HTTP on 75xx.
-pub const DEFAULT_PORTS: &[(&str, u16)] = &[("gateway", 7400), ("identity", 7401), ("ledger", 7402), ("echo", 7409)];
+pub const DEFAULT_PORTS: &[(&str, u16)] = &[("gateway", 7400), ("identity", 7401), ("ledger", 7402), ("witness", 7403), ("echo", 7409)];
 
 fn default_services() -> BTreeMap<String, ServiceListen> {
     DEFAULT_PORTS
@@ -265,6 +267,9 @@ pub struct LedgerConfig {
     pub max_batch_entries: usize,
     /// The log's Ed25519 signing seed (hex, mode 0600); created on first start if missing.
     pub log_key: PathBuf,
+    /// Further log keys that also sign every checkpoint, for a key rotation:
+    /// add the new key here, let verifiers learn it, then make it `log_key`.
+    pub additional_log_keys: Vec<PathBuf>,
     /// The AES-256 key that encrypts event details (hex, mode 0600); created on first start if missing.
     pub details_key: PathBuf,
     /// Event kinds (`access`, `admin`, `triage`) each service principal may append.
@@ -295,6 +300,7 @@ impl Default for LedgerConfig {
             checkpoint_interval_ms: 1_000,
             max_batch_entries: 8_192,
             log_key: PathBuf::from("keys/ledger-log.key"),
+            additional_log_keys: Vec::new(),
             details_key: PathBuf::from("keys/ledger-details.key"),
             appenders: [("vault", "access"), ("policy", "admin"), ("sentinel", "triage")]
                 .into_iter()
@@ -304,6 +310,24 @@ impl Default for LedgerConfig {
             witnesses: Vec::new(),
             witness_quorum: 0,
         }
+    }
+}
+
+/// The witness (c2sp.org/tlog-witness): its cosigning key and the logs it cosigns for.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// The witness's key name, in its verifier key and cosignature lines.
+    pub name: String,
+    /// The witness's Ed25519 cosigning seed (hex, mode 0600); created on first start if missing.
+    pub key: PathBuf,
+    /// Known logs: origin → the log's verifier keys (`<name>+<key id>+<base64>`); other origins are refused.
+    pub logs: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for WitnessConfig {
+    fn default() -> Self {
+        Self { name: "quis.local/witness".into(), key: PathBuf::from("keys/witness.key"), logs: BTreeMap::new() }
     }
 }
 

@@ -16,6 +16,8 @@ pub enum LedgerError {
     OutOfRange(String),
     #[error("no checkpoint has been signed yet")]
     NoCheckpoint,
+    #[error("no detail is stored for this commitment (never stored, or erased)")]
+    NoDetail,
     #[error("the ledger could not make the entries durable")]
     Unavailable,
     #[error("ledger storage failed: {0}")]
@@ -29,6 +31,7 @@ impl ApiError for LedgerError {
             LedgerError::NotOwner { .. } | LedgerError::NotAService | LedgerError::NotAReader => Code::PermissionDenied,
             LedgerError::OutOfRange(_) => Code::OutOfRange,
             LedgerError::NoCheckpoint => Code::FailedPrecondition,
+            LedgerError::NoDetail => Code::NotFound,
             LedgerError::Unavailable => Code::Unavailable,
             LedgerError::Internal(_) => Code::Internal,
         }
@@ -41,6 +44,7 @@ impl ApiError for LedgerError {
             LedgerError::NotAReader => "ROLE_REQUIRED",
             LedgerError::OutOfRange(_) => "BEYOND_TREE",
             LedgerError::NoCheckpoint => "NO_CHECKPOINT",
+            LedgerError::NoDetail => "DETAIL_NOT_FOUND",
             LedgerError::Unavailable => "NOT_DURABLE",
             LedgerError::Internal(_) => "STORE_FAILED",
         }

@@ -40,7 +40,8 @@ pub struct Ledger {
     store: LedgerStore,
     sequencer: sequencer::Sequencer,
     verifier: Arc<TokenVerifier>,
-    signer: Signer,
+    /// The current log key first, then the keys of a rotation in progress.
+    signers: Vec<Signer>,
     details_key: Vec<u8>,
     witnesses: Vec<witnessing::Witness>,
     http: reqwest::Client,
@@ -62,7 +63,7 @@ fn load_or_create_secret(keys: &dyn KeySource, name: &str) -> Result<[u8; 32], S
 impl Ledger {
     /// The verifier key of the log, `<origin>+<key id>+<base64>`, for auditors and witnesses.
     pub fn verifier_key(&self) -> String {
-        self.signer.vkey()
+        self.signers.first().map(Signer::vkey).unwrap_or_default()
     }
 
     /// Signs a checkpoint of the durable tree if it grew since the last one,
@@ -81,7 +82,8 @@ impl Ledger {
                     .map_err(|e| e.to_string())?;
                 let checkpoint =
                     Checkpoint { origin: self.config.ledger.origin.clone(), size, root, extensions: Vec::new() };
-                quis_tlog::checkpoint::sign(&checkpoint, &[&self.signer]).map_err(|e| e.to_string())?
+                quis_tlog::checkpoint::sign(&checkpoint, &self.signers.iter().collect::<Vec<_>>())
+                    .map_err(|e| e.to_string())?
             }
         };
         let body = note.split_once("\n\n").map(|(b, _)| format!("{b}\n")).ok_or("a signed note without body")?;
@@ -115,16 +117,23 @@ impl Ledger {
     }
 }
 
-/// The log's signer, from its key file (created on first use).
-fn log_signer(config: &QuisConfig) -> Result<Signer, String> {
+/// The log's signers from their key files (each created on first use): the
+/// current key, then those of a rotation in progress. All sign as the origin.
+fn log_signers(config: &QuisConfig) -> Result<Vec<Signer>, String> {
     let keys = FileKeySource::new(&config.data_dir);
-    let seed = load_or_create_secret(&keys, &config.ledger.log_key.to_string_lossy())?;
-    Signer::new(&config.ledger.origin, LOG_KEY_TYPE, seed).map_err(|e| e.to_string())
+    std::iter::once(&config.ledger.log_key)
+        .chain(&config.ledger.additional_log_keys)
+        .map(|path| {
+            let seed = load_or_create_secret(&keys, &path.to_string_lossy())?;
+            Signer::new(&config.ledger.origin, LOG_KEY_TYPE, seed).map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
-/// The log's verifier key, for witnesses and auditors (creates the key on first use).
-pub fn log_verifier_key(config: &QuisConfig) -> Result<String, String> {
-    Ok(log_signer(config)?.vkey())
+/// The verifier keys of the log, current first, for witnesses and auditors
+/// (creates the keys on first use).
+pub fn log_verifier_keys(config: &QuisConfig) -> Result<Vec<String>, String> {
+    Ok(log_signers(config)?.iter().map(Signer::vkey).collect())
 }
 
 /// Opens the store, loads (or creates) the keys, starts the sequencer and the
@@ -132,7 +141,7 @@ pub fn log_verifier_key(config: &QuisConfig) -> Result<String, String> {
 pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, axum::Router, Arc<Ledger>), String> {
     let config = Arc::clone(&ctx.config);
     let keys = FileKeySource::new(&config.data_dir);
-    let signer = log_signer(&config)?;
+    let signers = log_signers(&config)?;
     let details_key = load_or_create_secret(&keys, &config.ledger.details_key.to_string_lossy())?;
     let store = LedgerStore::connect(&config.store_url("ledger")).await.map_err(|e| format!("ledger store: {e}"))?;
     let size = store.size().await.map_err(|e| format!("ledger store: {e}"))?;
@@ -153,7 +162,7 @@ pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, axum::Router, 
         store: store.clone(),
         sequencer,
         verifier: Arc::clone(&ctx.verifier),
-        signer,
+        signers,
         details_key: details_key.to_vec(),
         witnesses,
         http,

@@ -10,8 +10,9 @@ use prost::Message;
 use quis_auth::{Principal, Role};
 use quis_core::FieldViolation;
 use quis_proto::ledger::{
-    AppendEventsRequest, AppendEventsResponse, GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest,
-    GetConsistencyProofResponse, GetEntriesRequest, GetEntriesResponse, GetInclusionProofRequest,
+    AppendEventsRequest, AppendEventsResponse, EraseEventDetailRequest, EraseEventDetailResponse, GetCheckpointRequest,
+    GetCheckpointResponse, GetConsistencyProofRequest, GetConsistencyProofResponse, GetEntriesRequest,
+    GetEntriesResponse, GetEventDetailRequest, GetEventDetailResponse, GetInclusionProofRequest,
     GetInclusionProofResponse, LedgerEntry, StoredEntry, TailEventsRequest, TailEventsResponse,
     ledger_service_server::LedgerService,
 };
@@ -57,6 +58,18 @@ impl Ledger {
         let ciphertext =
             cipher.encrypt(&aes_gcm::Nonce::from(nonce), Payload { msg: plain, aad: &digest }).map_err(internal)?;
         Ok(NewDetail { digest, nonce, ciphertext })
+    }
+
+    fn decrypt_detail(&self, digest: &[u8], nonce: &[u8], ciphertext: &[u8]) -> Result<(Vec<u8>, String), Status> {
+        let cipher = Aes256Gcm::new_from_slice(self.details_key.as_slice()).map_err(internal)?;
+        let nonce: [u8; 12] = nonce.try_into().map_err(|_| internal("stored nonce is not 12 bytes"))?;
+        let plain = cipher
+            .decrypt(&aes_gcm::Nonce::from(nonce), Payload { msg: ciphertext, aad: digest })
+            .map_err(|_| internal("a stored detail does not decrypt under its commitment"))?;
+        let salt_len = usize::from(*plain.first().ok_or_else(|| internal("empty detail"))?);
+        let salt = plain.get(1..1 + salt_len).ok_or_else(|| internal("short detail"))?.to_vec();
+        let value = String::from_utf8(plain[1 + salt_len..].to_vec()).map_err(internal)?;
+        Ok((salt, value))
     }
 
     /// The latest checkpoint's size: proofs are only served against signed trees.
@@ -242,6 +255,47 @@ impl LedgerService for LedgerApi {
             to_size: to,
             hashes: proof.iter().map(|h| h.to_vec()).collect(),
         }))
+    }
+
+    async fn get_event_detail(
+        &self,
+        request: Request<GetEventDetailRequest>,
+    ) -> Result<Response<GetEventDetailResponse>, Status> {
+        let principal = quis_auth::principal(&request)?;
+        if !(principal.has_role(Role::Auditor) || principal.has_role(Role::Investigator)) {
+            return Err(LedgerError::NotAReader.into());
+        }
+        let digest = request.into_inner().digest;
+        if digest.len() != 32 {
+            return Err(LedgerError::Invalid(vec![FieldViolation::new("digest", "must be 32 bytes")]).into());
+        }
+        let (entry_index, nonce, ciphertext) =
+            self.store.read_detail(&digest).await.map_err(internal)?.ok_or(LedgerError::NoDetail)?;
+        let (salt, value) = self.decrypt_detail(&digest, &nonce, &ciphertext)?;
+        tracing::info!(principal = %principal.id, entry_index, "event detail read");
+        Ok(Response::new(GetEventDetailResponse { digest, salt, value, entry_index }))
+    }
+
+    async fn erase_event_detail(
+        &self,
+        request: Request<EraseEventDetailRequest>,
+    ) -> Result<Response<EraseEventDetailResponse>, Status> {
+        let principal = quis_auth::principal(&request)?;
+        quis_auth::require_any_role(&principal, &[Role::PrivacyOfficer])?;
+        let req = request.into_inner();
+        let mut v = Vec::new();
+        if req.digest.len() != 32 {
+            v.push(FieldViolation::new("digest", "must be 32 bytes"));
+        }
+        if req.reason.trim().is_empty() || req.reason.chars().count() > 512 {
+            v.push(FieldViolation::new("reason", "must be 1 to 512 characters"));
+        }
+        if !v.is_empty() {
+            return Err(LedgerError::Invalid(v).into());
+        }
+        let entry_index = self.store.erase_detail(&req.digest).await.map_err(internal)?.ok_or(LedgerError::NoDetail)?;
+        tracing::warn!(principal = %principal.id, entry_index, reason = %req.reason, "event detail erased");
+        Ok(Response::new(EraseEventDetailResponse { entry_index }))
     }
 
     type TailEventsStream = TailStream;

@@ -201,6 +201,28 @@ impl LedgerStore {
         Ok(entries)
     }
 
+    /// The encrypted detail behind a commitment: (entry index, nonce, ciphertext).
+    pub async fn read_detail(&self, digest: &[u8]) -> Result<Option<(u64, Vec<u8>, Vec<u8>)>, StoreError> {
+        let row: Option<(i64, Vec<u8>, Vec<u8>)> = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT entry_idx, nonce, ciphertext FROM ledger_details WHERE digest = $1"
+        )
+        .bind(digest)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.map(|(i, n, c)| (i as u64, n, c)))
+    }
+
+    /// Erases the detail behind a commitment; returns its entry index, or `None` if there was none.
+    pub async fn erase_detail(&self, digest: &[u8]) -> Result<Option<u64>, StoreError> {
+        let row: Option<(i64,)> = on_pool!(&self.db, pool => sqlx::query_as(
+            "DELETE FROM ledger_details WHERE digest = $1 RETURNING entry_idx"
+        )
+        .bind(digest)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.map(|(i,)| i as u64))
+    }
+
     /// Stores a signed checkpoint (the latest one wins on reads).
     pub async fn save_checkpoint(&self, size: u64, note: &str, witnessed: bool) -> Result<(), StoreError> {
         let sql = if self.db.is_postgres() {

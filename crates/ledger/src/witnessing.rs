@@ -31,7 +31,13 @@ impl Witness {
     }
 
     /// Asks the witness to cosign `note` (a checkpoint of `cp`); returns its cosignature.
-    pub async fn cosign(&self, ledger: &Ledger, http: &reqwest::Client, note: &str, cp: &Checkpoint) -> Result<Signature, String> {
+    pub async fn cosign(
+        &self,
+        ledger: &Ledger,
+        http: &reqwest::Client,
+        note: &str,
+        cp: &Checkpoint,
+    ) -> Result<Signature, String> {
         // Two rounds: a 409 tells us the witness's size, and the second request proves from it.
         for _ in 0..2 {
             let old = self.known_size.load(Ordering::Acquire);
@@ -79,7 +85,13 @@ impl Witness {
                     let size = parse_conflict(&text).map_err(|e| format!("witness {}: {e}", self.verifier.name()))?;
                     self.known_size.store(size, Ordering::Release);
                 }
-                code => return Err(format!("witness {} refused the checkpoint ({code}): {}", self.verifier.name(), text.trim())),
+                code => {
+                    return Err(format!(
+                        "witness {} refused the checkpoint ({code}): {}",
+                        self.verifier.name(),
+                        text.trim()
+                    ));
+                }
             }
         }
         Err(format!("witness {} kept answering 409", self.verifier.name()))

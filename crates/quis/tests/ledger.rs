@@ -23,7 +23,7 @@ use support::*;
 use tonic::{Code, transport::Channel};
 
 struct LedgerUnderTest {
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
     grpc: SocketAddr,
     tiles: SocketAddr,
     signer: TokenSigner,
@@ -51,9 +51,15 @@ async fn store_url(postgres: bool) -> Option<String> {
 
 async fn start(postgres: bool) -> LedgerUnderTest {
     let dir = tempfile::tempdir().expect("tempdir");
+    let url = store_url(postgres).await;
+    start_in(dir, |c| c.store.url = url).await
+}
+
+/// Starts a ledger on `dir` (an existing log is reopened); `tune` adjusts the configuration.
+async fn start_in(dir: tempfile::TempDir, tune: impl FnOnce(&mut quis_core::QuisConfig)) -> LedgerUnderTest {
     let mut config = test_config(dir.path());
     config.ledger.checkpoint_interval_ms = 50;
-    config.store.url = store_url(postgres).await;
+    tune(&mut config);
     let config = Arc::new(config);
     let stop = tokio_util::sync::CancellationToken::new();
     let verifier = quis_auth::TokenVerifier::from_config(&config, stop.clone()).await.expect("verifier");
@@ -68,10 +74,17 @@ async fn start(postgres: bool) -> LedgerUnderTest {
     tokio::spawn(async move { quis_runtime::serve(&ctx, built, grpc_listener, Readiness::default()).await });
     let signer =
         TokenSigner::load(&FileKeySource::new(dir.path()), &config.auth.issuer, &config.auth.audience).expect("signer");
-    LedgerUnderTest { vkey: ledger.verifier_key(), _dir: dir, grpc, tiles, signer, stop }
+    LedgerUnderTest { vkey: ledger.verifier_key(), dir: Some(dir), grpc, tiles, signer, stop }
 }
 
 impl LedgerUnderTest {
+    /// Stops this ledger and starts another on the same data directory.
+    async fn restart(mut self, tune: impl FnOnce(&mut quis_core::QuisConfig)) -> LedgerUnderTest {
+        self.stop.cancel();
+        let dir = self.dir.take().expect("dir");
+        start_in(dir, tune).await
+    }
+
     fn token(&self, sub: &str, kind: PrincipalKind, roles: &[Role]) -> String {
         self.signer.mint(&TokenSpec::new(sub, kind, roles)).expect("mint").0
     }
@@ -402,4 +415,125 @@ async fn tiles_serve_the_signed_tree_and_entries_need_an_auditor() {
     );
     assert_eq!(http_get(l.tiles, "/tile/0/000.p/6", None).await.0, 404, "beyond the signed tree");
     assert_eq!(http_get(l.tiles, "/tile/0/000", None).await.0, 404, "a full tile does not exist yet");
+}
+
+#[tokio::test]
+async fn details_decrypt_for_investigators_and_erasure_leaves_proofs_valid() {
+    use quis_proto::ledger::{EraseEventDetailRequest, GetEventDetailRequest};
+    let l = start(false).await;
+    let mut client = l.client().await;
+    let (event, detail) = access("subject-42");
+    let digest = match &event.kind {
+        Some(Kind::Access(a)) => a.subject.clone().expect("subject").digest,
+        _ => unreachable!(),
+    };
+    let r = client
+        .append_events(with_token(
+            AppendEventsRequest { events: vec![event], details: vec![detail.clone()] },
+            &l.service("vault"),
+        ))
+        .await
+        .expect("append")
+        .into_inner();
+    let investigator = l.token("ivan", PrincipalKind::Staff, &[Role::Investigator]);
+    let got = client
+        .get_event_detail(with_token(GetEventDetailRequest { digest: digest.clone() }, &investigator))
+        .await
+        .expect("detail")
+        .into_inner();
+    assert_eq!(
+        (got.value.as_str(), got.salt.as_slice(), got.entry_index),
+        ("subject-42", detail.salt.as_slice(), r.indices[0])
+    );
+    let cp = checkpoint_of_size(&l, 1).await;
+
+    let caseworker = l.token("alice", PrincipalKind::Staff, &[Role::Caseworker]);
+    let err = client
+        .get_event_detail(with_token(GetEventDetailRequest { digest: digest.clone() }, &caseworker))
+        .await
+        .expect_err("not a reader");
+    assert_refused(&err, Code::PermissionDenied, "ROLE_REQUIRED");
+    let err = client
+        .erase_event_detail(with_token(
+            EraseEventDetailRequest { digest: digest.clone(), reason: "erasure request 7".into() },
+            &investigator,
+        ))
+        .await
+        .expect_err("only privacy officers erase");
+    assert_refused(&err, Code::PermissionDenied, "ROLE_REQUIRED");
+    let dpo = l.token("priya", PrincipalKind::Staff, &[Role::PrivacyOfficer]);
+    client
+        .erase_event_detail(with_token(
+            EraseEventDetailRequest { digest: digest.clone(), reason: "erasure request 7".into() },
+            &dpo,
+        ))
+        .await
+        .expect("erased");
+    let err =
+        client.get_event_detail(with_token(GetEventDetailRequest { digest }, &investigator)).await.expect_err("gone");
+    assert_refused(&err, Code::NotFound, "DETAIL_NOT_FOUND");
+
+    // The entry and its proof are untouched.
+    let auditor = l.auditor();
+    let entry = client
+        .get_entries(with_token(GetEntriesRequest { start_index: 0, end_index: 1, ..Default::default() }, &auditor))
+        .await
+        .expect("entry")
+        .into_inner()
+        .entries
+        .remove(0);
+    let proof = client
+        .get_inclusion_proof(with_token(GetInclusionProofRequest { index: 0, tree_size: 1 }, &auditor))
+        .await
+        .expect("proof")
+        .into_inner();
+    let hashes: Vec<Hash> = proof.hashes.iter().map(|h| h.as_slice().try_into().expect("32 bytes")).collect();
+    quis_tlog::check_record(&hashes, 1, &cp.checkpoint.root, 0, &quis_tlog::leaf_hash(&entry.data))
+        .expect("still proved");
+}
+
+#[tokio::test]
+async fn log_key_rotation_signs_with_both_keys_during_the_change() {
+    let l = start(false).await;
+    let old_vkey = Verifier::from_vkey(&l.vkey).expect("vkey");
+    let mut client = l.client().await;
+    client.append_events(with_token(batch(2), &l.service("vault"))).await.expect("append");
+    checkpoint_of_size(&l, 2).await;
+
+    // During the change: the new key is current, the old one still signs.
+    let l = l
+        .restart(|c| {
+            c.ledger.log_key = "keys/ledger-log-2.key".into();
+            c.ledger.additional_log_keys = vec!["keys/ledger-log.key".into()];
+        })
+        .await;
+    let new_vkey = Verifier::from_vkey(&l.vkey).expect("vkey");
+    assert_ne!(old_vkey.key_id(), new_vkey.key_id());
+    let mut client = l.client().await;
+    client.append_events(with_token(batch(1), &l.service("vault"))).await.expect("append");
+    let note = loop {
+        let cp =
+            client.get_checkpoint(with_token(GetCheckpointRequest {}, &l.auditor())).await.expect("cp").into_inner();
+        if cp.tree_size == 3 {
+            break cp.checkpoint;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    checkpoint::open(&note, std::slice::from_ref(&old_vkey), &[]).expect("verifiers that know only the old key");
+    checkpoint::open(&note, std::slice::from_ref(&new_vkey), &[]).expect("verifiers that know the new key");
+
+    // After the change: only the new key signs.
+    let l = l.restart(|c| c.ledger.log_key = "keys/ledger-log-2.key".into()).await;
+    let mut client = l.client().await;
+    client.append_events(with_token(batch(1), &l.service("vault"))).await.expect("append");
+    let note = loop {
+        let cp =
+            client.get_checkpoint(with_token(GetCheckpointRequest {}, &l.auditor())).await.expect("cp").into_inner();
+        if cp.tree_size == 4 {
+            break cp.checkpoint;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    checkpoint::open(&note, std::slice::from_ref(&new_vkey), &[]).expect("the new key");
+    assert!(checkpoint::open(&note, std::slice::from_ref(&old_vkey), &[]).is_err(), "the old key no longer signs");
 }
