@@ -20,6 +20,8 @@ pub enum LedgerError {
     NoDetail,
     #[error("the ledger could not make the entries durable")]
     Unavailable,
+    #[error("the ledger is halted: {0}")]
+    Halted(String),
     #[error("ledger storage failed: {0}")]
     Internal(String),
 }
@@ -33,6 +35,7 @@ impl ApiError for LedgerError {
             LedgerError::NoCheckpoint => Code::FailedPrecondition,
             LedgerError::NoDetail => Code::NotFound,
             LedgerError::Unavailable => Code::Unavailable,
+            LedgerError::Halted(_) => Code::FailedPrecondition,
             LedgerError::Internal(_) => Code::Internal,
         }
     }
@@ -46,6 +49,7 @@ impl ApiError for LedgerError {
             LedgerError::NoCheckpoint => "NO_CHECKPOINT",
             LedgerError::NoDetail => "DETAIL_NOT_FOUND",
             LedgerError::Unavailable => "NOT_DURABLE",
+            LedgerError::Halted(_) => "LOG_ROLLED_BACK",
             LedgerError::Internal(_) => "STORE_FAILED",
         }
     }

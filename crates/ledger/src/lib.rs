@@ -45,6 +45,8 @@ pub struct Ledger {
     details_key: Vec<u8>,
     witnesses: Vec<witnessing::Witness>,
     http: reqwest::Client,
+    /// Set when a witness shows this log was rolled back: appends would fork it.
+    halted: std::sync::OnceLock<String>,
 }
 
 /// Reads a 32-byte secret stored as hex, creating it (mode 0600) on first start.
@@ -66,13 +68,27 @@ impl Ledger {
         self.signers.first().map(Signer::vkey).unwrap_or_default()
     }
 
+    /// Stops appends for good: the operator must repair the log (docs/operations.md).
+    fn halt(&self, why: String) {
+        if self.halted.set(why.clone()).is_ok() {
+            tracing::error!(reason = %why, "ledger halted: appends are refused until the log is repaired");
+        }
+    }
+
+    /// Why appends are refused, if they are.
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.get().map(String::as_str)
+    }
+
     /// Signs a checkpoint of the durable tree if it grew since the last one,
-    /// and has it cosigned; retries the cosigning of an unwitnessed one.
-    async fn checkpoint_if_grown(&self) -> Result<(), String> {
+    /// and has it cosigned; retries the cosigning of an unwitnessed one. With
+    /// `resubmit`, the latest checkpoint goes to the witnesses even if it was
+    /// witnessed (at start: a log restored from an old backup finds out here).
+    async fn checkpoint_if_grown(&self, resubmit: bool) -> Result<(), String> {
         let size = *self.sequencer.size().borrow();
         let last = self.store.latest_checkpoint().await.map_err(|e| e.to_string())?;
         let note = match last {
-            Some(c) if c.size >= size && (c.witnessed || self.witnesses.is_empty()) => return Ok(()),
+            Some(c) if c.size >= size && (c.witnessed || self.witnesses.is_empty()) && !resubmit => return Ok(()),
             // Same tree, not yet witnessed: ask again (a witness may have been down).
             Some(c) if c.size >= size => c.note,
             _ => {
@@ -105,7 +121,7 @@ impl Ledger {
         let every = Duration::from_millis(ledger.config.ledger.checkpoint_interval_ms);
         tokio::spawn(async move {
             loop {
-                if let Err(e) = ledger.checkpoint_if_grown().await {
+                if let Err(e) = ledger.checkpoint_if_grown(false).await {
                     tracing::error!(error = %e, "signing a checkpoint failed");
                 }
                 tokio::select! {
@@ -166,17 +182,36 @@ pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, axum::Router, 
         details_key: details_key.to_vec(),
         witnesses,
         http,
+        halted: std::sync::OnceLock::new(),
     });
+    if !ledger.witnesses.is_empty() {
+        // Before the first append: are the witnesses ahead of us (a restore from an old backup)?
+        if let Err(e) = ledger.checkpoint_if_grown(true).await {
+            tracing::warn!(error = %e, "could not reach the witnesses at start");
+        }
+    }
     ledger.spawn_checkpointer(ctx.shutdown.clone());
     tracing::info!(size, vkey = %ledger.verifier_key(), "ledger open");
     let built = BuiltService {
         name: "ledger",
         grpc_names: vec!["quis.ledger.v1.LedgerService"],
-        readiness: vec![store.db().readiness("store")],
+        readiness: vec![store.db().readiness("store"), Arc::new(NotHalted(Arc::clone(&ledger)))],
         routes: tonic::service::Routes::new(
             LedgerServiceServer::new(service::LedgerApi(Arc::clone(&ledger)))
                 .max_decoding_message_size(8 * 1024 * 1024),
         ),
     };
     Ok((built, tiles::router(Arc::clone(&ledger)), ledger))
+}
+
+/// Readiness: a halted ledger must not receive traffic.
+struct NotHalted(Arc<Ledger>);
+
+impl quis_core::health::ReadinessCheck for NotHalted {
+    fn name(&self) -> &str {
+        "ledger"
+    }
+    fn check(&self) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.0.halted().map_or(Ok(()), |why| Err(why.to_string())) })
+    }
 }

@@ -101,6 +101,9 @@ impl LedgerService for LedgerApi {
         if !principal.is_service() {
             return Err(LedgerError::NotAService.into());
         }
+        if let Some(why) = self.halted() {
+            return Err(LedgerError::Halted(why.to_string()).into());
+        }
         let req = request.into_inner();
         let owned = self.config.ledger.appenders.get(&principal.id).cloned().unwrap_or_default();
         for event in &req.events {
