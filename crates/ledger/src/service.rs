@@ -42,7 +42,7 @@ fn internal(e: impl std::fmt::Display) -> Status {
 
 impl Ledger {
     fn may_read(&self, p: &Principal) -> Result<(), Status> {
-        let service_reader = p.is_service() && self.config.ledger.reader_services.iter().any(|s| *s == p.id);
+        let service_reader = p.is_service() && self.config.ledger.reader_services.contains(&p.id);
         if p.has_role(Role::Auditor) || p.has_role(Role::Investigator) || service_reader {
             Ok(())
         } else {

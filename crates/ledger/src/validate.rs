@@ -58,12 +58,15 @@ fn check_access(field: &str, a: &AccessEvent, v: &mut Vec<FieldViolation>) {
     }
 }
 
+/// A commitment digest and the plaintext behind it (salt length, salt, value).
+pub type Detail = ([u8; 32], Vec<u8>);
+
 /// Checks a request's events and details; returns, for each event, the
-/// details behind its commitments (salt, value, digest).
+/// details behind its commitments.
 pub fn check(
     events: &[quis_proto::ledger::Event],
     details: &[EventDetail],
-) -> Result<Vec<Vec<([u8; 32], Vec<u8>)>>, Vec<FieldViolation>> {
+) -> Result<Vec<Vec<Detail>>, Vec<FieldViolation>> {
     let mut v = Vec::new();
     if events.is_empty() || events.len() > MAX_EVENTS {
         v.push(FieldViolation::new("events", "must hold 1 to 1000 events"));

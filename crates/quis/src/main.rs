@@ -3,6 +3,7 @@
 
 mod bench;
 mod suite;
+mod verify;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -65,6 +66,8 @@ enum Command {
     },
     /// Load-test the gateway path with the echo service: direct and through the gateway.
     Bench(bench::BenchArgs),
+    /// Audit the ledger: signatures, cosignatures, consistency with the last trusted checkpoint; --full: every entry.
+    Verify(verify::VerifyArgs),
     /// Print the version.
     Version,
 }
@@ -143,6 +146,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args).await,
+        Command::Verify(args) => verify::run(args).await,
         Command::Up { port, admin_port } => {
             let mut flags = Figment::new();
             if let Some(port) = port {
