@@ -12,10 +12,13 @@ use tokio_util::sync::CancellationToken;
 /// Backend services, in start order.
 pub const BACKENDS: &[&str] = &["identity", "ledger", "echo"];
 
-/// Every service `quis serve` accepts.
+/// Every service `quis serve` accepts. The witness is no backend: it serves plain HTTP
+/// (c2sp.org/tlog-witness) and in production is run by another party; `quis up`
+/// runs a local one so that the embedded default shows cosigned checkpoints.
 pub fn all_services() -> Vec<&'static str> {
     let mut all = vec!["gateway"];
     all.extend_from_slice(BACKENDS);
+    all.push("witness");
     all
 }
 
@@ -139,6 +142,16 @@ pub async fn serve_one(name: &str, config: Arc<QuisConfig>, stop: CancellationTo
     let mut notes = Vec::new();
     if name == "gateway" {
         spawn_gateway(&mut tasks, config, listener, readiness, &stop).await?;
+    } else if name == "witness" {
+        // No tokens: the log's signature authenticates a request, so no JWKS or verifier.
+        let (router, witness) = quis_witness::build(&config).await.map_err(anyhow::Error::msg)?;
+        notes.push(format!("witness verifier key: {}", witness.verifier_key()));
+        let grace = std::time::Duration::from_secs(config.shutdown.grace_secs);
+        tasks.spawn(async move {
+            quis_witness::serve(router, &witness, listener, readiness, grace, stop)
+                .await
+                .context("witness HTTP listener")
+        });
     } else {
         let http = if name == "ledger" {
             let http = bind(config.ledger.http_listen, "ledger.http_listen").await?;
@@ -166,26 +179,47 @@ pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> 
         listeners.insert(*name, listener);
     }
     let tiles = bind(loopback, "ledger tiles").await?;
+    let witness_listener = bind(loopback, "witness").await?;
     let mut config = config;
     config.gateway.upstreams = upstreams;
     config.gateway.tiles_upstream = Some(format!("http://{}", tiles.local_addr()?));
+
+    // A local witness that knows the log's keys, and a ledger that needs its cosignature.
+    let log_keys = quis_ledger::log_verifier_keys(&config).map_err(anyhow::Error::msg)?;
+    config.witness.logs.insert(config.ledger.origin.clone(), log_keys.clone());
+    let (witness_router, witness) = quis_witness::build(&config).await.map_err(anyhow::Error::msg)?;
+    config.ledger.witnesses = vec![quis_core::config::WitnessEndpoint {
+        url: format!("http://{}", witness_listener.local_addr()?),
+        vkey: witness.verifier_key(),
+    }];
+    config.ledger.witness_quorum = 1;
+    let mut notes = vec![format!("log verifier key: {}", log_keys.join(" "))];
+    notes.push(format!("witness verifier key: {}", witness.verifier_key()));
+    let grace = std::time::Duration::from_secs(config.shutdown.grace_secs);
+    let witness_stop = stop.clone();
+    tasks.spawn(async move {
+        quis_witness::serve(witness_router, &witness, witness_listener, Readiness::default(), grace, witness_stop)
+            .await
+            .context("witness HTTP listener")
+    });
+
     let config = Arc::new(config);
     let verifier = verifier(&config, &stop).await?;
-    let mut notes = Vec::new();
     let mut tiles = Some(tiles);
     for name in BACKENDS {
         let Some(listener) = listeners.remove(name) else { continue };
         let http = if *name == "ledger" { tiles.take() } else { None };
         let ctx =
             ServiceContext { config: Arc::clone(&config), verifier: Arc::clone(&verifier), shutdown: stop.clone() };
-        notes.extend(spawn_backend(&mut tasks, name, ctx, listener, http, Readiness::default()).await?);
+        // The log's keys are already among the notes.
+        spawn_backend(&mut tasks, name, ctx, listener, http, Readiness::default()).await?;
     }
     let listen = config.listen("gateway")?.clone();
     let listener = bind(listen.listen, "services.gateway.listen (--port)").await?;
     let admin = bind(listen.admin_listen, "services.gateway.admin_listen").await?;
     let gateway_addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    notes.insert(0, format!("tiles on http://{gateway_addr}/checkpoint (through the gateway)"));
+    notes.insert(0, format!("tiles URL (for quis verify): http://{gateway_addr}"));
     let readiness = Readiness::default();
     spawn_admin(admin, readiness.clone());
     spawn_gateway(&mut tasks, config, listener, readiness, &stop).await?;
