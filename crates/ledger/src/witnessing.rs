@@ -23,7 +23,8 @@ pub enum CosignError {
     /// was rolled back (restored from an old backup) or forked.
     #[error(
         "witness {witness} has cosigned a tree of size {witness_size}, larger than this log's {log_size}: \
-         the log was rolled back (restored from a backup older than its last witnessed checkpoint) or forked"
+         the log was rolled back (restored from a backup older than its last witnessed checkpoint) or forked; \
+         appends are refused: see docs/operations.md, \"Backup and restore\""
     )]
     RolledBack { witness: String, witness_size: u64, log_size: u64 },
     #[error("{0}")]
