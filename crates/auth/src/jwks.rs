@@ -73,7 +73,12 @@ pub async fn fetch(url: &str) -> Result<KeySet, String> {
         return Err("auth.jwks_url must be https (plain http only on loopback)".into());
     }
     let client =
-        reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
+        // No redirects: the https-only rule must hold for the URL actually fetched.
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(|e| e.to_string())?;
     let body = client
         .get(parsed)
         .send()

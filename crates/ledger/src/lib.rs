@@ -157,10 +157,30 @@ pub fn log_verifier_keys(config: &QuisConfig) -> Result<Vec<String>, String> {
 pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, axum::Router, Arc<Ledger>), String> {
     let config = Arc::clone(&ctx.config);
     let keys = FileKeySource::new(&config.data_dir);
-    let signers = log_signers(&config)?;
-    let details_key = load_or_create_secret(&keys, &config.ledger.details_key.to_string_lossy())?;
     let store = LedgerStore::connect(&config.store_url("ledger")).await.map_err(|e| format!("ledger store: {e}"))?;
     let size = store.size().await.map_err(|e| format!("ledger store: {e}"))?;
+    if size > 0 {
+        // A log that has entries keeps its keys: without any of its log keys a new one
+        // would not be this log's (a rotation adds a key beside an existing one), and a
+        // new details key would leave every stored detail unreadable.
+        let log_keys: Vec<_> =
+            std::iter::once(&config.ledger.log_key).chain(&config.ledger.additional_log_keys).collect();
+        let missing = |p: &&std::path::PathBuf| !keys.exists(&p.to_string_lossy());
+        if log_keys.iter().all(missing) || missing(&&config.ledger.details_key) {
+            let absent: Vec<String> = log_keys
+                .into_iter()
+                .chain([&config.ledger.details_key])
+                .filter(|p| missing(p))
+                .map(|p| config.path(p).display().to_string())
+                .collect();
+            return Err(format!(
+                "{} missing but the log holds {size} entries: restore the keys from backup",
+                absent.join(", ")
+            ));
+        }
+    }
+    let signers = log_signers(&config)?;
+    let details_key = load_or_create_secret(&keys, &config.ledger.details_key.to_string_lossy())?;
     let sequencer = sequencer::Sequencer::start(store.clone(), size, config.ledger.max_batch_entries);
     let witnesses = config
         .ledger

@@ -18,7 +18,8 @@ use crate::{
 pub struct Batch {
     pub entries: Vec<Vec<u8>>,
     pub details: Vec<(usize, NewDetail)>,
-    pub reply: oneshot::Sender<Result<Vec<u64>, String>>,
+    /// The batch's indices and the tree size after the commit that made them durable.
+    pub reply: oneshot::Sender<Result<(Vec<u64>, u64), String>>,
 }
 
 /// The handle callers append through.
@@ -38,7 +39,11 @@ impl Sequencer {
     }
 
     /// Appends entries; resolves with their indices once they are durable.
-    pub async fn append(&self, entries: Vec<Vec<u8>>, details: Vec<(usize, NewDetail)>) -> Result<Vec<u64>, String> {
+    pub async fn append(
+        &self,
+        entries: Vec<Vec<u8>>,
+        details: Vec<(usize, NewDetail)>,
+    ) -> Result<(Vec<u64>, u64), String> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Batch { entries, details, reply })
@@ -80,7 +85,7 @@ async fn run(
                 for b in batches {
                     let indices = (next..next + b.entries.len() as u64).collect();
                     next += b.entries.len() as u64;
-                    let _ = b.reply.send(Ok(indices));
+                    let _ = b.reply.send(Ok((indices, new_size)));
                 }
                 size = new_size;
                 size_tx.send_replace(size);

@@ -132,9 +132,8 @@ impl LedgerService for LedgerApi {
         if !oversize.is_empty() {
             return Err(LedgerError::Invalid(oversize).into());
         }
-        let indices =
+        let (indices, tree_size) =
             self.sequencer.append(entries, new_details).await.map_err(|_| Status::from(LedgerError::Unavailable))?;
-        let tree_size = indices.last().map_or(0, |i| i + 1);
         Ok(Response::new(AppendEventsResponse { indices, tree_size }))
     }
 

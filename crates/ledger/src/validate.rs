@@ -47,8 +47,11 @@ fn check_access(field: &str, a: &AccessEvent, v: &mut Vec<FieldViolation>) {
     if a.decision == Decision::Unspecified as i32 || Decision::try_from(a.decision).is_err() {
         v.push(FieldViolation::new(format!("{field}.decision"), "must be ALLOW or DENY"));
     }
-    if Purpose::try_from(a.purpose).is_err() {
-        v.push(FieldViolation::new(format!("{field}.purpose"), "must be a known purpose"));
+    // A denied attempt may lack a purpose (that can be why it was denied); an allowed access never does.
+    if Purpose::try_from(a.purpose).is_err()
+        || (a.purpose == Purpose::Unspecified as i32 && a.decision == Decision::Allow as i32)
+    {
+        v.push(FieldViolation::new(format!("{field}.purpose"), "must be a known purpose, and set when allowed"));
     }
     if a.subject.is_none() && a.action != Action::Search as i32 {
         v.push(FieldViolation::new(format!("{field}.subject"), "is required except for searches"));

@@ -29,7 +29,8 @@ pub mod quis {
 pub use quis::{echo::v1 as echo, identity::v1 as identity, ledger::v1 as ledger};
 
 /// The gRPC service names of every Quis API, as routed by the gateway.
-pub const SERVICE_NAMES: &[&str] = &["quis.echo.v1.EchoService", "quis.identity.v1.IdentityService"];
+pub const SERVICE_NAMES: &[&str] =
+    &["quis.echo.v1.EchoService", "quis.identity.v1.IdentityService", "quis.ledger.v1.LedgerService"];
 
 /// Every gRPC method path the suite serves (`/package.Service/Method`), the
 /// standard health and reflection methods included. Metrics label calls by

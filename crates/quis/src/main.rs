@@ -42,7 +42,7 @@ enum Command {
     },
     /// Run one service.
     Serve {
-        /// gateway, identity, ledger or echo.
+        /// gateway, identity, ledger, echo or witness.
         service: String,
     },
     /// Create the development CA, certificates, token-signing key and JWKS (existing files are kept).

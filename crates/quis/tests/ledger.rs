@@ -537,3 +537,23 @@ async fn log_key_rotation_signs_with_both_keys_during_the_change() {
     checkpoint::open(&note, std::slice::from_ref(&new_vkey), &[]).expect("the new key");
     assert!(checkpoint::open(&note, std::slice::from_ref(&old_vkey), &[]).is_err(), "the old key no longer signs");
 }
+
+#[tokio::test]
+async fn a_log_with_entries_refuses_to_start_without_its_keys() {
+    let l = start(false).await;
+    let mut client = l.client().await;
+    client.append_events(with_token(batch(1), &l.service("vault"))).await.expect("append");
+    checkpoint_of_size(&l, 1).await;
+    let mut l = l;
+    l.stop.cancel();
+    let dir = l.dir.take().expect("dir");
+    std::fs::remove_file(dir.path().join("keys/ledger-log.key")).expect("remove the log key");
+    let config = Arc::new(test_config(dir.path()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let verifier = quis_auth::TokenVerifier::from_config(&config, stop.clone()).await.expect("verifier");
+    let ctx = ServiceContext { config: Arc::clone(&config), verifier, shutdown: stop.clone() };
+    let err = quis_ledger::build(&ctx).await.err().expect("refused");
+    assert!(err.contains("ledger-log.key") && err.contains("restore"), "{err}");
+    assert!(!dir.path().join("keys/ledger-log.key").exists(), "no new key was made for an existing log");
+    stop.cancel();
+}
