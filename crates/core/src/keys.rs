@@ -59,6 +59,20 @@ impl KeySource for FileKeySource {
     }
 }
 
+/// Reads a 32-byte secret (a signing seed or an encryption key) stored as hex,
+/// creating a random one (mode 0600) on first use.
+pub fn load_or_create_seed(keys: &dyn KeySource, name: &str) -> Result<[u8; 32], String> {
+    if !keys.exists(name) {
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+        keys.create(name, format!("{}\n", hex::encode(secret)).as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let text = keys.load(name).map_err(|e| e.to_string())?;
+    let text = std::str::from_utf8(&text).map_err(|_| format!("{name}: not hex text"))?;
+    let bytes = hex::decode(text.trim()).map_err(|_| format!("{name}: not hex text"))?;
+    bytes.try_into().map_err(|_| format!("{name}: must hold 32 bytes"))
+}
+
 /// Reads a key file after checking that only its owner can read it.
 pub fn read_private(path: &Path) -> Result<Vec<u8>, KeyError> {
     let io = |source| KeyError::Io { path: path.to_path_buf(), source };

@@ -82,6 +82,24 @@ fn check_reason(reason: &str, violations: &mut Vec<FieldViolation>) {
     }
 }
 
+/// The rules of suspending and reinstating: an administrator, a valid principal
+/// id and reason, and never oneself.
+fn check_principal_action(actor: &Principal, principal: &str, reason: &str) -> Result<(), Status> {
+    admin(actor)?;
+    let mut violations = Vec::new();
+    if let Err(v) = quis_core::error::check_id("principal", principal) {
+        violations.push(v);
+    }
+    check_reason(reason, &mut violations);
+    if !violations.is_empty() {
+        return Err(fail(IdentityError::Invalid(violations)));
+    }
+    if principal == actor.id {
+        return Err(fail(IdentityError::SelfAction));
+    }
+    Ok(())
+}
+
 fn timestamp(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
 }
@@ -144,19 +162,8 @@ impl IdentityService for Identity {
         request: Request<SuspendPrincipalRequest>,
     ) -> Result<Response<SuspendPrincipalResponse>, Status> {
         let actor = quis_auth::principal(&request)?;
-        admin(&actor)?;
         let req = request.into_inner();
-        let mut violations = Vec::new();
-        if let Err(v) = quis_core::error::check_id("principal", &req.principal) {
-            violations.push(v);
-        }
-        check_reason(&req.reason, &mut violations);
-        if !violations.is_empty() {
-            return Err(fail(IdentityError::Invalid(violations)));
-        }
-        if req.principal == actor.id {
-            return Err(fail(IdentityError::SelfAction));
-        }
+        check_principal_action(&actor, &req.principal, &req.reason)?;
         let event = self.store.suspend(&req.principal, &req.reason, &actor.id).await.map_err(|e| fail(e.into()))?;
         tracing::info!(actor = %actor.id, principal = %req.principal, "principal suspended");
         Ok(Response::new(SuspendPrincipalResponse { revocation: Some(to_proto(&event)) }))
@@ -167,19 +174,8 @@ impl IdentityService for Identity {
         request: Request<ReinstatePrincipalRequest>,
     ) -> Result<Response<ReinstatePrincipalResponse>, Status> {
         let actor = quis_auth::principal(&request)?;
-        admin(&actor)?;
         let req = request.into_inner();
-        let mut violations = Vec::new();
-        if let Err(v) = quis_core::error::check_id("principal", &req.principal) {
-            violations.push(v);
-        }
-        check_reason(&req.reason, &mut violations);
-        if !violations.is_empty() {
-            return Err(fail(IdentityError::Invalid(violations)));
-        }
-        if req.principal == actor.id {
-            return Err(fail(IdentityError::SelfAction));
-        }
+        check_principal_action(&actor, &req.principal, &req.reason)?;
         let ended = self
             .store
             .reinstate(&req.principal, &req.reason, &actor.id)

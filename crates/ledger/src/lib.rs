@@ -49,19 +49,6 @@ pub struct Ledger {
     halted: std::sync::OnceLock<String>,
 }
 
-/// Reads a 32-byte secret stored as hex, creating it (mode 0600) on first start.
-fn load_or_create_secret(keys: &dyn KeySource, name: &str) -> Result<[u8; 32], String> {
-    if !keys.exists(name) {
-        let mut secret = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
-        keys.create(name, format!("{}\n", hex::encode(secret)).as_bytes()).map_err(|e| e.to_string())?;
-    }
-    let text = keys.load(name).map_err(|e| e.to_string())?;
-    let text = std::str::from_utf8(&text).map_err(|_| format!("{name}: not hex text"))?;
-    let bytes = hex::decode(text.trim()).map_err(|_| format!("{name}: not hex text"))?;
-    bytes.try_into().map_err(|_| format!("{name}: must hold 32 bytes"))
-}
-
 impl Ledger {
     /// The verifier key of the log, `<origin>+<key id>+<base64>`, for auditors and witnesses.
     pub fn verifier_key(&self) -> String {
@@ -140,7 +127,7 @@ fn log_signers(config: &QuisConfig) -> Result<Vec<Signer>, String> {
     std::iter::once(&config.ledger.log_key)
         .chain(&config.ledger.additional_log_keys)
         .map(|path| {
-            let seed = load_or_create_secret(&keys, &path.to_string_lossy())?;
+            let seed = quis_core::keys::load_or_create_seed(&keys, &path.to_string_lossy())?;
             Signer::new(&config.ledger.origin, LOG_KEY_TYPE, seed).map_err(|e| e.to_string())
         })
         .collect()
@@ -180,7 +167,7 @@ pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, axum::Router, 
         }
     }
     let signers = log_signers(&config)?;
-    let details_key = load_or_create_secret(&keys, &config.ledger.details_key.to_string_lossy())?;
+    let details_key = quis_core::keys::load_or_create_seed(&keys, &config.ledger.details_key.to_string_lossy())?;
     let sequencer = sequencer::Sequencer::start(store.clone(), size, config.ledger.max_batch_entries);
     let witnesses = config
         .ledger

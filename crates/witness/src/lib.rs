@@ -32,7 +32,7 @@ use axum::{
 use quis_core::{
     QuisConfig,
     health::{Readiness, ReadinessCheck},
-    keys::{FileKeySource, KeySource},
+    keys::FileKeySource,
 };
 use quis_tlog::{
     EMPTY_HASH, Hash,
@@ -110,19 +110,6 @@ impl From<Result<String, WitnessError>> for Reply {
             }
         }
     }
-}
-
-/// Reads a 32-byte secret stored as hex, creating it (mode 0600) on first start.
-fn load_or_create_secret(keys: &dyn KeySource, name: &str) -> Result<[u8; 32], String> {
-    if !keys.exists(name) {
-        let mut secret = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
-        keys.create(name, format!("{}\n", hex::encode(secret)).as_bytes()).map_err(|e| e.to_string())?;
-    }
-    let text = keys.load(name).map_err(|e| e.to_string())?;
-    let text = std::str::from_utf8(&text).map_err(|_| format!("{name}: not hex text"))?;
-    let bytes = hex::decode(text.trim()).map_err(|_| format!("{name}: not hex text"))?;
-    bytes.try_into().map_err(|_| format!("{name}: must hold 32 bytes"))
 }
 
 /// Parses `witness.logs`: every origin non-empty, every key a valid log (type 0x01) verifier key.
@@ -298,7 +285,7 @@ pub fn router(witness: Witness) -> Router {
 /// `config.store_url("witness")` and returns the HTTP router with the witness.
 pub async fn build(config: &QuisConfig) -> Result<(Router, Witness), String> {
     let keys = FileKeySource::new(&config.data_dir);
-    let seed = load_or_create_secret(&keys, &config.witness.key.to_string_lossy())?;
+    let seed = quis_core::keys::load_or_create_seed(&keys, &config.witness.key.to_string_lossy())?;
     let signer =
         Signer::new(&config.witness.name, KEY_TYPE_COSIGNATURE_V1, seed).map_err(|e| format!("witness.name: {e}"))?;
     let logs = parse_logs(&config.witness.logs)?;
