@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_ledger;
 mod suite;
 mod verify;
 
@@ -66,6 +67,8 @@ enum Command {
     },
     /// Load-test the gateway path with the echo service: direct and through the gateway.
     Bench(bench::BenchArgs),
+    /// Load-test a ledger: durable appends, acknowledgement latency, tail lag, proofs, and a plain-table baseline.
+    BenchLedger(bench_ledger::BenchLedgerArgs),
     /// Audit the ledger: signatures, cosignatures, consistency with the last trusted checkpoint; --full: every entry.
     Verify(verify::VerifyArgs),
     /// Print the version.
@@ -146,6 +149,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args).await,
+        Command::BenchLedger(args) => bench_ledger::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Up { port, admin_port } => {
             let mut flags = Figment::new();

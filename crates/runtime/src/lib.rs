@@ -92,7 +92,7 @@ pub async fn serve(
         .layer(GrpcMetricsLayer::new(name, quis_proto::method_paths()))
         .layer(AuthLayer::new(Arc::clone(&ctx.verifier)))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             stop.cancelled().await;
             // Health is already NOT_SERVING; give balancers time to notice before closing.
             tokio::time::sleep(drain_delay).await;
@@ -110,6 +110,19 @@ pub async fn serve(
     }
     tracing::info!(service = name, "stopped");
     Ok(())
+}
+
+/// Accepted connections with Nagle's algorithm off: small gRPC frames must not
+/// wait for the peer's delayed ACK (a 40 ms stall per exchange otherwise).
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            let _ = stream.set_nodelay(true);
+        })
+    })
 }
 
 /// Binds a listener, reporting the configuration key on failure.
