@@ -34,7 +34,22 @@ use serde::Deserialize;
 /// HERE, and the test then demands it everywhere: a compose service, a k8s
 /// Deployment and Service, listen addresses in every configuration, the
 /// Dockerfile's EXPOSE and the network policies.
-const SERVICES: &[&str] = &["gateway", "identity", "echo"];
+const SERVICES: &[&str] = &["gateway", "identity", "ledger", "witness", "echo"];
+
+/// The ledger: one sequencer per log, and a third listener, its tlog-tiles HTTP
+/// (`ledger.http_listen`), which only the gateway reads.
+const LEDGER: &str = "ledger";
+/// The witness: run by another party in production. Plain HTTP on
+/// `services.witness.listen`, no tokens; its own configuration, key, store and
+/// network; reachable by the ledger only; never routed by the gateway.
+const WITNESS: &str = "witness";
+/// Services whose state one process writes: exactly one replica, `Recreate`, and a
+/// store that survives a restart (a database, or SQLite on a persistent volume).
+const SINGLETONS: &[&str] = &[LEDGER, WITNESS];
+/// The services the gateway does not route to; it routes to every other one.
+const NOT_ROUTED: &[&str] = &[PUBLIC_SERVICE, WITNESS];
+/// Services call it on the ledger directly; the gateway must never route it.
+const APPEND_EVENTS: &str = "/quis.ledger.v1.LedgerService/AppendEvents";
 
 /// The one service reachable from outside (compose `ports:`, open NetworkPolicy).
 const PUBLIC_SERVICE: &str = "gateway";
@@ -45,6 +60,10 @@ const SIGNING_KEY_HOLDER: &str = "identity";
 const SIGNING_KEY: &str = "token-signing.pem";
 /// The Secret the operator creates (deploy/README.md); never committed.
 const KEYS_SECRET: &str = "quis-keys";
+/// The ledger's key files (`ledger.log_key`, `ledger.details_key`); only the ledger gets it.
+const LEDGER_KEYS_SECRET: &str = "quis-ledger-keys";
+/// The witness's key file (`witness.key`); only the witness gets it.
+const WITNESS_KEY_SECRET: &str = "quis-witness-key";
 
 /// Where `quis init --data-dir DIR` writes the JWKS, relative to DIR.
 const INIT_JWKS: &str = "keys/jwks.json";
@@ -237,6 +256,193 @@ fn parse_url(url: &str) -> Option<(String, String, Option<u16>)> {
         _ => (host_port, None),
     };
     Some((scheme.to_string(), host.to_string(), port))
+}
+
+/// The port name of a service's main listener (`services.<name>.listen`): gRPC,
+/// except the witness's plain HTTP.
+fn main_port_name(service: &str) -> &'static str {
+    if service == WITNESS { "http" } else { "grpc" }
+}
+
+/// Every listener of a service, by port name: the main one, `admin`, and the
+/// ledger's `tiles` (`ledger.http_listen`).
+fn listeners(service: &str, config: &QuisConfig) -> Result<Vec<(&'static str, SocketAddr)>, String> {
+    let listen = config.listen(service).map_err(|e| e.to_string())?;
+    let mut out = vec![(main_port_name(service), listen.listen), ("admin", listen.admin_listen)];
+    if service == LEDGER {
+        out.push(("tiles", config.ledger.http_listen));
+    }
+    Ok(out)
+}
+
+/// The name of a verifier key `<name>+<8 hex key id>+<base64>`, if it has that shape.
+fn vkey_name(vkey: &str) -> Option<&str> {
+    let mut parts = vkey.splitn(3, '+');
+    let (name, id, key) = (parts.next()?, parts.next()?, parts.next()?);
+    let base64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    (!name.is_empty()
+        && id.len() == 8
+        && id.chars().all(|c| c.is_ascii_hexdigit())
+        && !key.is_empty()
+        && key.chars().all(base64))
+    .then_some(name)
+}
+
+/// The file of a `sqlite:` store URL.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    Some(PathBuf::from(rest.split('?').next().unwrap_or_default()))
+}
+
+/// Kubernetes' expansion of `$(NAME)` in an env value: NAME must be defined earlier in
+/// the container's `env`; `$$` is a literal `$`. Returns the value and the names left unexpanded.
+fn expand_k8s_refs(value: &str, defined: &[(String, String)]) -> (String, Vec<String>) {
+    let (mut out, mut unresolved, mut rest) = (String::new(), Vec::new(), value);
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        if let Some(after) = rest.strip_prefix("$$") {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        if let Some((name, after)) = rest.strip_prefix("$(").and_then(|a| a.split_once(')')) {
+            if let Some((_, v)) = defined.iter().rev().find(|(k, _)| k == name) {
+                out.push_str(v);
+            } else {
+                unresolved.push(name.to_string());
+                out.push_str(&format!("$({name})"));
+            }
+            rest = after;
+            continue;
+        }
+        out.push('$');
+        rest = &rest[1..];
+    }
+    out.push_str(rest);
+    (out, unresolved)
+}
+
+/// Checks that a URL that `client` dials reaches `target`'s listener on `target_port`:
+/// (client, target, host, port, target_port). Compose and Kubernetes resolve names differently.
+type Resolve<'a> = dyn Fn(&str, &str, &str, u16, u16) -> Result<(), String> + 'a;
+
+/// A URL of `client`'s configuration that must reach `target`'s listener `port_name`.
+#[allow(clippy::too_many_arguments)]
+fn check_url(
+    problems: &mut Problems,
+    origin: &str,
+    what: &str,
+    url: &str,
+    scheme: &str,
+    (client, target, port_name): (&str, &str, &str),
+    ports: &BTreeMap<String, BTreeMap<&'static str, u16>>,
+    resolve: &Resolve,
+) {
+    let Some((s, host, port)) = parse_url(url) else {
+        problems.push(format!("{origin}: {what} {url:?} is not a URL"));
+        return;
+    };
+    problems.check(s == scheme, || format!("{origin}: {what} {url:?}: scheme must be {scheme}"));
+    let Some(port) = port else {
+        problems.push(format!("{origin}: {what} {url:?}: give the port explicitly"));
+        return;
+    };
+    let Some(target_port) = ports.get(target).and_then(|p| p.get(port_name)) else {
+        return; // the target does not load: reported elsewhere
+    };
+    if let Err(e) = resolve(client, target, &host, port, *target_port) {
+        problems.push(format!("{origin}: {what} {url:?} must reach {target} port {port_name} ({target_port}): {e}"));
+    }
+}
+
+/// The ledger's place in one deployment (compose or Kubernetes), from the loaded
+/// configurations: the gateway routes to every backend but the witness, keeps
+/// AppendEvents internal and reads the tiles from the ledger's tiles listener; the
+/// ledger submits to the witness; the witness knows the ledger's origin; verifier
+/// keys (unless they come from a Secret or ConfigMap) name the right key.
+fn check_ledger_wiring(
+    problems: &mut Problems,
+    origin: &str,
+    configs: &BTreeMap<String, QuisConfig>,
+    ports: &BTreeMap<String, BTreeMap<&'static str, u16>>,
+    resolve: &Resolve,
+) {
+    let (Some(gateway), Some(ledger), Some(witness)) =
+        (configs.get(PUBLIC_SERVICE), configs.get(LEDGER), configs.get(WITNESS))
+    else {
+        return; // a configuration that does not load is reported elsewhere
+    };
+    let routed: BTreeSet<&str> = gateway.gateway.upstreams.keys().map(String::as_str).collect();
+    let expected: BTreeSet<&str> = SERVICES.iter().copied().filter(|s| !NOT_ROUTED.contains(s)).collect();
+    problems.check(routed == expected, || {
+        format!("{origin}: gateway.upstreams routes {routed:?}; expected every backend but the witness: {expected:?}")
+    });
+    problems.check(gateway.gateway.internal_methods.iter().any(|m| m == APPEND_EVENTS), || {
+        format!("{origin}: gateway.internal_methods must keep {APPEND_EVENTS} (services call the ledger directly)")
+    });
+    // The tiles listener speaks plain HTTP whatever tls.enabled says.
+    match &gateway.gateway.tiles_upstream {
+        Some(url) => check_url(
+            problems,
+            &format!("{origin} {PUBLIC_SERVICE}"),
+            "gateway.tiles_upstream",
+            url,
+            "http",
+            (PUBLIC_SERVICE, LEDGER, "tiles"),
+            ports,
+            resolve,
+        ),
+        None => problems.push(format!("{origin}: gateway.tiles_upstream is not set; /checkpoint and /tile/… fail")),
+    }
+
+    problems.check(!ledger.ledger.witnesses.is_empty() && ledger.ledger.witness_quorum >= 1, || {
+        format!(
+            "{origin} {LEDGER}: ledger.witnesses ({}) and ledger.witness_quorum ({}) must name the witness",
+            ledger.ledger.witnesses.len(),
+            ledger.ledger.witness_quorum
+        )
+    });
+    for w in &ledger.ledger.witnesses {
+        check_url(
+            problems,
+            &format!("{origin} {LEDGER}"),
+            "ledger.witnesses url",
+            &w.url,
+            "http",
+            (LEDGER, WITNESS, main_port_name(WITNESS)),
+            ports,
+            resolve,
+        );
+        if w.vkey != VALUE_FROM_PLACEHOLDER {
+            problems.check(vkey_name(&w.vkey) == Some(witness.witness.name.as_str()), || {
+                format!(
+                    "{origin} {LEDGER}: ledger.witnesses vkey {:?} is not a verifier key of witness.name {:?}",
+                    w.vkey, witness.witness.name
+                )
+            });
+        }
+    }
+    match witness.witness.logs.get(&ledger.ledger.origin) {
+        Some(keys) => {
+            problems.check(!keys.is_empty(), || {
+                format!("{origin} {WITNESS}: witness.logs[{:?}] lists no key", ledger.ledger.origin)
+            });
+            for key in keys.iter().filter(|k| *k != VALUE_FROM_PLACEHOLDER) {
+                problems.check(vkey_name(key) == Some(ledger.ledger.origin.as_str()), || {
+                    format!(
+                        "{origin} {WITNESS}: witness.logs key {key:?} is not a verifier key of ledger.origin {:?}",
+                        ledger.ledger.origin
+                    )
+                });
+            }
+        }
+        None => problems.push(format!(
+            "{origin} {WITNESS}: witness.logs has no entry for ledger.origin {:?} (has {:?}): every checkpoint is refused",
+            ledger.ledger.origin,
+            witness.witness.logs.keys().collect::<Vec<_>>()
+        )),
+    }
 }
 
 // -------------------------------------------------------------- Dockerfile --
@@ -437,6 +643,8 @@ struct ComposeFile {
     services: BTreeMap<String, ComposeService>,
     #[serde(default)]
     volumes: BTreeMap<String, serde_yaml::Value>,
+    #[serde(default)]
+    networks: BTreeMap<String, serde_yaml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -459,6 +667,21 @@ struct ComposeService {
     cap_drop: Vec<String>,
     #[serde(default)]
     volumes: Vec<serde_yaml::Value>,
+    networks: Option<serde_yaml::Value>,
+}
+
+/// The networks a compose service joins (`default` when it names none).
+fn compose_networks(origin: &str, s: &ComposeService) -> Result<BTreeSet<String>, String> {
+    match &s.networks {
+        None => Ok(BTreeSet::from(["default".to_string()])),
+        Some(serde_yaml::Value::Sequence(items)) => {
+            items.iter().map(|i| scalar_string(i).ok_or_else(|| format!("{origin}: network {i:?}"))).collect()
+        }
+        Some(serde_yaml::Value::Mapping(map)) => {
+            map.keys().map(|k| scalar_string(k).ok_or_else(|| format!("{origin}: network {k:?}"))).collect()
+        }
+        Some(other) => Err(format!("{origin}: networks {other:?}")),
+    }
 }
 
 fn scalar_string(value: &serde_yaml::Value) -> Option<String> {
@@ -639,7 +862,7 @@ fn check_upstreams(
     origin: &str,
     gateway: &QuisConfig,
     listen_ports: &BTreeMap<String, u16>,
-    resolve_host: &dyn Fn(&str, &str, u16) -> Result<(), String>,
+    resolve: &Resolve,
 ) {
     let scheme = if gateway.tls.enabled { "https" } else { "http" };
     for (name, urls) in &gateway.gateway.upstreams {
@@ -659,8 +882,8 @@ fn check_upstreams(
                 )
             });
             match (port, listen_ports.get(name)) {
-                (Some(port), Some(_)) => {
-                    if let Err(e) = resolve_host(name, &host, port) {
+                (Some(port), Some(listen)) => {
+                    if let Err(e) = resolve(PUBLIC_SERVICE, name, &host, port, *listen) {
                         problems.push(format!("{origin}: gateway upstream {url:?}: {e}"));
                     }
                 }
@@ -754,6 +977,13 @@ struct DeploymentSpec {
     replicas: Option<u32>,
     selector: LabelSelector,
     template: PodTemplate,
+    strategy: Option<DeploymentStrategy>,
+}
+
+#[derive(Deserialize)]
+struct DeploymentStrategy {
+    #[serde(rename = "type")]
+    kind: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1233,15 +1463,26 @@ fn load_k8s_services<'a>(
         if !container.env_from.is_empty() {
             problems.push(format!("{origin}: envFrom is not checked by this test; list the variables under env"));
         }
-        let mut env = image_env.to_vec();
+        // The container's own variables, with `$(NAME)` expanded as the kubelet does.
+        let mut own: Vec<(String, String)> = Vec::new();
         for var in &container.env {
             match (&var.value, &var.value_from) {
-                (Some(v), None) => env.push((var.name.clone(), v.clone())),
-                (None, Some(_)) => env.push((var.name.clone(), VALUE_FROM_PLACEHOLDER.to_string())),
-                (None, None) => env.push((var.name.clone(), String::new())),
+                (Some(v), None) => {
+                    let (value, unresolved) = expand_k8s_refs(v, &own);
+                    if !unresolved.is_empty() {
+                        problems.push(format!(
+                            "{origin}: env {} refers to {unresolved:?}, not defined before it: quis would read `$(…)` literally",
+                            var.name
+                        ));
+                    }
+                    own.push((var.name.clone(), value));
+                }
+                (None, Some(_)) => own.push((var.name.clone(), VALUE_FROM_PLACEHOLDER.to_string())),
+                (None, None) => own.push((var.name.clone(), String::new())),
                 (Some(_), Some(_)) => problems.push(format!("{origin}: env {} has both value and valueFrom", var.name)),
             }
         }
+        let env: Vec<(String, String)> = image_env.iter().cloned().chain(own).collect();
         let file = match k8s_config_file(&origin, &container.args, container, &deployment.spec.template.spec, base) {
             Ok(file) => file,
             Err(e) => {
@@ -1255,6 +1496,52 @@ fn load_k8s_services<'a>(
         }
     }
     out
+}
+
+/// The key files a service reads, with the Secret each comes from.
+fn key_files(service: &str, config: &QuisConfig) -> Vec<(&'static str, PathBuf)> {
+    let mut out = Vec::new();
+    if service == WITNESS {
+        // No JWKS: the witness verifies no tokens.
+        out.push((WITNESS_KEY_SECRET, config.path(&config.witness.key)));
+        return out;
+    }
+    // Every service that verifies tokens gets the JWKS from quis-keys.
+    out.push((KEYS_SECRET, config.path(&config.auth.jwks_file)));
+    if service == LEDGER {
+        let ledger = &config.ledger;
+        for key in std::iter::once(&ledger.log_key).chain(&ledger.additional_log_keys).chain([&ledger.details_key]) {
+            out.push((LEDGER_KEYS_SECRET, config.path(key)));
+        }
+    }
+    out
+}
+
+/// The Secrets, ConfigMaps and PersistentVolumeClaims a pod refers to (`Kind/name`).
+fn pod_references(pod: &PodSpec) -> BTreeSet<String> {
+    let mut refs = BTreeSet::new();
+    for v in &pod.volumes {
+        if let Some(s) = &v.secret {
+            refs.insert(format!("Secret/{}", s.secret_name));
+        }
+        if let Some(cm) = &v.config_map {
+            refs.insert(format!("ConfigMap/{}", cm.name));
+        }
+        if let Some(claim) = v.persistent_volume_claim.as_ref().and_then(|c| c.get("claimName")).and_then(scalar_string)
+        {
+            refs.insert(format!("PersistentVolumeClaim/{claim}"));
+        }
+    }
+    for c in pod.init_containers.iter().chain(&pod.containers) {
+        for from in c.env.iter().filter_map(|e| e.value_from.as_ref()) {
+            for (key, kind) in [("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")] {
+                if let Some(name) = from.get(key).and_then(|r| r.get("name")).and_then(scalar_string) {
+                    refs.insert(format!("{kind}/{name}"));
+                }
+            }
+        }
+    }
+    refs
 }
 
 // -------------------------------------------------------- network policies --
@@ -1355,7 +1642,9 @@ fn every_file_in_deploy_parses() {
                     problems.push(e);
                 }
             }
-            (_, "md") | ("Dockerfile.dockerignore", _) => {}
+            (_, "md") | ("Dockerfile.dockerignore", _) | (".gitignore", _) => {}
+            // The operator's local compose variables (deploy/.gitignore keeps it out of git).
+            (".env", _) => {}
             _ => problems.push(format!("{}: a file kind this test does not parse; teach it", rel(path))),
         }
     }
@@ -1366,7 +1655,7 @@ fn every_file_in_deploy_parses() {
 }
 
 /// (g) Multi-stage, builds `-p quis` with the pinned toolchain, runs as a numeric
-/// non-root user, EXPOSEs exactly the services' ports.
+/// non-root user, EXPOSEs exactly the services' ports (with the ledger's tiles port).
 #[test]
 fn dockerfile_is_multi_stage_non_root_and_builds_quis() {
     let mut problems = Problems::default();
@@ -1376,11 +1665,8 @@ fn dockerfile_is_multi_stage_non_root_and_builds_quis() {
         Ok(config) => {
             let mut expected = BTreeSet::new();
             for service in SERVICES {
-                match config.listen(service) {
-                    Ok(l) => {
-                        expected.insert(l.listen.port());
-                        expected.insert(l.admin_listen.port());
-                    }
+                match listeners(service, &config) {
+                    Ok(l) => expected.extend(l.iter().map(|(_, addr)| addr.port())),
                     Err(e) => problems.push(format!("default configuration: {e}; add {service:?} to DEFAULT_PORTS")),
                 }
             }
@@ -1524,6 +1810,7 @@ fn compose_services_load_and_agree_on_ports() {
 
     // (d) every service has its own container: `serve <name>`; (b) ports; (e) exposure.
     let mut listen_ports = BTreeMap::new();
+    let mut ports: BTreeMap<String, BTreeMap<&'static str, u16>> = BTreeMap::new();
     for &service in SERVICES {
         let origin = format!("{at} service {service}");
         let Some(s) = compose.services.get(service) else {
@@ -1540,13 +1827,22 @@ fn compose_services_load_and_agree_on_ports() {
             problems.push(e);
             BTreeMap::new()
         });
-        problems.check(deps.get(&init_name).map(String::as_str) == Some("service_completed_successfully"), || {
-            format!("{origin}: depends_on {init_name}: condition: service_completed_successfully")
-        });
-        for p in &postgres {
-            problems.check(deps.get(*p).map(String::as_str) == Some("service_healthy"), || {
-                format!("{origin}: depends_on {p}: condition: service_healthy")
+        if service == WITNESS {
+            // Shares nothing with Quis: not init's keys, not the database.
+            for other in postgres.iter().copied().chain([&init_name]) {
+                problems.check(!deps.contains_key(other), || {
+                    format!("{origin}: must not depend_on {other} (the witness shares nothing with the log operator's services)")
+                });
+            }
+        } else {
+            problems.check(deps.get(&init_name).map(String::as_str) == Some("service_completed_successfully"), || {
+                format!("{origin}: depends_on {init_name}: condition: service_completed_successfully")
             });
+            for p in &postgres {
+                problems.check(deps.get(*p).map(String::as_str) == Some("service_healthy"), || {
+                    format!("{origin}: depends_on {p}: condition: service_healthy")
+                });
+            }
         }
         let Some(config) = loaded.get(service) else {
             // A configuration that does not load is reported above.
@@ -1561,19 +1857,22 @@ fn compose_services_load_and_agree_on_ports() {
             }
         };
         listen_ports.insert(service.to_string(), listen.listen.port());
-        for addr in [listen.listen, listen.admin_listen] {
-            problems.check(is_unspecified(&addr), || {
+        let named = listeners(service, config).unwrap_or_default();
+        for (_, addr) in &named {
+            problems.check(is_unspecified(addr), || {
                 format!("{origin}: listens on {addr}; other containers cannot reach it (use 0.0.0.0)")
             });
         }
-        let expected: BTreeSet<u16> = [listen.listen.port(), listen.admin_listen.port()].into();
+        ports.insert(service.to_string(), named.iter().map(|(n, a)| (*n, a.port())).collect());
+        let expected: BTreeSet<u16> = named.iter().map(|(_, a)| a.port()).collect();
         let exposed: BTreeSet<u16> = s
             .expose
             .iter()
             .filter_map(|e| scalar_string(e).and_then(|e| e.trim_end_matches("/tcp").parse().ok()))
             .collect();
+        let which = if service == LEDGER { " / ledger.http_listen" } else { "" };
         problems.check(exposed == expected, || {
-            format!("{origin}: expose {exposed:?}, but it listens on {expected:?} (services.{service}.listen / admin_listen)")
+            format!("{origin}: expose {exposed:?}, but it listens on {expected:?} (services.{service}.listen / admin_listen{which})")
         });
         for port in &s.ports {
             match compose_port(&origin, port) {
@@ -1597,26 +1896,89 @@ fn compose_services_load_and_agree_on_ports() {
             format!("{at} service {name}: publishes {:?}; only {PUBLIC_SERVICE} may publish ports", s.ports)
         });
     }
-    // Upstreams: the compose service name and its listen port; the gateway starts after them.
-    if let Some(gateway) = loaded.get(PUBLIC_SERVICE) {
+    // URLs: the compose service name and the listener's port; the client starts after
+    // its target and shares a network with it.
+    let mut networks: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, s) in &compose.services {
+        match compose_networks(&format!("{at} service {name}"), s) {
+            Ok(nets) => {
+                networks.insert(name.clone(), nets);
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    let resolve = |client: &str, target: &str, host: &str, port: u16, target_port: u16| {
+        if host != target {
+            return Err(format!("host must be the compose service {target:?}"));
+        }
+        if port != target_port {
+            return Err(format!("port {port}, but it listens on {target_port}"));
+        }
         let deps = compose
             .services
-            .get(PUBLIC_SERVICE)
-            .and_then(|s| compose_depends_on(PUBLIC_SERVICE, s.depends_on.as_ref()).ok())
+            .get(client)
+            .and_then(|s| compose_depends_on(client, s.depends_on.as_ref()).ok())
             .unwrap_or_default();
-        let resolve = |name: &str, host: &str, port: u16| {
-            if host != name {
-                return Err(format!("host must be the compose service {name:?}"));
-            }
-            if listen_ports.get(name) != Some(&port) {
-                return Err(format!("port {port} is not services.{name}.listen ({:?})", listen_ports.get(name)));
-            }
-            if !deps.contains_key(name) {
-                return Err(format!("the gateway does not depend_on {name:?}"));
-            }
-            Ok(())
-        };
+        if !deps.contains_key(target) {
+            return Err(format!("{client} does not depend_on {target:?}"));
+        }
+        if networks.get(client).is_none_or(|c| networks.get(target).is_none_or(|t| c.is_disjoint(t))) {
+            return Err(format!("{client} and {target} share no network"));
+        }
+        Ok(())
+    };
+    if let Some(gateway) = loaded.get(PUBLIC_SERVICE) {
         check_upstreams(&mut problems, &format!("{at} service {PUBLIC_SERVICE}"), gateway, &listen_ports, &resolve);
+    }
+    check_ledger_wiring(&mut problems, &format!("{at} service"), &loaded, &ports, &resolve);
+
+    // Networks: declared at the top level; the witness shares one only with the ledger.
+    for (name, nets) in &networks {
+        for net in nets.iter().filter(|n| *n != "default" && !compose.networks.contains_key(*n)) {
+            problems.push(format!("{at} service {name}: network {net:?} is not declared under networks:"));
+        }
+    }
+    if let Some(witness_nets) = networks.get(WITNESS) {
+        for (name, nets) in networks.iter().filter(|(n, _)| *n != WITNESS) {
+            problems.check(name == LEDGER || nets.is_disjoint(witness_nets), || {
+                format!(
+                    "{at} service {name}: shares the network(s) {:?} with the witness, which only the ledger may reach",
+                    nets.intersection(witness_nets).collect::<Vec<_>>()
+                )
+            });
+        }
+    }
+
+    // The witness's own data: no volume or store of another Quis service.
+    let mounts_of =
+        |name: &str| compose.services.get(name).and_then(|s| compose_mounts(name, &s.volumes).ok()).unwrap_or_default();
+    if let Some(witness) = loaded.get(WITNESS) {
+        let own: BTreeSet<String> = mounts_of(WITNESS).into_iter().map(|(src, _, _)| src).collect();
+        for (name, config) in loaded.iter().filter(|(n, _)| *n != WITNESS) {
+            let theirs: BTreeSet<String> = mounts_of(name).into_iter().map(|(src, _, _)| src).collect();
+            problems.check(own.is_disjoint(&theirs), || {
+                format!(
+                    "{at} service {WITNESS}: shares the volume(s) {:?} with {name}",
+                    own.intersection(&theirs).collect::<Vec<_>>()
+                )
+            });
+            let store = witness.store_url(WITNESS);
+            problems.check(store != config.store_url(name) && store != config.revocation_store_url(), || {
+                format!("{at} service {WITNESS}: its store {store} is also {name}'s; the witness needs one of its own")
+            });
+        }
+    }
+    // A singleton's store survives `down` / `up`: a database, or SQLite in a named volume.
+    for &service in SINGLETONS {
+        let Some(config) = loaded.get(service) else { continue };
+        let url = config.store_url(service);
+        let Some(path) = sqlite_path(&url) else { continue };
+        let persistent = mounts_of(service)
+            .iter()
+            .any(|(src, target, ro)| !ro && compose.volumes.contains_key(src) && path.starts_with(target));
+        problems.check(persistent, || {
+            format!("{at} service {service}: its SQLite store {} is not in a writable named volume", path.display())
+        });
     }
     problems.finish("deploy/compose.yaml");
 }
@@ -1652,6 +2014,7 @@ fn k8s_services_load_and_agree_on_ports_and_probes() {
     // Service name → (Service port → container port it targets) for the upstream check.
     let mut service_ports: BTreeMap<String, BTreeMap<u16, u16>> = BTreeMap::new();
     let mut listen_ports = BTreeMap::new();
+    let mut ports: BTreeMap<String, BTreeMap<&'static str, u16>> = BTreeMap::new();
     for q in &loaded {
         let origin = format!("k8s Deployment {} container {}", q.service, q.container.name);
         let pod = &q.deployment.spec.template;
@@ -1660,31 +2023,28 @@ fn k8s_services_load_and_agree_on_ports_and_probes() {
             continue;
         };
         listen_ports.insert(q.service.to_string(), listen.listen.port());
-        for addr in [listen.listen, listen.admin_listen] {
-            problems.check(is_unspecified(&addr), || {
+        let listening = listeners(q.service, &q.config).unwrap_or_default();
+        for (_, addr) in &listening {
+            problems.check(is_unspecified(addr), || {
                 format!("{origin}: listens on {addr}; the kubelet and Services cannot reach it (use 0.0.0.0)")
             });
         }
-        // (b) container ports: exactly grpc = listen, admin = admin_listen.
+        ports.insert(q.service.to_string(), listening.iter().map(|(n, a)| (*n, a.port())).collect());
+        // (b) container ports: exactly grpc (the witness: http) = listen, admin = admin_listen,
+        // and the ledger's tiles = ledger.http_listen.
         let named = |n: &str| q.container.ports.iter().find(|p| p.name.as_deref() == Some(n)).map(|p| p.container_port);
-        problems.check(named("grpc") == Some(listen.listen.port()), || {
-            format!(
-                "{origin}: container port `grpc` is {:?}, services.{}.listen is {}",
-                named("grpc"),
-                q.service,
-                listen.listen
-            )
-        });
-        problems.check(named("admin") == Some(listen.admin_listen.port()), || {
-            format!(
-                "{origin}: container port `admin` is {:?}, services.{}.admin_listen is {}",
-                named("admin"),
-                q.service,
-                listen.admin_listen
-            )
-        });
+        for (name, addr) in &listening {
+            let setting = match *name {
+                "admin" => format!("services.{}.admin_listen", q.service),
+                "tiles" => "ledger.http_listen".to_string(),
+                _ => format!("services.{}.listen", q.service),
+            };
+            problems.check(named(name) == Some(addr.port()), || {
+                format!("{origin}: container port `{name}` is {:?}, {setting} is {addr}", named(name))
+            });
+        }
         let declared: BTreeSet<u16> = q.container.ports.iter().map(|p| p.container_port).collect();
-        let expected: BTreeSet<u16> = [listen.listen.port(), listen.admin_listen.port()].into();
+        let expected: BTreeSet<u16> = listening.iter().map(|(_, a)| a.port()).collect();
         problems.check(declared == expected, || {
             format!("{origin}: containerPorts {declared:?}, but it listens on {expected:?}")
         });
@@ -1719,9 +2079,20 @@ fn k8s_services_load_and_agree_on_ports_and_probes() {
         problems.check(q.deployment.spec.selector.matches(&pod.metadata.labels), || {
             format!("{origin}: spec.selector does not match the pod template's labels")
         });
-        problems.check(q.deployment.spec.replicas.unwrap_or(1) >= 2, || {
-            format!("{origin}: replicas {:?}; run at least 2", q.deployment.spec.replicas)
-        });
+        if SINGLETONS.contains(&q.service) {
+            // One writer: a second replica (or a rolling update's surge) would run two.
+            problems.check(q.deployment.spec.replicas == Some(1), || {
+                format!("{origin}: replicas {:?}; exactly 1 (one writer of its state)", q.deployment.spec.replicas)
+            });
+            let strategy = q.deployment.spec.strategy.as_ref().and_then(|s| s.kind.as_deref());
+            problems.check(strategy == Some("Recreate"), || {
+                format!("{origin}: strategy {strategy:?}; Recreate, so the old pod is gone before the new one starts")
+            });
+        } else {
+            problems.check(q.deployment.spec.replicas.unwrap_or(1) >= 2, || {
+                format!("{origin}: replicas {:?}; run at least 2", q.deployment.spec.replicas)
+            });
+        }
         let budget = q.config.shutdown.grace_secs + q.config.shutdown.drain_delay_ms.div_ceil(1000);
         let termination = pod.spec.termination_grace_period_seconds.unwrap_or(30);
         problems.check(termination > budget, || {
@@ -1750,20 +2121,52 @@ fn k8s_services_load_and_agree_on_ports_and_probes() {
                         )
                     },
                 );
-                let installer = pod.spec.init_containers.iter().find(|c| {
-                    c.volume_mounts.iter().any(|im| im.name == m.name && !im.read_only)
-                        && c.volume_mounts.iter().any(|im| {
-                            pod.spec.volumes.iter().any(|v| {
-                                v.name == im.name && v.secret.as_ref().is_some_and(|s| s.secret_name == KEYS_SECRET)
-                            })
-                        })
-                });
-                problems.check(installer.is_some(), || {
-                    format!(
-                        "{origin}: no init container copies the Secret {KEYS_SECRET} into the data volume {}",
-                        m.name
-                    )
-                });
+                // Each key file comes from its Secret, copied by an init container into
+                // the directory where the configuration looks for it.
+                for (secret, file) in key_files(q.service, &q.config) {
+                    let volumes: Vec<&Volume> = pod
+                        .spec
+                        .volumes
+                        .iter()
+                        .filter(|v| v.secret.as_ref().is_some_and(|s| s.secret_name == secret))
+                        .collect();
+                    let installer = pod.spec.init_containers.iter().find_map(|c| {
+                        let writes_data = c.volume_mounts.iter().any(|im| im.name == m.name && !im.read_only);
+                        let from = c.volume_mounts.iter().find(|im| volumes.iter().any(|v| v.name == im.name))?;
+                        writes_data.then_some((c, from))
+                    });
+                    let Some((installer, from)) = installer else {
+                        problems.push(format!(
+                            "{origin}: no init container copies the Secret {secret} into the data volume {}",
+                            m.name
+                        ));
+                        continue;
+                    };
+                    let script = installer.command.iter().chain(&installer.args).cloned().collect::<Vec<_>>().join(" ");
+                    let dir = file.parent().map(|d| d.display().to_string()).unwrap_or_default();
+                    problems.check(
+                        file.starts_with(&q.config.data_dir)
+                            && script.contains(&from.mount_path)
+                            && script.contains(&dir),
+                        || {
+                            format!(
+                                "{origin}: init container {} must copy {} (Secret {secret}) into {dir}, where the configuration reads {}",
+                                installer.name,
+                                from.mount_path,
+                                file.display()
+                            )
+                        },
+                    );
+                    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let items: Vec<&KeyToPath> =
+                        volumes.iter().filter_map(|v| v.secret.as_ref()).flat_map(|s| &s.items).collect();
+                    problems.check(items.is_empty() || items.iter().any(|i| i.path == name), || {
+                        format!(
+                            "{origin}: the Secret {secret} volume lists no item with path {name} ({})",
+                            file.display()
+                        )
+                    });
+                }
             }
             None => problems.push(format!("{origin}: nothing is mounted at data_dir {}", q.config.data_dir.display())),
         }
@@ -1809,33 +2212,33 @@ fn k8s_services_load_and_agree_on_ports_and_probes() {
                 targets.insert(p.port, r);
             }
         }
-        problems.check(targets.values().any(|t| *t == listen.listen.port()), || {
-            format!("k8s Service {}: no port targets the gRPC listener {}", q.service, listen.listen)
-        });
+        for (name, addr) in listening.iter().filter(|(n, _)| *n != "admin") {
+            problems.check(targets.values().any(|t| *t == addr.port()), || {
+                format!("k8s Service {}: no port targets the {name} listener {addr}", q.service)
+            });
+        }
         service_ports.insert(q.service.to_string(), targets);
     }
 
-    // The gateway's upstream URLs name the upstream's Service and a port that targets its gRPC listener.
+    // URLs name the target's Service and a Service port that targets the right listener:
+    // the gateway's upstreams (gRPC) and tiles, the ledger's witness.
+    let ns = base.namespace.clone();
+    let resolve = |_client: &str, name: &str, host: &str, port: u16, target_port: u16| {
+        let hosts = [
+            name.to_string(),
+            format!("{name}.{ns}"),
+            format!("{name}.{ns}.svc"),
+            format!("{name}.{ns}.svc.cluster.local"),
+        ];
+        if !hosts.iter().any(|h| h == host) {
+            return Err(format!("host must be the Service {name:?} (one of {hosts:?})"));
+        }
+        match service_ports.get(name).and_then(|p| p.get(&port)) {
+            Some(target) if *target == target_port => Ok(()),
+            other => Err(format!("Service {name} port {port} targets {other:?}, not {target_port}")),
+        }
+    };
     if let Some(gateway) = loaded.iter().find(|q| q.service == PUBLIC_SERVICE) {
-        let ns = base.namespace.clone();
-        let resolve = |name: &str, host: &str, port: u16| {
-            let hosts = [
-                name.to_string(),
-                format!("{name}.{ns}"),
-                format!("{name}.{ns}.svc"),
-                format!("{name}.{ns}.svc.cluster.local"),
-            ];
-            if !hosts.iter().any(|h| h == host) {
-                return Err(format!("host must be the Service {name:?} (one of {hosts:?})"));
-            }
-            match service_ports.get(name).and_then(|p| p.get(&port)) {
-                Some(target) if Some(target) == listen_ports.get(name) => Ok(()),
-                other => Err(format!(
-                    "Service {name} port {port} targets {other:?}, not services.{name}.listen {:?}",
-                    listen_ports.get(name)
-                )),
-            }
-        };
         check_upstreams(
             &mut problems,
             &format!("k8s Deployment {PUBLIC_SERVICE}"),
@@ -1843,6 +2246,40 @@ fn k8s_services_load_and_agree_on_ports_and_probes() {
             &listen_ports,
             &resolve,
         );
+    }
+    let configs: BTreeMap<String, QuisConfig> =
+        loaded.iter().map(|q| (q.service.to_string(), q.config.clone())).collect();
+    check_ledger_wiring(&mut problems, "k8s Deployment", &configs, &ports, &resolve);
+
+    // A singleton's store survives the pod: a database (a Secret's URL), or SQLite on a
+    // PersistentVolumeClaim.
+    for q in loaded.iter().filter(|q| SINGLETONS.contains(&q.service)) {
+        let Some(path) = sqlite_path(&q.config.store_url(q.service)) else { continue };
+        let pod = &q.deployment.spec.template.spec;
+        let persistent = q.container.volume_mounts.iter().any(|m| {
+            !m.read_only
+                && path.starts_with(&m.mount_path)
+                && pod.volumes.iter().any(|v| v.name == m.name && v.persistent_volume_claim.is_some())
+        });
+        problems.check(persistent, || {
+            format!(
+                "k8s Deployment {}: its SQLite store {} is not on a PersistentVolumeClaim: a restart would lose it",
+                q.service,
+                path.display()
+            )
+        });
+    }
+
+    // The witness shares no Secret, ConfigMap or volume claim with the Quis services.
+    if let Some(witness) = loaded.iter().find(|q| q.service == WITNESS) {
+        let own = pod_references(&witness.deployment.spec.template.spec);
+        for q in loaded.iter().filter(|q| q.service != WITNESS) {
+            let theirs = pod_references(&q.deployment.spec.template.spec);
+            let shared: Vec<&String> = own.intersection(&theirs).collect();
+            problems.check(shared.is_empty(), || {
+                format!("k8s Deployment {WITNESS}: shares {shared:?} with {}; it is run by another party", q.service)
+            });
+        }
     }
     problems.finish("deploy/k8s/base");
 }
@@ -1872,6 +2309,11 @@ fn k8s_pods_are_locked_down() {
         });
         for c in pod.init_containers.iter().chain(&pod.containers) {
             let at = format!("{origin} container {}", c.name);
+            for m in &c.volume_mounts {
+                problems.check(pod.volumes.iter().any(|v| v.name == m.name), || {
+                    format!("{at}: mounts {:?}, which is not a volume of the pod", m.name)
+                });
+            }
             let sc = &c.security_context;
             problems.check(sc.run_as_non_root.or(pod.security_context.run_as_non_root) == Some(true), || {
                 format!("{at}: runAsNonRoot: true")
@@ -1922,6 +2364,11 @@ fn k8s_pods_are_locked_down() {
                     format!("{at}: item {} mode {:?} must be 0400 or 0600", item.key, item.mode)
                 });
             }
+            for (own, owner) in [(LEDGER_KEYS_SECRET, LEDGER), (WITNESS_KEY_SECRET, WITNESS)] {
+                problems.check(secret.secret_name != own || d.metadata.name == owner, || {
+                    format!("{at}: only {owner} may receive the Secret {own}")
+                });
+            }
             if secret.secret_name == KEYS_SECRET && d.metadata.name != SIGNING_KEY_HOLDER {
                 problems.check(!secret.items.is_empty() && secret.items.iter().all(|i| i.key != SIGNING_KEY), || {
                     format!(
@@ -1935,7 +2382,9 @@ fn k8s_pods_are_locked_down() {
 }
 
 /// (e) NetworkPolicies: only the gateway's gRPC port is reachable from outside; backends
-/// accept gRPC from the gateway; admin ports from the monitoring namespace.
+/// accept gRPC from the gateway (and the ledger from the client label); the ledger's
+/// tiles only from the gateway; the witness only from the ledger; admin ports from the
+/// monitoring namespace.
 #[test]
 fn k8s_network_policies_expose_only_the_gateway() {
     let base = load_k8s_base();
@@ -1976,6 +2425,33 @@ fn k8s_network_policies_expose_only_the_gateway() {
         same_namespace: true,
         pod_labels: g.deployment.spec.template.metadata.labels.clone(),
     });
+    // Every service's pods, as senders.
+    let pods: Vec<(&str, Source)> = loaded
+        .iter()
+        .map(|q| {
+            (
+                q.service,
+                Source {
+                    what: format!("a {} pod", q.service),
+                    namespace_labels: Some(base.namespace_labels.clone()),
+                    same_namespace: true,
+                    pod_labels: q.deployment.spec.template.metadata.labels.clone(),
+                },
+            )
+        })
+        .collect();
+    // A future backend that calls the ledger (vault, policy, sentinel): the client label.
+    let client = Source {
+        what: "a backend labelled quis.io/client (vault, policy, sentinel)".into(),
+        namespace_labels: Some(base.namespace_labels.clone()),
+        same_namespace: true,
+        pod_labels: BTreeMap::from([
+            ("app.kubernetes.io/name".into(), "quis".into()),
+            ("app.kubernetes.io/component".into(), "vault".into()),
+            ("quis.io/tier".into(), "backend".into()),
+            ("quis.io/client".into(), "true".into()),
+        ]),
+    };
 
     for q in &loaded {
         let Ok(listen) = q.config.listen(q.service) else {
@@ -2014,7 +2490,28 @@ fn k8s_network_policies_expose_only_the_gateway() {
                 expect(g, grpc, true);
             }
         }
+        // The ledger: gRPC from the client label; tiles from the gateway only.
+        if q.service == LEDGER {
+            expect(&client, grpc, true);
+            let tiles = q.config.ledger.http_listen.port();
+            for src in [&external, &other_ns, &monitoring, &stranger, &client] {
+                expect(src, tiles, false);
+            }
+            if let Some(g) = &gateway_pod {
+                expect(g, tiles, true);
+            }
+        }
+        // The witness: its HTTP port from the ledger only.
+        if q.service == WITNESS {
+            expect(&client, grpc, false);
+            for (service, pod) in &pods {
+                expect(pod, grpc, *service == LEDGER);
+            }
+        }
     }
+    problems.check(loaded.iter().any(|q| q.service == LEDGER) && loaded.iter().any(|q| q.service == WITNESS), || {
+        "k8s: the ledger and the witness must both load for their policies to be checked".into()
+    });
     problems.finish("deploy/k8s/base network policies");
 }
 
@@ -2093,4 +2590,36 @@ fn compose_interpolation_and_ports_parse() {
     );
     assert_eq!(compose_port("t", &serde_yaml::Value::from("8080:7400/tcp")), Ok((None, Some(8080), 7400)));
     assert_eq!(parse_url("postgres://u:p@db:5432/x?a=b"), Some(("postgres".into(), "db".into(), Some(5432))));
+}
+
+#[test]
+fn k8s_env_expansion_and_key_helpers() {
+    let defined = vec![("VKEY".to_string(), "w+01020304+BAAA".to_string())];
+    assert_eq!(
+        expand_k8s_refs(r#"[{vkey = "$(VKEY)"}]"#, &defined),
+        (r#"[{vkey = "w+01020304+BAAA"}]"#.into(), vec![])
+    );
+    assert_eq!(expand_k8s_refs("$$(VKEY) $5", &defined), ("$(VKEY) $5".into(), vec![]));
+    assert_eq!(expand_k8s_refs("$(LATER)", &defined), ("$(LATER)".into(), vec!["LATER".to_string()]));
+    assert_eq!(
+        vkey_name("quis.local/witness+033c1b5e+BAUzZMQHSfLoyOc45PPD7oA5vVvCRj81mgA6/fYNtfg/"),
+        Some("quis.local/witness")
+    );
+    assert_eq!(vkey_name("quis.local/witness+033c1b5"), None);
+    assert_eq!(vkey_name(VALUE_FROM_PLACEHOLDER), None);
+    assert_eq!(sqlite_path("sqlite:///var/lib/w/witness.db?mode=rwc"), Some(PathBuf::from("/var/lib/w/witness.db")));
+    assert_eq!(sqlite_path("postgres://db/quis"), None);
+    // The witness's logs and the ledger's witnesses, as the manifests write them, load.
+    let config = load_config(
+        "self-test",
+        None,
+        &[
+            ("QUIS_WITNESS__LOGS".into(), r#"{"quis.local/ledger" = ["quis.local/ledger+90f13069+AfD4"]}"#.into()),
+            ("QUIS_LEDGER__WITNESSES".into(), r#"[{url = "http://witness:7403", vkey = "k"}]"#.into()),
+            ("QUIS_LEDGER__WITNESS_QUORUM".into(), "1".into()),
+        ],
+    )
+    .expect("loads");
+    assert_eq!(config.witness.logs["quis.local/ledger"], ["quis.local/ledger+90f13069+AfD4"]);
+    assert_eq!(config.ledger.witnesses[0].url, "http://witness:7403");
 }

@@ -112,11 +112,6 @@ impl Gateway {
         }))
     }
 
-    /// Whether every configured upstream service has a healthy replica.
-    pub fn all_upstreams_healthy(&self) -> bool {
-        self.pools.values().all(|p| p.any_healthy())
-    }
-
     /// Handles one request from a client.
     pub async fn handle(self: Arc<Self>, mut req: Request<Body>) -> Response<Body> {
         let started = Instant::now();
