@@ -54,6 +54,8 @@ pub struct Gateway {
     by_address: DefaultKeyedRateLimiter<IpAddr>,
     local: tonic::service::Routes,
     health: HealthReporter,
+    /// `grpc-timeout` value of the deadline cap, made once.
+    timeout_cap: HeaderValue,
 }
 
 /// The peer address of a connection, attached to each of its requests.
@@ -98,6 +100,8 @@ impl Gateway {
             .build_v1()
             .map_err(|e| e.to_string())?;
         let local = tonic::service::Routes::new(health_service).add_service(reflection);
+        let timeout_cap = HeaderValue::from_str(&format!("{}m", config.gateway.max_grpc_timeout_ms))
+            .map_err(|e| format!("gateway.max_grpc_timeout_ms: {e}"))?;
         let rl = &config.gateway.rate_limit;
         Ok(Arc::new(Self {
             by_principal: RateLimiter::keyed(quota(rl.per_principal_per_sec, rl.per_principal_burst)),
@@ -109,6 +113,7 @@ impl Gateway {
             dialer,
             local,
             health,
+            timeout_cap,
         }))
     }
 
@@ -224,10 +229,8 @@ impl Gateway {
         let cap = self.config.gateway.max_grpc_timeout_ms;
         let headers = req.headers_mut();
         let timeout = headers.get("grpc-timeout").and_then(|v| parse_grpc_timeout(v.to_str().ok()?));
-        if timeout.is_none_or(|t| t > Duration::from_millis(cap))
-            && let Ok(v) = HeaderValue::from_str(&format!("{cap}m"))
-        {
-            headers.insert("grpc-timeout", v);
+        if timeout.is_none_or(|t| t > Duration::from_millis(cap)) {
+            headers.insert("grpc-timeout", self.timeout_cap.clone());
         }
         // Only the gateway says where a call came from.
         headers.remove(SOURCE_ADDRESS_HEADER);

@@ -91,7 +91,10 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: Cancellat
         .max_header_list_size(64 * 1024)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
-        .adaptive_window(true);
+        // Explicit windows: h2's adaptive window caps unread frames per connection
+        // and fails calls beyond ~180 in flight on one connection.
+        .initial_connection_window_size(4 << 20)
+        .initial_stream_window_size(1 << 20);
     let builder = Arc::new(builder);
 
     let handler = tower::service_fn({

@@ -10,7 +10,7 @@ pub struct TraceContext {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 fn is_hex(s: &str, len: usize) -> bool {

@@ -64,7 +64,10 @@ impl Dialer {
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(10))
-            .adaptive_window(true)
+            // Explicit windows: h2's adaptive window starts at 64 KiB and then caps the
+            // unread frames per connection, failing calls beyond ~180 in flight.
+            .initial_connection_window_size(8 << 20)
+            .initial_stream_window_size(1 << 20)
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| e.to_string())?;
@@ -92,11 +95,22 @@ impl Dialer {
 pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
 
+/// HTTP/2 connections kept to each replica: calls are spread over them so that
+/// the gateway's threads do not contend for one connection's state.
+const CONNECTIONS_PER_REPLICA: usize = 2;
+
 /// One upstream replica.
 pub struct Replica {
     pub uri: Uri,
     healthy: AtomicBool,
-    conn: std::sync::Mutex<Option<SendRequest<Body>>>,
+    conns: [Connection; CONNECTIONS_PER_REPLICA],
+    next: AtomicUsize,
+}
+
+/// One multiplexed connection to a replica, made on first use and remade when closed.
+#[derive(Default)]
+struct Connection {
+    sender: std::sync::Mutex<Option<SendRequest<Body>>>,
     connecting: tokio::sync::Mutex<()>,
 }
 
@@ -115,26 +129,29 @@ impl Replica {
         }
     }
 
-    /// A ready sender on this replica's connection, connecting if needed.
+    /// A ready sender on one of this replica's connections, connecting if needed.
     async fn sender(&self, dialer: &Dialer) -> Result<SendRequest<Body>, String> {
-        if let Some(sender) = self.open_sender() {
+        let conn = &self.conns[self.next.fetch_add(1, Ordering::Relaxed) % CONNECTIONS_PER_REPLICA];
+        if let Some(sender) = conn.open_sender() {
             return Ok(sender);
         }
         // One task connects; the others wait for it and reuse its connection.
-        let _connecting = self.connecting.lock().await;
-        if let Some(sender) = self.open_sender() {
+        let _connecting = conn.connecting.lock().await;
+        if let Some(sender) = conn.open_sender() {
             return Ok(sender);
         }
         let mut sender = dialer.http2(&self.uri).await?;
         sender.ready().await.map_err(|e| e.to_string())?;
-        if let Ok(mut slot) = self.conn.lock() {
+        if let Ok(mut slot) = conn.sender.lock() {
             *slot = Some(sender.clone());
         }
         Ok(sender)
     }
+}
 
+impl Connection {
     fn open_sender(&self) -> Option<SendRequest<Body>> {
-        let slot = self.conn.lock().ok()?;
+        let slot = self.sender.lock().ok()?;
         slot.as_ref().filter(|s| !s.is_closed()).cloned()
     }
 }
@@ -164,8 +181,8 @@ impl Pool {
                 Ok(Arc::new(Replica {
                     uri,
                     healthy: AtomicBool::new(false),
-                    conn: std::sync::Mutex::new(None),
-                    connecting: tokio::sync::Mutex::new(()),
+                    conns: Default::default(),
+                    next: AtomicUsize::new(0),
                 }))
             })
             .collect::<Result<Vec<_>, String>>()?;

@@ -17,6 +17,10 @@ use quis_auth::{
 };
 use quis_core::{QuisConfig, keys::FileKeySource};
 
+/// mimalloc: the gateway's per-call allocations cost a tenth of its CPU with the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "quis", version, about = "Quis: purpose-bound, audited access to sensitive personal records")]
 struct Cli {

@@ -501,3 +501,21 @@ mod tonic_reflection_client {
         }
     }
 }
+
+#[tokio::test]
+async fn many_calls_in_flight_on_one_connection_all_succeed() {
+    let suite = Suite::start(|c| c.gateway.max_concurrent_streams = 1024).await;
+    let token = suite.token("alice", &[Role::Caseworker]);
+    let channel = suite.channel().await;
+    let calls =
+        (0..400).map(|i| {
+            let mut client = EchoServiceClient::new(channel.clone());
+            let token = token.clone();
+            async move {
+                client.echo(with_token(EchoRequest { message: format!("{i}"), payload: vec![0; 64] }, &token)).await
+            }
+        });
+    let results = futures::future::join_all(calls).await;
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{} of 400 concurrent calls failed, e.g. {:?}", failed.len(), failed.first());
+}
