@@ -94,7 +94,8 @@ async fn measure(args: &BenchArgs, addr: &str) -> Result<Outcome> {
             (auth.clone(), payload.clone(), measuring.clone(), stop.clone(), errors.clone());
         handles.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-            let mut next = Instant::now();
+            // Open loop: workers are spread over one period, so calls arrive evenly, not in bursts.
+            let mut next = Instant::now() + interval.map_or(Duration::ZERO, |p| p.mul_f64(i as f64 / workers as f64));
             while !stop.load(Ordering::Relaxed) {
                 if let Some(interval) = interval {
                     next += interval;

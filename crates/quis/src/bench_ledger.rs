@@ -151,13 +151,14 @@ async fn append_load(args: &BenchLedgerArgs, channel: &Channel) -> Result<(u64, 
     let workers = args.concurrency.max(1);
     let interval = args.rate.map(|r| Duration::from_secs_f64((workers * per_call) as f64 / r.max(1) as f64));
     let mut handles = Vec::new();
-    for _ in 0..workers {
+    for i in 0..workers {
         let mut client = LedgerServiceClient::new(channel.clone());
         let (auth, measuring, stop, counter, sequence) =
             (auth.clone(), measuring.clone(), stop.clone(), counter.clone(), sequence.clone());
         handles.push(tokio::spawn(async move {
             let mut hist = histogram();
-            let mut next = Instant::now();
+            // Open loop: workers are spread over one period, so calls arrive evenly, not in bursts.
+            let mut next = Instant::now() + interval.map_or(Duration::ZERO, |p| p.mul_f64(i as f64 / workers as f64));
             while !stop.load(Ordering::Relaxed) {
                 if let Some(interval) = interval {
                     next += interval;
