@@ -47,6 +47,8 @@ pub struct Ledger {
     http: reqwest::Client,
     /// Set when a witness shows this log was rolled back: appends would fork it.
     halted: std::sync::OnceLock<String>,
+    /// The latest stored checkpoint, kept in memory: proofs and tiles read it on every call.
+    latest: std::sync::RwLock<Option<store::StoredCheckpoint>>,
 }
 
 impl Ledger {
@@ -62,6 +64,11 @@ impl Ledger {
         }
     }
 
+    /// The latest signed checkpoint (this process is the log's only writer).
+    pub(crate) fn latest_checkpoint(&self) -> Option<store::StoredCheckpoint> {
+        self.latest.read().ok().and_then(|l| l.clone())
+    }
+
     /// Why appends are refused, if they are.
     pub fn halted(&self) -> Option<&str> {
         self.halted.get().map(String::as_str)
@@ -73,7 +80,7 @@ impl Ledger {
     /// witnessed (at start: a log restored from an old backup finds out here).
     async fn checkpoint_if_grown(&self, resubmit: bool) -> Result<(), String> {
         let size = *self.sequencer.size().borrow();
-        let last = self.store.latest_checkpoint().await.map_err(|e| e.to_string())?;
+        let last = self.latest_checkpoint();
         let note = match last {
             Some(c) if c.size >= size && (c.witnessed || self.witnesses.is_empty()) && !resubmit => return Ok(()),
             // Same tree, not yet witnessed: ask again (a witness may have been down).
@@ -100,6 +107,9 @@ impl Ledger {
             (quis_tlog::checkpoint::add_signatures(&note, &cosignatures).map_err(|e| e.to_string())?, witnessed)
         };
         self.store.save_checkpoint(checkpoint.size, &note, witnessed).await.map_err(|e| e.to_string())?;
+        if let Ok(mut latest) = self.latest.write() {
+            *latest = Some(store::StoredCheckpoint { size: checkpoint.size, note, witnessed });
+        }
         Ok(())
     }
 
@@ -190,6 +200,7 @@ pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, axum::Router, 
         witnesses,
         http,
         halted: std::sync::OnceLock::new(),
+        latest: std::sync::RwLock::new(store.latest_checkpoint().await.map_err(|e| format!("ledger store: {e}"))?),
     });
     if !ledger.witnesses.is_empty() {
         // Before the first append: are the witnesses ahead of us (a restore from an old backup)?

@@ -74,8 +74,7 @@ impl Ledger {
 
     /// The latest checkpoint's size: proofs are only served against signed trees.
     async fn signed_size(&self) -> Result<(u64, String), Status> {
-        let latest = self.store.latest_checkpoint().await.map_err(internal)?;
-        latest.map(|c| (c.size, c.note)).ok_or_else(|| LedgerError::NoCheckpoint.into())
+        self.latest_checkpoint().map(|c| (c.size, c.note)).ok_or_else(|| LedgerError::NoCheckpoint.into())
     }
 }
 
@@ -142,7 +141,7 @@ impl LedgerService for LedgerApi {
         request: Request<GetCheckpointRequest>,
     ) -> Result<Response<GetCheckpointResponse>, Status> {
         quis_auth::principal(&request)?;
-        let latest = self.store.latest_checkpoint().await.map_err(internal)?.ok_or(LedgerError::NoCheckpoint)?;
+        let latest = self.latest_checkpoint().ok_or(LedgerError::NoCheckpoint)?;
         Ok(Response::new(GetCheckpointResponse {
             checkpoint: latest.note,
             tree_size: latest.size,
