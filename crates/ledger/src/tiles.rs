@@ -29,10 +29,8 @@ fn text(status: StatusCode, body: &'static str) -> Response {
 
 async fn checkpoint(State(ledger): State<Arc<Ledger>>) -> Response {
     match ledger.latest_checkpoint() {
-        Some(c) => {
-            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], c.note)
-                .into_response()
-        }
+        Some(c) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], c.note)
+            .into_response(),
         None => text(StatusCode::NOT_FOUND, "no checkpoint yet\n"),
     }
 }
