@@ -107,15 +107,7 @@ async fn shutdown_turns_health_off_first_and_lets_calls_finish() {
     let config = Arc::new(config);
     let stop = tokio_util::sync::CancellationToken::new();
     let echo = serve_backend(&config, quis_echo::build(), stop.clone()).await;
-    let signer = quis_auth::mint::TokenSigner::load(
-        &quis_core::keys::FileKeySource::new(dir.path()),
-        &config.auth.issuer,
-        &config.auth.audience,
-    )
-    .expect("signer");
-    let (token, _) = signer
-        .mint(&quis_auth::mint::TokenSpec::new("alice", quis_auth::PrincipalKind::Staff, &[Role::Caseworker]))
-        .expect("mint");
+    let token = caseworker_token(dir.path(), &config);
     let channel = channel(echo).await;
     let mut health = HealthClient::new(channel.clone());
     let serving = eventually(Duration::from_secs(5), async || {

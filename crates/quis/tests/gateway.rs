@@ -353,15 +353,7 @@ async fn cancelling_a_call_cancels_it_upstream() {
     config.gateway.upstreams.insert("echo".into(), vec![format!("http://{echo}")]);
     let config = Arc::new(config);
     let gateway = serve_gateway(&config, stop.clone()).await;
-    let signer = quis_auth::mint::TokenSigner::load(
-        &quis_core::keys::FileKeySource::new(dir.path()),
-        &config.auth.issuer,
-        &config.auth.audience,
-    )
-    .expect("signer");
-    let (token, _) = signer
-        .mint(&quis_auth::mint::TokenSpec::new("alice", quis_auth::PrincipalKind::Staff, &[Role::Caseworker]))
-        .expect("mint");
+    let token = caseworker_token(dir.path(), &config);
 
     let mut client = EchoServiceClient::new(channel(gateway).await);
     let mut stream = client
@@ -430,15 +422,7 @@ async fn request_ids_trace_context_and_source_addresses_are_set_by_the_gateway()
     config.gateway.upstreams.insert("echo".into(), vec![format!("http://{echo}")]);
     let config = Arc::new(config);
     let gateway = serve_gateway(&config, stop.clone()).await;
-    let signer = quis_auth::mint::TokenSigner::load(
-        &quis_core::keys::FileKeySource::new(dir.path()),
-        &config.auth.issuer,
-        &config.auth.audience,
-    )
-    .expect("signer");
-    let (token, _) = signer
-        .mint(&quis_auth::mint::TokenSpec::new("alice", quis_auth::PrincipalKind::Staff, &[Role::Caseworker]))
-        .expect("mint");
+    let token = caseworker_token(dir.path(), &config);
 
     let mut client = EchoServiceClient::new(channel(gateway).await);
     let mut req = with_token(EchoRequest::default(), &token);

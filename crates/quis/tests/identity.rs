@@ -175,15 +175,7 @@ async fn an_unreachable_revocation_list_fails_closed() {
     let config = std::sync::Arc::new(config);
     let stop = tokio_util::sync::CancellationToken::new();
     let verifier = quis_auth::TokenVerifier::from_config(&config, stop.clone()).await.expect("verifier");
-    let signer = quis_auth::mint::TokenSigner::load(
-        &quis_core::keys::FileKeySource::new(dir.path()),
-        &config.auth.issuer,
-        &config.auth.audience,
-    )
-    .expect("signer");
-    let (token, _) = signer
-        .mint(&quis_auth::mint::TokenSpec::new("alice", quis_auth::PrincipalKind::Staff, &[Role::Caseworker]))
-        .expect("mint");
+    let token = caseworker_token(dir.path(), &config);
     verifier.verify(&token).expect("fresh list");
     // Make the store unreadable: the table disappears under the services' feet.
     let db = quis_core::db::Db::connect(&format!("sqlite://{}", store.display())).await.expect("db");

@@ -112,6 +112,13 @@ impl Drop for Suite {
     }
 }
 
+/// A token for `alice`, a caseworker, signed with the data directory's key.
+pub fn caseworker_token(dir: &Path, config: &QuisConfig) -> String {
+    let signer =
+        TokenSigner::load(&FileKeySource::new(dir), &config.auth.issuer, &config.auth.audience).expect("signer");
+    signer.mint(&TokenSpec::new("alice", PrincipalKind::Staff, &[Role::Caseworker])).expect("mint").0
+}
+
 pub async fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect")
 }
