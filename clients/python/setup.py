@@ -6,6 +6,7 @@ modules refuse to load on an older runtime.
 """
 
 import importlib.util
+import shutil
 from importlib.metadata import version
 from pathlib import Path
 
@@ -21,6 +22,8 @@ class BuildWithGeneratedCode(build_py):
     def run(self):
         super().run()
         if not self.dry_run:
+            # Start from nothing, so that code of a proto removed since the last build is not shipped.
+            shutil.rmtree(Path(self.build_lib) / "quis", ignore_errors=True)
             codegen.generate(Path(self.build_lib))
 
 
