@@ -26,7 +26,9 @@ def proto_root() -> Path:
     for c in candidates:
         if (c / "quis").is_dir():
             return c.resolve()
-    raise SystemExit(f"quis proto/ directory not found (looked in {', '.join(map(str, candidates))}); set QUIS_PROTO_DIR")
+    raise SystemExit(
+        f"quis proto/ directory not found (looked in {', '.join(map(str, candidates))}); set QUIS_PROTO_DIR"
+    )
 
 
 def proto_files(root: Path) -> list[str]:

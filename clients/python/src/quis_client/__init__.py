@@ -1,10 +1,10 @@
 """quis-client: a Python client for the Quis suite, and an independent ledger verifier.
 
-    from quis_client import Client
-    from quis_client.tlog import LogVerifier
+from quis_client import Client
+from quis_client.tlog import LogVerifier
 
-    with Client("127.0.0.1:8443", token=lambda: current_jwt()) as quis:
-        cp = quis.ledger.verified_checkpoint(LogVerifier(log_vkey, [witness_vkey], quorum=1))
+with Client("127.0.0.1:8443", token=lambda: current_jwt()) as quis:
+    cp = quis.ledger.verified_checkpoint(LogVerifier(log_vkey, [witness_vkey], quorum=1))
 """
 
 from .access import PURPOSES, apply_access, case_name

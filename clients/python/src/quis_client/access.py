@@ -53,13 +53,13 @@ def apply_access(request: Message, purpose=None, case: str | None = None) -> Mes
         if field is None:
             raise TypeError(f"{request.DESCRIPTOR.full_name} has no purpose field")
         if field.type == FieldDescriptor.TYPE_ENUM:
-            setattr(request, "purpose", _enum_value(field, purpose))
+            request.purpose = _enum_value(field, purpose)
         else:
-            setattr(request, "purpose", str(purpose))
+            request.purpose = str(purpose)
     if case is not None:
         if "case" not in fields:
             raise TypeError(f"{request.DESCRIPTOR.full_name} has no case field")
-        setattr(request, "case", case_name(case))
-    if "purpose" in fields and not getattr(request, "purpose"):
+        request.case = case_name(case)
+    if "purpose" in fields and not request.purpose:
         raise ValueError(f"{request.DESCRIPTOR.full_name} is an access call: give a purpose ({', '.join(PURPOSES)})")
     return request

@@ -88,8 +88,16 @@ class Method:
             apply_access(request, purpose, case)
         return request
 
-    def __call__(self, request=None, *, timeout=_DEFAULT, metadata: Sequence[tuple[str, str]] = (), purpose=None,
-                 case: str | None = None, **fields):
+    def __call__(
+        self,
+        request=None,
+        *,
+        timeout=_DEFAULT,
+        metadata: Sequence[tuple[str, str]] = (),
+        purpose=None,
+        case: str | None = None,
+        **fields,
+    ):
         d = self.descriptor
         streaming = d.server_streaming
         if timeout is _DEFAULT:
@@ -126,8 +134,7 @@ class ServiceClient:
         self.descriptor = services.service_descriptor(full_name)
         stub = services.stub_class(full_name)(client._channel)
         self._methods = {
-            m.name: Method(client, f"/{full_name}/{m.name}", getattr(stub, m.name), m)
-            for m in self.descriptor.methods
+            m.name: Method(client, f"/{full_name}/{m.name}", getattr(stub, m.name), m) for m in self.descriptor.methods
         }
 
     def __getattr__(self, name: str) -> Method:
@@ -152,11 +159,22 @@ class Client:
       of server streams (None: no deadline, e.g. for tailing the ledger).
     """
 
-    def __init__(self, target: str, token: Token = None, *, tls: bool | None = None, ca_file: str | None = None,
-                 cert_file: str | None = None, key_file: str | None = None, server_name: str | None = None,
-                 timeout: float | None = 10.0, stream_timeout: float | None = None,
-                 metadata: Iterable[tuple[str, str]] = (), options: Iterable[tuple[str, object]] = (),
-                 allow_plaintext: bool = False):
+    def __init__(
+        self,
+        target: str,
+        token: Token = None,
+        *,
+        tls: bool | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        server_name: str | None = None,
+        timeout: float | None = 10.0,
+        stream_timeout: float | None = None,
+        metadata: Iterable[tuple[str, str]] = (),
+        options: Iterable[tuple[str, object]] = (),
+        allow_plaintext: bool = False,
+    ):
         loopback = is_loopback(target)
         use_tls = (not loopback) if tls is None else tls
         if not use_tls and not loopback and not allow_plaintext:
@@ -196,7 +214,7 @@ class Client:
         return services.service_names()
 
     def method(self, path: str) -> Method:
-        """A method by path, `/quis.ledger.v1.LedgerService/GetCheckpoint` or `quis.ledger.v1.LedgerService.GetCheckpoint`."""
+        """A method by its gRPC path, `/quis.ledger.v1.LedgerService/GetCheckpoint`, or dotted full name."""
         path = path.lstrip("/")
         service, _, name = path.rpartition("/") if "/" in path else path.rpartition(".")
         return getattr(self.service(service), name)

@@ -93,13 +93,19 @@ def _subclass(name: str, code: grpc.StatusCode, doc: str) -> type[QuisError]:
 
 Cancelled = _subclass("Cancelled", grpc.StatusCode.CANCELLED, "The call was cancelled.")
 Unknown = _subclass("Unknown", grpc.StatusCode.UNKNOWN, "An unknown error.")
-InvalidArgument = _subclass("InvalidArgument", grpc.StatusCode.INVALID_ARGUMENT, "A field broke a rule; see field_violations.")
+InvalidArgument = _subclass(
+    "InvalidArgument", grpc.StatusCode.INVALID_ARGUMENT, "A field broke a rule; see field_violations."
+)
 DeadlineExceeded = _subclass("DeadlineExceeded", grpc.StatusCode.DEADLINE_EXCEEDED, "The deadline passed.")
 NotFound = _subclass("NotFound", grpc.StatusCode.NOT_FOUND, "The resource does not exist.")
 AlreadyExists = _subclass("AlreadyExists", grpc.StatusCode.ALREADY_EXISTS, "The resource already exists.")
 PermissionDenied = _subclass("PermissionDenied", grpc.StatusCode.PERMISSION_DENIED, "The caller may not do this.")
-ResourceExhausted = _subclass("ResourceExhausted", grpc.StatusCode.RESOURCE_EXHAUSTED, "A limit was hit; see retry_delay.")
-FailedPrecondition = _subclass("FailedPrecondition", grpc.StatusCode.FAILED_PRECONDITION, "The system is not in a state for this.")
+ResourceExhausted = _subclass(
+    "ResourceExhausted", grpc.StatusCode.RESOURCE_EXHAUSTED, "A limit was hit; see retry_delay."
+)
+FailedPrecondition = _subclass(
+    "FailedPrecondition", grpc.StatusCode.FAILED_PRECONDITION, "The system is not in a state for this."
+)
 Aborted = _subclass("Aborted", grpc.StatusCode.ABORTED, "The call was aborted (e.g. a conflict).")
 OutOfRange = _subclass("OutOfRange", grpc.StatusCode.OUT_OF_RANGE, "An index or size is beyond the valid range.")
 Unimplemented = _subclass("Unimplemented", grpc.StatusCode.UNIMPLEMENTED, "The method does not exist.")
@@ -110,9 +116,24 @@ Unauthenticated = _subclass("Unauthenticated", grpc.StatusCode.UNAUTHENTICATED, 
 
 ERRORS_BY_CODE: dict[grpc.StatusCode, type[QuisError]] = {
     cls.code: cls
-    for cls in (Cancelled, Unknown, InvalidArgument, DeadlineExceeded, NotFound, AlreadyExists, PermissionDenied,
-                ResourceExhausted, FailedPrecondition, Aborted, OutOfRange, Unimplemented, Internal, Unavailable,
-                DataLoss, Unauthenticated)
+    for cls in (
+        Cancelled,
+        Unknown,
+        InvalidArgument,
+        DeadlineExceeded,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        ResourceExhausted,
+        FailedPrecondition,
+        Aborted,
+        OutOfRange,
+        Unimplemented,
+        Internal,
+        Unavailable,
+        DataLoss,
+        Unauthenticated,
+    )
 }
 
 

@@ -24,7 +24,9 @@ class IdentityClient:
         return self._svc.RevokeToken(req, **kw).revocation
 
     def suspend_principal(self, principal: str, reason: str, **kw) -> pb.Revocation:
-        return self._svc.SuspendPrincipal(pb.SuspendPrincipalRequest(principal=principal, reason=reason), **kw).revocation
+        return self._svc.SuspendPrincipal(
+            pb.SuspendPrincipalRequest(principal=principal, reason=reason), **kw
+        ).revocation
 
     def reinstate_principal(self, principal: str, reason: str, **kw) -> pb.Revocation:
         req = pb.ReinstatePrincipalRequest(principal=principal, reason=reason)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 
 from quis.ledger.v1 import ledger_pb2 as pb
 
-from .tlog import Checkpoint, LogVerifier
+from .tlog import Checkpoint, LogVerifier, ProofError
 
 SERVICE = "quis.ledger.v1.LedgerService"
 
@@ -40,8 +40,9 @@ class LedgerClient:
 
     def get_entries(self, start_index: int, end_index: int, page_size: int = 0, page_token: str = "", **kw):
         """One page of entries [start_index, end_index)."""
-        req = pb.GetEntriesRequest(start_index=start_index, end_index=end_index, page_size=page_size,
-                                   page_token=page_token)
+        req = pb.GetEntriesRequest(
+            start_index=start_index, end_index=end_index, page_size=page_size, page_token=page_token
+        )
         return self._svc.GetEntries(req, **kw)
 
     def iter_entries(self, start_index: int, end_index: int, page_size: int = 0, **kw) -> Iterator[pb.StoredEntry]:
@@ -73,13 +74,19 @@ class LedgerClient:
         """The latest checkpoint, its signature and cosignature quorum verified."""
         return verifier.checkpoint(self.get_checkpoint(**kw).checkpoint)
 
-    def prove_inclusion(self, entry: pb.StoredEntry, verifier: LogVerifier, tree_size: int = 0, **kw) -> Checkpoint:
-        """Checks that the exact stored bytes of `entry` are in the log; returns the checkpoint proved against."""
-        proof = self.get_inclusion_proof(entry.index, tree_size, **kw)
-        checkpoint = verifier.checkpoint(proof.checkpoint)
+    def prove_inclusion(
+        self, entry: pb.StoredEntry, verifier: LogVerifier, checkpoint: Checkpoint | None = None, **kw
+    ) -> Checkpoint:
+        """Checks that the exact stored bytes of `entry` are in the log and returns the checkpoint proved against.
+
+        Without `checkpoint`, against the latest one, which comes with the proof and is verified
+        here; with one (verified earlier, e.g. kept from a previous audit), against its tree.
+        """
+        proof = self.get_inclusion_proof(entry.index, checkpoint.size if checkpoint else 0, **kw)
+        if checkpoint is None:
+            checkpoint = verifier.checkpoint(proof.checkpoint)
         if proof.tree_size != checkpoint.size:
-            # The proof is for an older tree: prove that tree against the signed one too.
-            raise ValueError("give tree_size=0 to prove against the latest signed checkpoint")
+            raise ProofError(f"the proof is for tree size {proof.tree_size}, the checkpoint's is {checkpoint.size}")
         verifier.inclusion(entry.data, entry.index, proof.hashes, checkpoint)
         return checkpoint
 

@@ -9,11 +9,7 @@ from google.protobuf.message import Message
 
 
 def _items_field(response_descriptor) -> str:
-    repeated = [
-        f.name
-        for f in response_descriptor.fields
-        if f.is_repeated and f.type == FieldDescriptor.TYPE_MESSAGE
-    ]
+    repeated = [f.name for f in response_descriptor.fields if f.is_repeated and f.type == FieldDescriptor.TYPE_MESSAGE]
     if len(repeated) != 1:
         raise TypeError(f"{response_descriptor.full_name}: name the items field (found {repeated})")
     return repeated[0]

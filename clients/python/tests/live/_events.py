@@ -10,7 +10,7 @@ from quis_client.ledger import commitment
 def access_events(n: int, principal: str = "alice", purpose=pb.PURPOSE_CASEWORK, case: str = "cases/c-1"):
     """n allowed reads by `principal` of distinct subjects/records; returns (events, details, subject values)."""
     events, details, subjects = [], [], []
-    for i in range(n):
+    for _ in range(n):
         subject_value = f"subject-{uuid.uuid4().hex[:12]}"
         subject, subject_detail = commitment(subject_value)
         record, record_detail = commitment(f"record-{uuid.uuid4().hex[:12]}")

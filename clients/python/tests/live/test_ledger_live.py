@@ -38,7 +38,7 @@ def test_append_and_read_back_as_auditor(auditor, appended):
     # page_size=1 makes every entry its own page: the helper must follow the tokens.
     stored = list(auditor.ledger.iter_entries(start, end, page_size=1))
     assert [e.index for e in stored] == list(resp.indices)
-    for want, got in zip(events, stored):
+    for want, got in zip(events, stored, strict=True):
         entry = decode_entry(got.data)
         assert entry.appended_by == "vault"
         assert entry.event == want
@@ -71,6 +71,7 @@ def test_inclusion_of_each_appended_entry(auditor, verifier, appended):
     for entry in stored:
         cp = auditor.ledger.prove_inclusion(entry, verifier)
         assert cp.size > entry.index
+        assert auditor.ledger.prove_inclusion(entry, verifier, checkpoint=cp) is cp
         proof = auditor.ledger.get_inclusion_proof(entry.index, cp.size)
         # The leaf hash is over the exact stored bytes; re-encoding is never needed.
         verifier.inclusion(entry.data, entry.index, proof.hashes, cp)

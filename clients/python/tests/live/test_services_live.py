@@ -45,8 +45,20 @@ def test_identity_suspend_and_reinstate(token_client):
 
 
 def _rust_verify(state, full=True):
-    args = [env("QUIS_BIN"), "verify", "--url", env("QUIS_TILES_URL"), "--log-key", env("QUIS_LOG_VKEY"),
-            "--witness-key", env("QUIS_WITNESS_VKEY"), "--quorum", "1", "--state", str(state)]
+    args = [
+        env("QUIS_BIN"),
+        "verify",
+        "--url",
+        env("QUIS_TILES_URL"),
+        "--log-key",
+        env("QUIS_LOG_VKEY"),
+        "--witness-key",
+        env("QUIS_WITNESS_VKEY"),
+        "--quorum",
+        "1",
+        "--state",
+        str(state),
+    ]
     if full:
         args += ["--full", "--token", env("QUIS_TOKEN_AUDITOR")]
     return subprocess.run(args, capture_output=True, text=True, timeout=120)

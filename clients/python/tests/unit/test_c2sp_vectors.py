@@ -55,10 +55,16 @@ def test_spec_example_key():
     assert (vk.name, f"{vk.key_id:08x}", vk.key_type) == ("example.com/foo", "530d903a", 1)
 
 
-@pytest.mark.parametrize("bad", ["example.com/foo+530d903b+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",
-                                 "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2",
-                                 "example.com/foo+530d903a", "example.com/foo 530d903a AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",
-                                 "+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "example.com/foo+530d903b+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",
+        "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2",
+        "example.com/foo+530d903a",
+        "example.com/foo 530d903a AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",
+        "+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",
+    ],
+)
 def test_malformed_keys_rejected(bad):
     from quis_client.tlog import MalformedKey
 

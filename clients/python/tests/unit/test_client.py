@@ -8,7 +8,7 @@ from concurrent import futures
 import grpc
 import pytest
 from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from quis.echo.v1 import echo_pb2, echo_pb2_grpc
 from quis.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -49,7 +49,9 @@ class Echo(echo_pb2_grpc.EchoServiceServicer):
                 "invalid request",
                 error_details_pb2.ErrorInfo(reason="INVALID_ARGUMENT", domain="quis.echo", metadata={"k": "v"}),
                 error_details_pb2.BadRequest(
-                    field_violations=[error_details_pb2.BadRequest.FieldViolation(field="message", description="must not be bad")]
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field="message", description="must not be bad")
+                    ]
                 ),
             )
         if request.message == "slow-down":
@@ -171,7 +173,7 @@ def test_generic_method_by_path(server):
         assert m(message="by path").message == "by path"
         assert c.method("quis.echo.v1.EchoService.Echo")(echo_pb2.EchoRequest(message="x")).message == "x"
         with pytest.raises(AttributeError):
-            c.service("quis.echo.v1.EchoService").Nope
+            _ = c.service("quis.echo.v1.EchoService").Nope
         with pytest.raises(KeyError):
             c.service("quis.nope.v1.NopeService")
 
