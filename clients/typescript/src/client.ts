@@ -1,0 +1,120 @@
+// QuisClient: one gRPC (HTTP/2) transport to the gateway with bearer tokens,
+// default deadlines and QuisError, and the services of proto/ as typed clients.
+import type { DescService } from "@bufbuild/protobuf";
+import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { isIP } from "node:net";
+import { EchoService } from "./gen/quis/echo/v1/echo_pb.js";
+import { IdentityService } from "./gen/quis/identity/v1/identity_pb.js";
+import { LedgerService } from "./gen/quis/ledger/v1/ledger_pb.js";
+import { QuisError } from "./errors.js";
+import { IdentityClient } from "./identity.js";
+import { LedgerClient } from "./ledger.js";
+
+/** A bearer token, or a function that returns the current one (called before every call). */
+export type TokenSource = string | (() => string | Promise<string>);
+
+export interface TlsOptions {
+  /** PEM CA certificate(s) to trust instead of the system store. */
+  ca?: string | Buffer;
+  /** PEM client certificate and key, for mutual TLS. */
+  cert?: string | Buffer;
+  key?: string | Buffer;
+  /** Server name to verify, when it differs from the address's host. */
+  servername?: string;
+}
+
+export interface QuisClientOptions {
+  /** The gateway: `host:port` or a URL; `https://` or tls selects TLS. */
+  address: string;
+  token?: TokenSource;
+  /** TLS settings; without them plaintext HTTP/2 is used, to loopback addresses only. */
+  tls?: TlsOptions;
+  /** Allow plaintext to a non-loopback address (tests in private networks only). */
+  allowInsecure?: boolean;
+  /** Deadline of every unary call unless given per call; default 10 s. Streams default to none. */
+  defaultTimeoutMs?: number;
+  /** Extra interceptors, run after the token is set. */
+  interceptors?: Interceptor[];
+}
+
+export const DEFAULT_TIMEOUT_MS = 10_000;
+
+function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "");
+  if (h === "localhost") return true;
+  if (isIP(h) === 4) return h.startsWith("127.");
+  if (isIP(h) === 6) return h === "::1";
+  return false;
+}
+
+/** Sets `authorization: Bearer <token>` from a static token or a provider. */
+export function bearerInterceptor(token: TokenSource): Interceptor {
+  return (next) => async (req) => {
+    const value = typeof token === "string" ? token : await token();
+    if (value) req.header.set("authorization", `Bearer ${value}`);
+    return next(req);
+  };
+}
+
+/** Turns every failure, of unary calls and of streams while they run, into a QuisError. */
+export const errorInterceptor: Interceptor = (next) => async (req) => {
+  let res;
+  try {
+    res = await next(req);
+  } catch (e) {
+    throw QuisError.from(e);
+  }
+  if (!res.stream) return res;
+  const messages = res.message;
+  return {
+    ...res,
+    message: (async function* () {
+      try {
+        yield* messages;
+      } catch (e) {
+        throw QuisError.from(e);
+      }
+    })(),
+  };
+};
+
+function baseUrl(address: string, tls: boolean, allowInsecure: boolean): string {
+  const url = new URL(/^[a-z]+:\/\//.test(address) ? address : `${tls ? "https" : "http"}://${address}`);
+  if (url.protocol !== "http:" && url.protocol !== "https:") throw new TypeError(`unsupported scheme ${url.protocol}`);
+  if (tls && url.protocol === "http:") throw new TypeError("TLS options given with an http:// address");
+  if (url.protocol === "http:" && !allowInsecure && !isLoopback(url.hostname)) {
+    // Tokens and personal data must not cross a network in the clear.
+    throw new TypeError(`plaintext to ${url.hostname} refused: use TLS, or allowInsecure`);
+  }
+  return url.origin;
+}
+
+/** A client of the Quis gateway. */
+export class QuisClient {
+  readonly transport: Transport;
+  readonly ledger: LedgerClient;
+  readonly identity: IdentityClient;
+  readonly echo: Client<typeof EchoService>;
+
+  constructor(options: QuisClientOptions) {
+    const url = baseUrl(options.address, options.tls !== undefined, options.allowInsecure ?? false);
+    const interceptors: Interceptor[] = [errorInterceptor];
+    if (options.token !== undefined) interceptors.push(bearerInterceptor(options.token));
+    interceptors.push(...(options.interceptors ?? []));
+    this.transport = createGrpcTransport({
+      baseUrl: url,
+      interceptors,
+      defaultTimeoutMs: options.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS,
+      ...(options.tls ? { nodeOptions: { ...options.tls } } : {}),
+    });
+    this.ledger = new LedgerClient(this.service(LedgerService));
+    this.identity = new IdentityClient(this.service(IdentityService));
+    this.echo = this.service(EchoService);
+  }
+
+  /** A typed client of any generated service (e.g. one added to proto/ after this client was written). */
+  service<S extends DescService>(service: S): Client<S> {
+    return createClient(service, this.transport);
+  }
+}
