@@ -133,12 +133,26 @@ export class TileFetcher {
   }
 
   /**
-   * Recomputes the root of the tree of treeSize from the level-0 hash tiles;
-   * with entries, also checks every leaf hash against the entry bundles.
+   * Recomputes the root of the tree of treeSize from the level-0 hash tiles,
+   * and checks every hash of the upper-level tiles against the subtree it
+   * stands for; with entries, also checks every leaf hash against the entry
+   * bundles (which needs a token).
    */
   async recomputeRoot(treeSize: bigint | number, options: { entries?: boolean } = {}): Promise<Uint8Array> {
     const size = BigInt(treeSize);
     const leaves = await this.leafHashes(size);
+    for (let level = 1; size >> BigInt(8 * level) > 0n; level++) {
+      const span = TILE_WIDTH ** level;
+      for (let n = 0n; n * BigInt(TILE_WIDTH) < size >> BigInt(8 * level); n++) {
+        const hashes = await this.hashTile(level, n, size);
+        hashes.forEach((h, k) => {
+          const first = (Number(n) * TILE_WIDTH + k) * span;
+          if (!equalBytes(h, rootFromLeafHashes(leaves.slice(first, first + span)))) {
+            throw new VerificationError(`tile ${level}/${n} hash ${k} does not match the leaves below it`);
+          }
+        });
+      }
+    }
     if (options.entries) {
       for (let n = 0n; n * BigInt(TILE_WIDTH) < size; n++) {
         const bundle = await this.entryBundle(n, size);
