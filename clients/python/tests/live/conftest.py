@@ -39,10 +39,43 @@ def _client(gateway, token_var):
     return Client(gateway, token=env(token_var) if token_var else None)
 
 
+def ledger_addr() -> str:
+    """The ledger's own gRPC address, for appends.
+
+    The gateway keeps AppendEvents off the public listener (`gateway.internal_methods`): only
+    services append, over their own connection to the ledger, as the vault does. The live
+    suite appends the way the vault would, with the vault's service token, and reads
+    everything else through the gateway.
+    """
+    addr = os.environ.get("QUIS_LEDGER_ADDR")
+    if not addr:
+        pytest.fail(
+            "QUIS_LEDGER_ADDR is not set: AppendEvents is internal on the gateway, so the live tests "
+            "append on the ledger's own address (the `serving service=ledger addr=...` line of quis up)"
+        )
+    return addr
+
+
 @pytest.fixture(scope="session")
-def vault(gateway):
-    with _client(gateway, "QUIS_TOKEN_VAULT") as c:
+def vault():
+    """The vault's path to the ledger: the vault service token on the ledger's own address."""
+    with Client(ledger_addr(), token=env("QUIS_TOKEN_VAULT")) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def ledger_direct():
+    """Clients on the ledger's own address for any QUIS_TOKEN_* role (appends are refused by the gateway)."""
+    made = []
+
+    def make(role_var):
+        c = Client(ledger_addr(), token=env(role_var))
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
 
 
 @pytest.fixture(scope="session")

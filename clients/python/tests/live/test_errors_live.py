@@ -16,6 +16,7 @@ from quis_client import (
     PermissionDenied,
     QuisError,
     Unauthenticated,
+    Unimplemented,
 )
 
 
@@ -37,17 +38,24 @@ def test_wrong_role_reading_entries_is_permission_denied(token_client):
     assert e.value.domain in ("quis.ledger", "quis.auth") and e.value.reason == "ROLE_REQUIRED"
 
 
-def test_staff_may_not_append(auditor):
+def test_append_is_not_on_the_public_listener(token_client):
+    events, details, _ = access_events(1)
+    with pytest.raises(Unimplemented) as e:
+        token_client("QUIS_TOKEN_VAULT").ledger.append_events(events, details)
+    assert (e.value.domain, e.value.reason) == ("quis.gateway", "UNKNOWN_SERVICE")
+
+
+def test_staff_may_not_append(ledger_direct):
     events, details, _ = access_events(1)
     with pytest.raises(PermissionDenied) as e:
-        auditor.ledger.append_events(events, details)
+        ledger_direct("QUIS_TOKEN_AUDITOR").ledger.append_events(events, details)
     assert (e.value.domain, e.value.reason) == ("quis.ledger", "SERVICE_REQUIRED")
 
 
-def test_service_appends_only_its_event_kinds(token_client):
+def test_service_appends_only_its_event_kinds(ledger_direct):
     events, details, _ = access_events(1)
     with pytest.raises(PermissionDenied) as e:
-        token_client("QUIS_TOKEN_POLICY").ledger.append_events(events, details)
+        ledger_direct("QUIS_TOKEN_POLICY").ledger.append_events(events, details)
     assert (e.value.domain, e.value.reason) == ("quis.ledger", "EVENT_KIND_NOT_OWNED")
 
 

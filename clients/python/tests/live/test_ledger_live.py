@@ -1,5 +1,6 @@
-"""The ledger through the gateway: append as vault, read back as auditor, and check every
-proof with the independent verifier; tampered inputs are rejected."""
+"""The ledger: append as the vault does (its service token, on the ledger's own address, since
+the gateway keeps AppendEvents internal), read back through the gateway as auditor, and check
+every proof with the independent verifier; tampered inputs are rejected."""
 
 import hashlib
 import threading
@@ -56,8 +57,8 @@ def test_event_detail_opens_the_commitment(auditor, appended):
     assert detail.entry_index == resp.indices[0]
 
 
-def test_checkpoint_signed_and_witnessed(vault, verifier, appended):
-    cp, resp = wait_witnessed(vault, verifier, appended[3].tree_size)
+def test_checkpoint_signed_and_witnessed(auditor, verifier, appended):
+    cp, resp = wait_witnessed(auditor, verifier, appended[3].tree_size)
     assert cp.origin == verifier.origin
     assert cp.size == resp.tree_size
     witness_name = verifier.witness_keys[0].name
@@ -131,7 +132,7 @@ def test_tiles_through_the_gateway_recompute_the_root(auditor, verifier, tiles, 
     assert reader.leaf_hashes(0, cp.size) == [leaf_hash(e) for e in entries]
 
 
-def test_entry_bundles_need_an_auditor_token(tiles, verifier):
+def test_entry_bundles_need_an_auditor_token(tiles, verifier, appended):
     cp = verifier.checkpoint(tiles.checkpoint())
     with pytest.raises(TileError, match="HTTP 401"):
         TileClient(tiles.base_url).entries(0, min(cp.size, 256))

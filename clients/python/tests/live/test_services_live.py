@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import os
 import subprocess
 import uuid
 
@@ -61,7 +62,9 @@ def _rust_verify(state, full=True):
     ]
     if full:
         args += ["--full", "--token", env("QUIS_TOKEN_AUDITOR")]
-    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+    # The QUIS_* test variables would be read as quis configuration (QUIS_GATEWAY is a config section).
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("QUIS_")}
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, env=clean_env)
 
 
 def test_rust_verifier_agrees_with_python(vault, auditor, verifier, tmp_path):
@@ -71,7 +74,8 @@ def test_rust_verifier_agrees_with_python(vault, auditor, verifier, tmp_path):
 
     from quis_client.tlog import BadSignature, Checkpoint, ProofError
 
-    help_text = subprocess.run([env("QUIS_BIN"), "verify", "--help"], capture_output=True, text=True, check=True)
+    help_text = subprocess.run([env("QUIS_BIN"), "verify", "--help"], capture_output=True, text=True, check=True,
+                               env={k: v for k, v in os.environ.items() if not k.startswith("QUIS_")})
     for flag in ("--url", "--log-key", "--witness-key", "--quorum", "--state", "--full", "--token"):
         assert flag in help_text.stdout
 
