@@ -18,9 +18,10 @@ export function commitmentDigest(salt: Uint8Array, value: string): Uint8Array {
 /** A fresh 32-byte salt, the commitment to value and the detail that opens it. */
 export function commit(value: string, salt: Uint8Array = randomBytes(32)): { commitment: Commitment; detail: EventDetail } {
   if (salt.length < 16 || salt.length > 64) throw new RangeError("a salt is 16 to 64 bytes");
+  const bytes = new Uint8Array(salt); // a plain copy, not a Buffer view
   return {
-    commitment: create(CommitmentSchema, { digest: commitmentDigest(salt, value) }),
-    detail: create(EventDetailSchema, { salt, value }),
+    commitment: create(CommitmentSchema, { digest: commitmentDigest(bytes, value) }),
+    detail: create(EventDetailSchema, { salt: bytes, value }),
   };
 }
 

@@ -58,7 +58,9 @@ describe("live suite through the gateway", () => {
       witnessQuorum: 1,
       origin: need("QUIS_LOG_ORIGIN"),
     };
-    vault = as("VAULT");
+    // AppendEvents is internal: the gateway refuses it (checked below), and
+    // services call the ledger's own listener, QUIS_LEDGER_ADDR.
+    vault = new QuisClient({ address: need("QUIS_LEDGER_ADDR"), token: need("QUIS_TOKEN_VAULT") });
     auditor = as("AUDITOR");
     caseworker = as("CASEWORKER");
     admin = as("ADMIN");
@@ -68,6 +70,16 @@ describe("live suite through the gateway", () => {
     const exp = JSON.parse(Buffer.from(need("QUIS_TOKEN_EXPIRED").split(".")[1]!, "base64url").toString()).exp;
     expiredUsable = new Promise((r) => setTimeout(r, Math.max(0, (exp + 31) * 1000 - Date.now())));
   });
+
+  /** A valid access event without commitments (a search). */
+  function accessEvent() {
+    const value = withAccess(
+      AccessEventSchema,
+      { actor: { principal: "alice", kind: "staff" }, action: Action.SEARCH, decision: Decision.ALLOW },
+      { purpose: "AUDIT" },
+    );
+    return { kind: { case: "access" as const, value } };
+  }
 
   /** Appends n access events as the vault; each commits to a fresh subject id. */
   async function appendAccesses(n: number): Promise<bigint[]> {
@@ -244,9 +256,12 @@ describe("live suite through the gateway", () => {
       // accept it and prove the latest checkpoint consistent with it.
       writeFileSync(state, note);
       const args = ["verify", "--url", need("QUIS_TILES_URL"), "--state", state, "--full", "--quorum", "1"];
+      args.push("--token", need("QUIS_TOKEN_AUDITOR"));
       for (const k of trust.logKeys) args.push("--log-key", String(k));
       for (const k of trust.witnessKeys ?? []) args.push("--witness-key", String(k));
-      const { stdout } = await run(need("QUIS_BIN"), args, { env: { ...process.env, QUIS_TOKEN: need("QUIS_TOKEN_AUDITOR") } });
+      // quis reads QUIS_* as configuration: give it none of the test's variables.
+      const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("QUIS_")));
+      const { stdout } = await run(need("QUIS_BIN"), args, { env });
       const m = /verified size (\d+) root (\S+),/.exec(stdout);
       assert.ok(m, stdout);
       const rust = verifyCheckpoint(readFileSync(state, "utf8"), trust);
@@ -321,8 +336,19 @@ describe("live suite through the gateway", () => {
     const e = await failure(caseworker.ledger.entries(0n, 1n).next());
     assert.equal(e.code, Code.PermissionDenied);
     assert.equal(e.reason, "ROLE_REQUIRED");
-    const e2 = await failure(auditor.ledger.append([]));
+    // Only service principals append, and each only the kinds it owns.
+    const auditorAtLedger = new QuisClient({ address: need("QUIS_LEDGER_ADDR"), token: need("QUIS_TOKEN_AUDITOR") });
+    const e2 = await failure(auditorAtLedger.ledger.append([accessEvent()]));
     assert.equal(e2.code, Code.PermissionDenied);
+    const policyAtLedger = new QuisClient({ address: need("QUIS_LEDGER_ADDR"), token: need("QUIS_TOKEN_POLICY") });
+    const e3 = await failure(policyAtLedger.ledger.append([accessEvent()]));
+    assert.equal(e3.code, Code.PermissionDenied, e3.message);
+  });
+
+  test("AppendEvents is internal: the gateway refuses it even to the vault", async () => {
+    const e = await failure(as("VAULT").ledger.append([accessEvent()]));
+    assert.equal(e.code, Code.Unimplemented);
+    assert.equal(e.errorInfo?.domain, "quis.gateway");
   });
 
   test("bad argument: INVALID_ARGUMENT with a BadRequest violation naming the field", async () => {
