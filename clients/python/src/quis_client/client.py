@@ -59,6 +59,11 @@ class Stream:
             raise from_rpc_error(e, self._method) from None
         return self._transform(message) if self._transform else message
 
+    def map(self, transform: Callable) -> Stream:
+        """This stream, yielding `transform(message)` instead of each message."""
+        self._transform = transform
+        return self
+
     def cancel(self) -> None:
         self._call.cancel()
 

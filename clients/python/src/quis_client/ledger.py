@@ -58,9 +58,7 @@ class LedgerClient:
 
     def tail_events(self, start_index: int = 0, **kw):
         """A stream of StoredEntry from `start_index` on, following new entries; `cancel()` to stop."""
-        stream = self._svc.TailEvents(pb.TailEventsRequest(start_index=start_index), **kw)
-        stream._transform = lambda r: r.entry
-        return stream
+        return self._svc.TailEvents(pb.TailEventsRequest(start_index=start_index), **kw).map(lambda r: r.entry)
 
     def get_event_detail(self, digest: bytes, **kw) -> pb.GetEventDetailResponse:
         return self._svc.GetEventDetail(pb.GetEventDetailRequest(digest=digest), **kw)

@@ -6,7 +6,6 @@ import os
 import time
 
 import pytest
-from _events import access_events
 from quis.ledger.v1 import ledger_pb2 as pb
 
 from quis_client import (
@@ -18,6 +17,8 @@ from quis_client import (
     Unauthenticated,
     Unimplemented,
 )
+
+from _events import access_events
 
 
 def test_no_token_is_unauthenticated(anonymous):

@@ -6,8 +6,6 @@ import hashlib
 import threading
 
 import pytest
-from _events import access_events
-from conftest import wait_witnessed
 from quis.ledger.v1 import ledger_pb2 as pb
 
 from quis_client.ledger import decode_entry
@@ -21,6 +19,9 @@ from quis_client.tlog import (
     leaf_hash,
     root_from_entry_bundles,
 )
+
+from _events import access_events
+from conftest import wait_witnessed
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,10 @@ import subprocess
 import uuid
 
 import pytest
-from conftest import env, wait_witnessed
 
 from quis_client import InvalidArgument, PermissionDenied
+
+from conftest import env, wait_witnessed
 
 
 def test_echo_all_call_shapes(token_client):
@@ -70,12 +71,17 @@ def _rust_verify(state, full=True):
 def test_rust_verifier_agrees_with_python(vault, auditor, verifier, tmp_path):
     """`quis verify` (Rust, quis-tlog) and this package's verifier accept the same checkpoint
     and the same consistency, and both refuse a forged history."""
-    from _events import access_events
-
     from quis_client.tlog import BadSignature, Checkpoint, ProofError
 
-    help_text = subprocess.run([env("QUIS_BIN"), "verify", "--help"], capture_output=True, text=True, check=True,
-                               env={k: v for k, v in os.environ.items() if not k.startswith("QUIS_")})
+    from _events import access_events
+
+    help_text = subprocess.run(
+        [env("QUIS_BIN"), "verify", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("QUIS_")},
+    )
     for flag in ("--url", "--log-key", "--witness-key", "--quorum", "--state", "--full", "--token"):
         assert flag in help_text.stdout
 

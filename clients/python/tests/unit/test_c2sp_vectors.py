@@ -5,7 +5,6 @@ import json
 import struct
 
 import pytest
-from _vectors import vectors_dir
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from quis_client.tlog import (
@@ -26,6 +25,8 @@ from quis_client.tlog import (
 )
 from quis_client.tlog.note import cosigned_message
 from quis_client.tlog.tiles import encode_entry_bundle, tile_width
+
+from _vectors import vectors_dir
 
 C2SP = vectors_dir() / "c2sp"
 KEYS = json.loads((C2SP / "keys.json").read_text())

@@ -4,9 +4,10 @@ import base64
 import json
 
 import pytest
-from _vectors import vectors_dir
 
 from quis_client.tlog import ProofError, verify_consistency, verify_inclusion
+
+from _vectors import vectors_dir
 
 
 def _files(kind):
