@@ -10,12 +10,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { before, describe, test as nodeTest } from "node:test";
 import { promisify } from "node:util";
-import { commit, items, opens, QuisClient, QuisError, withAccess } from "../src/index.js";
+import { commit, items, opens, Purpose, QuisClient, QuisError, withAccess } from "../src/index.js";
 import {
   AccessEventSchema,
   Action,
   Decision,
   LedgerEntrySchema,
+  type AccessEvent,
   type EventDetail,
   type StoredEntry,
 } from "../src/gen/quis/ledger/v1/ledger_pb.js";
@@ -155,8 +156,9 @@ describe("live suite through the gateway", () => {
       assert.equal(entry.appendedBy, "vault");
       assert.ok(entry.sequenceTime && entry.sequenceTime.seconds > 0n);
       assert.equal(entry.event?.kind.case, "access");
-      const access = entry.event!.kind.value as ReturnType<typeof create<typeof AccessEventSchema>>;
+      const access = entry.event!.kind.value as AccessEvent;
       assert.equal(access.case, "cases/c-42");
+      assert.equal(access.purpose, Purpose.CASEWORK);
       assert.equal(access.actor?.principal, "alice");
       assert.ok(opens(access.subject!.digest, appended[i]!.detail.salt, appended[i]!.subject));
     });
