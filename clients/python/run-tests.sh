@@ -13,7 +13,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 # The build runs in this venv (no isolation) so that the generated code matches the installed runtime.
-"${pip[@]}" install -q "setuptools>=68" wheel "grpcio-tools>=1.66"
+"${pip[@]}" install -q "setuptools>=77" wheel "grpcio-tools>=1.66"
 "${pip[@]}" install -q --no-build-isolation ".[test]"
 rm -rf build
 

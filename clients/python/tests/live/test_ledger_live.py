@@ -8,6 +8,7 @@ import threading
 import pytest
 from quis.ledger.v1 import ledger_pb2 as pb
 
+from quis_client import NotFound, PermissionDenied
 from quis_client.ledger import decode_entry
 from quis_client.tlog import (
     BadSignature,
@@ -56,6 +57,23 @@ def test_event_detail_opens_the_commitment(auditor, appended):
     assert detail.value == subjects[0]
     assert hashlib.sha256(detail.salt + detail.value.encode()).digest() == digest
     assert detail.entry_index == resp.indices[0]
+
+
+def test_erased_detail_leaves_the_log_verifiable(auditor, token_client, verifier, appended):
+    events, _, _, resp = appended
+    digest, index = events[1].access.record.digest, resp.indices[1]
+    privacy = token_client("QUIS_TOKEN_PRIVACY")
+    with pytest.raises(PermissionDenied):
+        auditor.ledger.erase_event_detail(digest, "erasure request er-1")
+    assert privacy.ledger.erase_event_detail(digest, "erasure request er-1").entry_index == index
+    with pytest.raises(NotFound) as e:
+        auditor.ledger.get_event_detail(digest)
+    assert (e.value.domain, e.value.reason) == ("quis.ledger", "DETAIL_NOT_FOUND")
+    # Only the value is gone: the entry, with its commitment, still proves.
+    wait_witnessed(auditor, verifier, resp.tree_size)
+    (entry,) = auditor.ledger.get_entries(index, index + 1).entries
+    assert decode_entry(entry.data).event.access.record.digest == digest
+    auditor.ledger.prove_inclusion(entry, verifier)
 
 
 def test_checkpoint_signed_and_witnessed(auditor, verifier, appended):
