@@ -32,7 +32,7 @@ export interface QuisClientOptions {
   tls?: TlsOptions;
   /** Allow plaintext to a non-loopback address (tests in private networks only). */
   allowInsecure?: boolean;
-  /** Deadline of every unary call unless given per call; default 10 s. Streams default to none. */
+  /** Deadline of every call unless given per call (`timeoutMs`, 0 for none); default 10 s. `ledger.tail` has none. */
   defaultTimeoutMs?: number;
   /** Extra interceptors, run after the token is set. */
   interceptors?: Interceptor[];
@@ -57,27 +57,36 @@ export function bearerInterceptor(token: TokenSource): Interceptor {
   };
 }
 
-/** Turns every failure, of unary calls and of streams while they run, into a QuisError. */
-export const errorInterceptor: Interceptor = (next) => async (req) => {
-  let res;
-  try {
-    res = await next(req);
-  } catch (e) {
-    throw QuisError.from(e);
+/**
+ * A client of service whose every failure is a QuisError: unary and
+ * client-streaming calls reject with one, and server and bidi streams throw
+ * one while they are read. Wrapping the client rather than the transport also
+ * catches what connect raises outside the interceptors (deadlines, aborts).
+ */
+function withQuisErrors<S extends DescService>(service: S, client: Client<S>): Client<S> {
+  const wrapped: Record<string, unknown> = {};
+  for (const method of service.methods) {
+    const call = (client as Record<string, (...args: unknown[]) => unknown>)[method.localName]!;
+    if (method.methodKind === "unary" || method.methodKind === "client_streaming") {
+      wrapped[method.localName] = async (...args: unknown[]) => {
+        try {
+          return await call(...args);
+        } catch (e) {
+          throw QuisError.from(e);
+        }
+      };
+    } else {
+      wrapped[method.localName] = async function* (...args: unknown[]) {
+        try {
+          yield* call(...args) as AsyncIterable<unknown>;
+        } catch (e) {
+          throw QuisError.from(e);
+        }
+      };
+    }
   }
-  if (!res.stream) return res;
-  const messages = res.message;
-  return {
-    ...res,
-    message: (async function* () {
-      try {
-        yield* messages;
-      } catch (e) {
-        throw QuisError.from(e);
-      }
-    })(),
-  };
-};
+  return wrapped as Client<S>;
+}
 
 function baseUrl(address: string, tls: boolean, allowInsecure: boolean): string {
   const url = new URL(/^[a-z]+:\/\//.test(address) ? address : `${tls ? "https" : "http"}://${address}`);
@@ -99,7 +108,7 @@ export class QuisClient {
 
   constructor(options: QuisClientOptions) {
     const url = baseUrl(options.address, options.tls !== undefined, options.allowInsecure ?? false);
-    const interceptors: Interceptor[] = [errorInterceptor];
+    const interceptors: Interceptor[] = [];
     if (options.token !== undefined) interceptors.push(bearerInterceptor(options.token));
     interceptors.push(...(options.interceptors ?? []));
     this.transport = createGrpcTransport({
@@ -113,8 +122,11 @@ export class QuisClient {
     this.echo = this.service(EchoService);
   }
 
-  /** A typed client of any generated service (e.g. one added to proto/ after this client was written). */
+  /**
+   * A typed client of any generated service (e.g. one added to proto/ after
+   * this client was written), whose failures are QuisErrors.
+   */
   service<S extends DescService>(service: S): Client<S> {
-    return createClient(service, this.transport);
+    return withQuisErrors(service, createClient(service, this.transport));
   }
 }

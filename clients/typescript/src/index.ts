@@ -1,5 +1,5 @@
 // @quis/client: typed gRPC clients of the Quis suite and an independent ledger verifier.
-export { QuisClient, bearerInterceptor, errorInterceptor, DEFAULT_TIMEOUT_MS } from "./client.js";
+export { QuisClient, bearerInterceptor, DEFAULT_TIMEOUT_MS } from "./client.js";
 export type { QuisClientOptions, TlsOptions, TokenSource } from "./client.js";
 export { QuisError } from "./errors.js";
 export type { ErrorInfoDetail, FieldViolation } from "./errors.js";

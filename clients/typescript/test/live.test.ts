@@ -326,6 +326,24 @@ describe("live suite through the gateway", () => {
     assert.fail("the call succeeded");
   }
 
+  test("the default deadline ends a call, a stream included, with DEADLINE_EXCEEDED", async () => {
+    const hasty = new QuisClient({ address: gateway, token: need("QUIS_TOKEN_CASEWORKER"), defaultTimeoutMs: 300 });
+    const got: number[] = [];
+    const e = await failure(
+      (async () => {
+        for await (const m of hasty.echo.expand({ message: "slow", count: 10, intervalMs: 100 })) got.push(m.sequence);
+      })(),
+    );
+    assert.equal(e.code, Code.DeadlineExceeded);
+    assert.ok(got.length >= 1 && got.length < 10, `${got.length} messages`);
+    // A per-call timeout overrides the default.
+    const all: number[] = [];
+    for await (const m of hasty.echo.expand({ message: "slow", count: 5, intervalMs: 100 }, { timeoutMs: 5_000 })) {
+      all.push(m.sequence);
+    }
+    assert.equal(all.length, 5);
+  });
+
   test("no token: UNAUTHENTICATED with reason TOKEN_MISSING", async () => {
     const e = await failure(anonymous.ledger.checkpoint());
     assert.equal(e.code, Code.Unauthenticated);
