@@ -49,6 +49,7 @@ describe("live suite through the gateway", () => {
   const run1 = `ts-${Date.now().toString(36)}`;
   const appended: { index: bigint; subject: string; detail: EventDetail }[] = [];
   let expiredUsable: Promise<void>;
+  let tokenAsks = 0;
   const notes = new Map<bigint, string>(); // raw signed notes by size, as served
 
   before(() => {
@@ -63,7 +64,14 @@ describe("live suite through the gateway", () => {
     // services call the ledger's own listener, QUIS_LEDGER_ADDR.
     vault = new QuisClient({ address: need("QUIS_LEDGER_ADDR"), token: need("QUIS_TOKEN_VAULT") });
     auditor = as("AUDITOR");
-    caseworker = as("CASEWORKER");
+    // The caseworker's token comes from an async provider, asked on every call.
+    caseworker = new QuisClient({
+      address: gateway,
+      token: async () => {
+        tokenAsks++;
+        return need("QUIS_TOKEN_CASEWORKER");
+      },
+    });
     admin = as("ADMIN");
     anonymous = as("none");
     // The expired token was minted with a 1 s lifetime; servers allow 30 s of
@@ -141,6 +149,7 @@ describe("live suite through the gateway", () => {
     const seq: number[] = [];
     for await (const m of caseworker.echo.expand({ message: "x", count: 3, intervalMs: 0 })) seq.push(m.sequence);
     assert.deepEqual(seq, [0, 1, 2]);
+    assert.equal(tokenAsks, 2);
   });
 
   let first: VerifiedCheckpoint;
