@@ -124,3 +124,8 @@ def test_short_tile_rejected(server):
             TileHashReader(TileClient(server.url), server.size).root()
     finally:
         server.files[path] = original
+
+
+def test_token_never_sent_in_plaintext_off_loopback():
+    with pytest.raises(TileError, match="plaintext"):
+        TileClient("http://tiles.example.org", token=TOKEN).entries(0, 1)

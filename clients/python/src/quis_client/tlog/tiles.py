@@ -7,8 +7,10 @@ which is how any full subtree, and so any tree root, is recomputed from tiles.
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -92,6 +94,15 @@ def _perfect_subtrees(size: int) -> Iterator[tuple[int, int]]:
             start += 1 << level
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass
 class TileClient:
     """Fetches `/checkpoint` and tiles from a tlog-tiles base URL (e.g. `http://127.0.0.1:8080`).
@@ -109,6 +120,9 @@ class TileClient:
         url = self.base_url.rstrip("/") + "/" + path.lstrip("/")
         req = urllib.request.Request(url)
         if auth and self.token is not None:
+            host = urllib.parse.urlsplit(url).hostname or ""
+            if url.startswith("http:") and not _is_loopback(host):
+                raise TileError(f"refusing to send a bearer token in plaintext to {host}: use https")
             token = self.token() if callable(self.token) else self.token
             req.add_header("Authorization", f"Bearer {token}")
         context = ssl.create_default_context(cafile=self.ca_file) if url.startswith("https:") else None
