@@ -35,22 +35,14 @@ for _ in $(seq 1 300); do
 done
 grep -q '^gateway listening on' "$work/up.out" || { cat "$work/up.err" >&2; echo "quis up did not start" >&2; exit 1; }
 
-field() { sed -n "s/^$1//p" "$work/up.out" | head -1; }
-token() { "$quis" --data-dir "$data" token --ttl 1h "$@"; }
+field() { sed -n "s|^$1||p" "$work/up.out" | head -1; }
+token() {
+    local ttl=(--ttl 1h)
+    case " $* " in *" --ttl "*) ttl=() ;; esac
+    "$quis" --data-dir "$data" token "${ttl[@]}" "$@"
+}
 
-export QUIS_BIN="$quis"
-export QUIS_DATA_DIR="$data"
-QUIS_GATEWAY=$(field 'gateway listening on ')
-export QUIS_GATEWAY                                   # host:port, plaintext HTTP/2 on loopback
-export QUIS_TILES_URL="http://$QUIS_GATEWAY"          # /checkpoint and /tile/... through the gateway
-QUIS_ADMIN_URL=$(field 'admin (/livez /readyz /metrics) on ')
-export QUIS_ADMIN_URL
-# The log's verifier key(s), space separated, and the local witness's.
-QUIS_LOG_VKEY=$(field 'log verifier key: ')
-QUIS_WITNESS_VKEY=$(field 'witness verifier key: ')
-export QUIS_LOG_VKEY QUIS_WITNESS_VKEY
-QUIS_LOG_ORIGIN=${QUIS_LOG_VKEY%%+*}
-export QUIS_LOG_ORIGIN
+# Tokens first: the QUIS_* variables exported below would otherwise be read as quis configuration.
 QUIS_TOKEN_AUDITOR=$(token --sub audrey --role auditor)
 QUIS_TOKEN_INVESTIGATOR=$(token --sub ines --role investigator)
 QUIS_TOKEN_ADMIN=$(token --sub adam --role admin)
@@ -65,6 +57,24 @@ QUIS_TOKEN_SENTINEL=$(token --sub sentinel --kind service --role service)
 QUIS_TOKEN_EXPIRED=$(token --sub alice --role caseworker --ttl 1s)
 export QUIS_TOKEN_AUDITOR QUIS_TOKEN_INVESTIGATOR QUIS_TOKEN_ADMIN QUIS_TOKEN_ADMIN2 QUIS_TOKEN_CASEWORKER \
     QUIS_TOKEN_PRIVACY QUIS_TOKEN_INGEST QUIS_TOKEN_VAULT QUIS_TOKEN_POLICY QUIS_TOKEN_SENTINEL QUIS_TOKEN_EXPIRED
+
+# A client that runs the quis CLI itself must drop the QUIS_* variables below from its environment.
+export QUIS_BIN="$quis"
+export QUIS_DATA_DIR="$data"
+QUIS_GATEWAY=$(field 'gateway listening on ')
+export QUIS_GATEWAY                                   # host:port, plaintext HTTP/2 on loopback
+export QUIS_TILES_URL="http://$QUIS_GATEWAY"          # /checkpoint and /tile/... through the gateway
+QUIS_ADMIN_URL=$(field 'admin (/livez /readyz /metrics) on ')
+export QUIS_ADMIN_URL
+# The ledger's own gRPC address: AppendEvents is internal, services append there, not through the gateway.
+QUIS_LEDGER_ADDR=$(field 'ledger gRPC (internal, for services): http://')
+export QUIS_LEDGER_ADDR
+# The log's verifier key(s), space separated, and the local witness's.
+QUIS_LOG_VKEY=$(field 'log verifier key: ')
+QUIS_WITNESS_VKEY=$(field 'witness verifier key: ')
+export QUIS_LOG_VKEY QUIS_WITNESS_VKEY
+QUIS_LOG_ORIGIN=${QUIS_LOG_VKEY%%+*}
+export QUIS_LOG_ORIGIN
 export QUIS_TESTDATA="$root/crates/tlog/tests/vectors"   # copy of ../shared/testdata (rfc6962, c2sp)
 
 for suite in "${suites[@]}"; do

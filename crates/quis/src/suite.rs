@@ -195,6 +195,10 @@ pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> 
     config.ledger.witness_quorum = 1;
     let mut notes = vec![format!("log verifier key: {}", log_keys.join(" "))];
     notes.push(format!("witness verifier key: {}", witness.verifier_key()));
+    for (name, urls) in &config.gateway.upstreams {
+        // Internal methods (AppendEvents) are not served by the gateway: services call the backend itself.
+        notes.push(format!("{name} gRPC (internal, for services): {}", urls.join(" ")));
+    }
     let grace = std::time::Duration::from_secs(config.shutdown.grace_secs);
     let witness_stop = stop.clone();
     tasks.spawn(async move {
