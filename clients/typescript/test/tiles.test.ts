@@ -33,6 +33,7 @@ describe("tiles over HTTP", () => {
   const leaves = entries.map(leafHash);
   const files = new Map<string, Uint8Array>();
   let corrupt: string | undefined;
+  let oversize: string | undefined;
   let server: Server;
   let baseUrl = "";
 
@@ -57,8 +58,9 @@ describe("tiles over HTTP", () => {
         res.writeHead(404).end();
         return;
       }
-      const out = Buffer.from(body);
+      let out = Buffer.from(body);
       if (path === corrupt) out[out.length - 1]! ^= 1;
+      if (path === oversize) out = Buffer.concat([out, out]);
       res.writeHead(200).end(out);
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
@@ -96,6 +98,15 @@ describe("tiles over HTTP", () => {
       assert.notEqual(encodeBase64(await tiles.recomputeRoot(SIZE)), signedRoot);
     } finally {
       corrupt = undefined;
+    }
+  });
+
+  test("a tile larger than a full tile is refused before it is read whole", async () => {
+    oversize = "tile/0/000";
+    try {
+      await assert.rejects(new TileFetcher({ baseUrl }).hashTile(0, 0, SIZE), /more than 8192 bytes/);
+    } finally {
+      oversize = undefined;
     }
   });
 

@@ -17,7 +17,8 @@ const PKCS8_ED25519_PREFIX = Buffer.from("302e020100300506032b657004220420", "he
 
 /** A key name: non-empty UTF-8 without whitespace or '+'. */
 export function isValidKeyName(name: string): boolean {
-  return name.length > 0 && !/[\s+]/u.test(name) && name.isWellFormed();
+  // \s and U+0085 together cover Go's unicode.IsSpace, which signed-note implementations use.
+  return name.length > 0 && !/[\s\u0085+]/u.test(name) && name.isWellFormed();
 }
 
 /** Key id: the first 4 bytes of SHA-256(name || 0x0A || type || public key), as a big-endian uint32. */

@@ -3,6 +3,10 @@
 import { HASH_SIZE, leafHash, rootFromLeafHashes, VerificationError, equalBytes } from "./merkle.js";
 
 export const TILE_WIDTH = 256;
+/** A checkpoint with many cosignatures is still a few kilobytes; anything near this is hostile. */
+const MAX_CHECKPOINT_BYTES = 64 * 1024;
+/** 256 entries of at most 65,535 bytes, each with its 2-byte length. */
+const MAX_BUNDLE_BYTES = TILE_WIDTH * (2 + 0xffff);
 
 /** N in 3-digit groups, all but the last prefixed with `x`: 1234067 -> x001/x234/067. */
 export function tileIndexPath(index: bigint | number): string {
@@ -89,25 +93,39 @@ export class TileFetcher {
     this.#fetch = options.fetch ?? fetch;
   }
 
-  async #get(path: string, withToken: boolean): Promise<Uint8Array> {
+  /** GET base/path; refuses a non-2xx status and a body over maxBytes (read no further). */
+  async #get(path: string, withToken: boolean, maxBytes: number): Promise<Uint8Array> {
     const headers: Record<string, string> = {};
     if (withToken && this.#token) headers["authorization"] = `Bearer ${this.#token}`;
-    const res = await this.#fetch(`${this.#base}/${path}`, { headers });
-    if (!res.ok) throw new Error(`GET /${path}: HTTP ${res.status}`);
-    return new Uint8Array(await res.arrayBuffer());
+    const res = await this.#fetch(`${this.#base}/${path}`, { headers, redirect: "error" });
+    if (!res.ok) {
+      await res.body?.cancel();
+      throw new Error(`GET /${path}: HTTP ${res.status}`);
+    }
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    const reader = res.body?.getReader();
+    for (let r = await reader?.read(); r && !r.done; r = await reader!.read()) {
+      total += r.value.length;
+      if (total > maxBytes) {
+        await reader!.cancel();
+        throw new VerificationError(`GET /${path}: more than ${maxBytes} bytes`);
+      }
+      chunks.push(r.value);
+    }
+    return new Uint8Array(Buffer.concat(chunks));
   }
 
   /** The signed checkpoint note as served; verify it with verifyCheckpoint. */
   async checkpoint(): Promise<string> {
-    const bytes = await this.#get("checkpoint", false);
-    const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-    return text;
+    const bytes = await this.#get("checkpoint", false, MAX_CHECKPOINT_BYTES);
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   }
 
   /** The hashes of a hash tile, checked to be exactly as many as the tree of treeSize holds. */
   async hashTile(level: number, index: bigint | number, treeSize: bigint | number): Promise<Uint8Array[]> {
     const width = tileWidth(level, index, treeSize);
-    const data = await this.#get(tilePath(level, index, treeSize), false);
+    const data = await this.#get(tilePath(level, index, treeSize), false, TILE_WIDTH * HASH_SIZE);
     if (data.length !== width * HASH_SIZE) {
       throw new VerificationError(`tile ${level}/${index} has ${data.length} bytes, want ${width * HASH_SIZE}`);
     }
@@ -119,7 +137,7 @@ export class TileFetcher {
   /** The entries of an entry bundle (needs a token with the auditor or investigator role). */
   async entryBundle(index: bigint | number, treeSize: bigint | number): Promise<Uint8Array[]> {
     const width = tileWidth(0, index, treeSize);
-    const entries = parseEntryBundle(await this.#get(entriesPath(index, treeSize), true));
+    const entries = parseEntryBundle(await this.#get(entriesPath(index, treeSize), true, MAX_BUNDLE_BYTES));
     if (entries.length !== width) throw new VerificationError(`entry bundle ${index} has ${entries.length} entries, want ${width}`);
     return entries;
   }
