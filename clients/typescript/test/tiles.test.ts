@@ -110,6 +110,12 @@ describe("tiles over HTTP", () => {
     }
   });
 
+  test("a token is never sent over plaintext off loopback", () => {
+    assert.throws(() => new TileFetcher({ baseUrl: "http://quis.example", token: TOKEN }), /plaintext/);
+    new TileFetcher({ baseUrl: "http://quis.example" });
+    new TileFetcher({ baseUrl: "https://quis.example", token: TOKEN });
+  });
+
   test("entry bundles need the token", async () => {
     await assert.rejects(new TileFetcher({ baseUrl }).entryBundle(0, SIZE), /HTTP 401/);
   });

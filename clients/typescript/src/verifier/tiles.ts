@@ -1,5 +1,6 @@
 // C2SP tlog-tiles (c2sp.org/tlog-tiles): tile paths, entry bundles, and
 // fetching hash tiles over HTTP to recompute a checkpoint's root.
+import { isIP } from "node:net";
 import { HASH_SIZE, leafHash, rootFromLeafHashes, VerificationError, equalBytes } from "./merkle.js";
 
 export const TILE_WIDTH = 256;
@@ -88,6 +89,13 @@ export class TileFetcher {
   readonly #fetch: typeof fetch;
 
   constructor(options: TileFetcherOptions) {
+    const url = new URL(options.baseUrl);
+    const host = url.hostname.replace(/^\[|\]$/g, "");
+    const loopback = host === "localhost" || host === "::1" || (isIP(host) === 4 && host.startsWith("127."));
+    if (options.token && url.protocol !== "https:" && !loopback) {
+      // A bearer token must not cross a network in the clear.
+      throw new TypeError(`refusing to send a token over plaintext HTTP to ${url.hostname}`);
+    }
     this.#base = options.baseUrl.replace(/\/+$/, "");
     this.#token = options.token;
     this.#fetch = options.fetch ?? fetch;
