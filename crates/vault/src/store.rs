@@ -180,13 +180,6 @@ impl Store {
             .bind(kek_id).bind(check_value).execute(pool).await.map(|_| ()))
     }
 
-    /// The current version of a subject (0: none).
-    pub async fn subject_version(&self, id: &str) -> Result<i64, sqlx::Error> {
-        let row: Option<(i64,)> = on_pool!(&self.db, pool => sqlx::query_as(
-            "SELECT version FROM vault_subjects WHERE id = $1").bind(id).fetch_optional(pool).await)?;
-        Ok(row.map_or(0, |r| r.0))
-    }
-
     /// Writes a subject's new profile version and replaces its indexes, in one
     /// transaction; fails with `Conflict` if the stored version is not `previous`.
     pub async fn write_subject(&self, w: &SubjectWrite<'_>) -> Result<(), WriteError> {

@@ -21,7 +21,7 @@ use crate::{
     names::{self, ID_RULE, RecordName},
     normalize,
     query::{RawQuery, SearchQuery},
-    store::{RecordWrite, Store, SubjectWrite, WriteError},
+    store::{RecordWrite, Store, StoredHead, SubjectWrite, WriteError},
 };
 
 /// The vault's settings.
@@ -219,7 +219,6 @@ impl Vault {
             compartment: input.compartment.clone(),
             marks: 0,
         };
-        profile.set_marks(input.protected, input.decoy);
         let tokens = self.subject_tokens(&indexed);
         let relationship_keys = blind::relationship_keys(
             &self.indexer,
@@ -230,7 +229,13 @@ impl Vault {
         );
         let stored_keys: Vec<(&'static str, Token)> = relationship_keys.iter().map(|(k, t)| (k.as_str(), *t)).collect();
         let name = names::subject_name(id);
-        let previous = self.store.subject_version(id).await?;
+        // The decoy mark is set once, at creation: a replacement keeps it, so
+        // that ingest can neither unmask a decoy nor learn whether one is.
+        let (previous, decoy) = match self.load_profile(id).await? {
+            Some((version, current)) => (version, current.decoy()),
+            None => (0, input.decoy),
+        };
+        profile.set_marks(input.protected, decoy);
         let version = previous + 1;
         let sealed = envelope::seal(&self.keyring.load(), Binding { name: &name, version }, &profile.encode_to_vec())
             .map_err(|cause| VaultError::Sealed { name: name.clone(), cause })?;
@@ -249,7 +254,7 @@ impl Vault {
             subject: name,
             compartment: profile.compartment.clone(),
             protected: input.protected,
-            decoy: input.decoy,
+            decoy,
             relationship_keys,
         };
         Ok(IngestedSubject { subject, policy })
@@ -274,15 +279,12 @@ impl Vault {
 
     /// A subject's identifying data (the service minimizes it per decision).
     pub async fn get_subject(&self, id: &str) -> Result<SubjectView, VaultError> {
-        let name = names::subject_name(id);
         if !names::is_valid_id(id) {
             return Err(VaultError::invalid("name", ID_RULE));
         }
+        let name = names::subject_name(id);
         let head = self.store.subject(id).await?.ok_or_else(|| VaultError::NotFound(name.clone()))?;
-        let plain = envelope::open(&self.keyring.load(), Binding { name: &name, version: head.version }, &head.sealed)
-            .map_err(|cause| VaultError::Sealed { name: name.clone(), cause })?;
-        let profile = SubjectProfile::decode(plain.as_slice())
-            .map_err(|_| VaultError::Sealed { name: name.clone(), cause: envelope::EnvelopeError::Integrity })?;
+        let profile = self.open_profile(&name, &head)?;
         Ok(SubjectView {
             protected: profile.protected(),
             name,
@@ -298,6 +300,20 @@ impl Vault {
             create_time_us: head.create_time_us,
             update_time_us: head.update_time_us,
         })
+    }
+
+    /// A subject's current profile version and profile, if it exists.
+    async fn load_profile(&self, id: &str) -> Result<Option<(i64, SubjectProfile)>, VaultError> {
+        let Some(head) = self.store.subject(id).await? else { return Ok(None) };
+        let profile = self.open_profile(&names::subject_name(id), &head)?;
+        Ok(Some((head.version, profile)))
+    }
+
+    fn open_profile(&self, name: &str, head: &StoredHead) -> Result<SubjectProfile, VaultError> {
+        let integrity = |cause| VaultError::Sealed { name: name.to_string(), cause };
+        let plain = envelope::open(&self.keyring.load(), Binding { name, version: head.version }, &head.sealed)
+            .map_err(integrity)?;
+        SubjectProfile::decode(plain.as_slice()).map_err(|_| integrity(envelope::EnvelopeError::Integrity))
     }
 
     /// Writes a new version of a record (creating it at version 1) under a

@@ -207,6 +207,11 @@ async fn decoys_are_indistinguishable(backend: Backend) {
     let real_missing = h.vault.get_record("subjects/aaaa/records/r2", &AllowedFields::up_to(Sensitivity::Basic)).await;
     let (missing, real_missing) = (missing.expect_err("missing"), real_missing.expect_err("missing"));
     assert_eq!((missing.code(), missing.reason()), (real_missing.code(), real_missing.reason()), "the same errors");
+
+    // A replacement keeps the mark, whatever it says: ingest can neither unmask nor plant a decoy later.
+    let b2 = h.vault.ingest_subject("bbbb", &real).await.expect("replace decoy");
+    let a2 = h.vault.ingest_subject("aaaa", &decoy).await.expect("replace real");
+    assert!(b2.policy.decoy && !a2.policy.decoy);
 }
 
 async fn moved_ciphertext_fails_to_open(backend: Backend) {
