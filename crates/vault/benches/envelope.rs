@@ -18,7 +18,7 @@ fn typical_record() -> Vec<u8> {
             _ => Field::new(&format!("date_{i}"), Sensitivity::Basic, FieldValue::Date("2024-04-05".into())),
         })
         .collect();
-    RecordBody { fields }.encode_to_vec()
+    RecordBody { fields, kind: "tax-return".into() }.encode_to_vec()
 }
 
 fn envelope(c: &mut Criterion) {

@@ -73,11 +73,16 @@ impl Field {
     }
 }
 
-/// The sealed body of a record version.
+/// The sealed body of a record version. It repeats the record's kind, which
+/// is also stored in the clear for policy: a kind changed in the store no
+/// longer matches the sealed one, and the read fails instead of answering
+/// under a decision made for another kind.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RecordBody {
     #[prost(message, repeated, tag = "1")]
     pub fields: Vec<Field>,
+    #[prost(string, tag = "2")]
+    pub kind: String,
 }
 
 /// The sealed identifying data of a subject.

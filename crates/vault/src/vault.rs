@@ -328,7 +328,7 @@ impl Vault {
         let parsed = RecordName::parse(name).ok_or_else(|| {
             VaultError::invalid("record.name", "must be subjects/{subject}/records/{record}, ids of [a-z0-9-]{1,64}")
         })?;
-        let body = RecordBody { fields };
+        let body = RecordBody { fields, kind: kind.to_string() };
         validate_record(kind, &body, self.config.max_record_bytes)?;
         let previous = self.store.record_version(name).await?;
         if let Some(expected) = expected_version
@@ -362,7 +362,9 @@ impl Vault {
         let plain = envelope::open(&self.keyring.load(), Binding { name, version: head.version }, &head.sealed)
             .map_err(|cause| VaultError::Sealed { name: name.to_string(), cause })?;
         let body = RecordBody::decode(plain.as_slice())
-            .map_err(|_| VaultError::Sealed { name: name.to_string(), cause: envelope::EnvelopeError::Integrity })?;
+            .ok()
+            .filter(|body| body.kind == head.kind)
+            .ok_or_else(|| VaultError::Sealed { name: name.to_string(), cause: envelope::EnvelopeError::Integrity })?;
         Ok(RecordView {
             name: name.to_string(),
             kind: head.kind,

@@ -245,6 +245,14 @@ async fn moved_ciphertext_fails_to_open(backend: Backend) {
         .bind(a).execute(pool).await.map(|_| ()))
     .expect("move version");
     assert_eq!(h.vault.get_record(a, &all).await.expect_err("old version").reason(), "SEALED_DATA_INTEGRITY");
+
+    // The kind is in the clear for policy; changing it in the store makes the read fail, not answer.
+    let c = "subjects/s1/records/c";
+    h.vault.upsert_record(c, "tax-return", tax_record(), None).await.expect("c");
+    on_pool!(h.vault.store().db(), pool => sqlx::query("UPDATE vault_records SET kind = 'newsletter' WHERE name = $1")
+        .bind(c).execute(pool).await.map(|_| ()))
+    .expect("relabel");
+    assert_eq!(h.vault.get_record(c, &all).await.expect_err("relabelled").reason(), "SEALED_DATA_INTEGRITY");
 }
 
 async fn rotation_keeps_every_record_readable(backend: Backend) {
