@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use prost::Message;
 use quis_core::{FieldViolation, db::Db};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::{
     blind::{self, BlindIndexer, Relationship, Term, Token},
@@ -237,7 +238,8 @@ impl Vault {
         };
         profile.set_marks(input.protected, decoy);
         let version = previous + 1;
-        let sealed = envelope::seal(&self.keyring.load(), Binding { name: &name, version }, &profile.encode_to_vec())
+        let plain = Zeroizing::new(profile.encode_to_vec());
+        let sealed = envelope::seal(&self.keyring.load(), Binding { name: &name, version }, &plain)
             .map_err(|cause| VaultError::Sealed { name: name.clone(), cause })?;
         let now = now_us();
         let write = SubjectWrite {
@@ -337,7 +339,8 @@ impl Vault {
             return Err(VaultError::VersionMismatch { name: name.to_string(), expected, found: previous });
         }
         let version = previous + 1;
-        let sealed = envelope::seal(&self.keyring.load(), Binding { name, version }, &body.encode_to_vec())
+        let plain = Zeroizing::new(body.encode_to_vec());
+        let sealed = envelope::seal(&self.keyring.load(), Binding { name, version }, &plain)
             .map_err(|cause| VaultError::Sealed { name: name.to_string(), cause })?;
         let write =
             RecordWrite { name, subject_id: &parsed.subject, kind, previous, sealed: &sealed, now_us: now_us() };
