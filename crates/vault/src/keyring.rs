@@ -15,7 +15,8 @@ use quis_core::keys::{FileKeySource, load_or_create_seed};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-/// Where the vault's secrets live; paths are relative to the data directory.
+/// Where the vault's secrets live; relative paths are under the data
+/// directory, absolute ones (e.g. a mounted secrets volume) are used as they are.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyConfig {
@@ -242,6 +243,21 @@ mod tests {
             Keyring::load(dir.path(), &config, true).expect_err("missing"),
             KeyringError::ActiveMissing("k7".into())
         );
+    }
+
+    #[test]
+    fn keys_may_live_outside_the_data_directory() {
+        let data = tempfile::tempdir().expect("data");
+        let secrets = tempfile::tempdir().expect("secrets");
+        let config = KeyConfig {
+            kek_dir: secrets.path().join("kek"),
+            org_secret: secrets.path().join("org.hex"),
+            active_kek: None,
+        };
+        let ring = Keyring::load(data.path(), &config, true).expect("load");
+        load_org_secret(data.path(), &config, &ring).expect("secret");
+        assert!(secrets.path().join("kek/k1.hex").exists() && secrets.path().join("org.hex").exists());
+        assert!(!data.path().join("keys").exists(), "nothing written in the data directory");
     }
 
     #[test]
