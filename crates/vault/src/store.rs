@@ -1,0 +1,469 @@
+//! The vault's tables, on SQLite (the embedded default) or PostgreSQL.
+//!
+//! - `vault_subjects`: id, current profile version, times. Nothing else in the
+//!   clear: the profile (names, date of birth, flags, decoy mark) is sealed.
+//! - `vault_records`: name, subject, kind (in the clear: policy decides on it
+//!   before decryption), current version, times.
+//! - `vault_sealed`: every sealed version of a subject profile or record:
+//!   nonce, ciphertext, wrapped data key and the KEK id that wraps it.
+//! - `vault_search_index`: blind tokens → subject ids.
+//! - `vault_relationship_keys`: per subject, the surname, address and household keys.
+//! - `vault_access_index`: per subject, the ledger indices of accesses to it
+//!   and when each becomes visible to the subject. Secondary: rebuilt from
+//!   the ledger, never the source of truth.
+//! - `vault_kek_checks`: per KEK id, a check value (an HMAC under the KEK), so
+//!   that a KEK file replaced by another key is refused at start.
+use quis_core::{db::Db, on_pool};
+
+use crate::envelope::Sealed;
+
+const SCHEMA_SQLITE: &str = "
+CREATE TABLE IF NOT EXISTS vault_subjects (
+    id TEXT PRIMARY KEY, version BIGINT NOT NULL, create_time_us BIGINT NOT NULL, update_time_us BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS vault_records (
+    name TEXT PRIMARY KEY, subject_id TEXT NOT NULL REFERENCES vault_subjects (id), kind TEXT NOT NULL,
+    version BIGINT NOT NULL, create_time_us BIGINT NOT NULL, update_time_us BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS vault_records_by_subject ON vault_records (subject_id, name);
+CREATE TABLE IF NOT EXISTS vault_sealed (
+    name TEXT NOT NULL, version BIGINT NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL,
+    wrapped_key BLOB NOT NULL, kek_id TEXT NOT NULL, PRIMARY KEY (name, version));
+CREATE INDEX IF NOT EXISTS vault_sealed_by_kek ON vault_sealed (kek_id);
+CREATE TABLE IF NOT EXISTS vault_search_index (
+    token BLOB NOT NULL, subject_id TEXT NOT NULL, PRIMARY KEY (token, subject_id));
+CREATE INDEX IF NOT EXISTS vault_search_index_by_subject ON vault_search_index (subject_id);
+CREATE TABLE IF NOT EXISTS vault_relationship_keys (
+    subject_id TEXT NOT NULL, kind TEXT NOT NULL, rkey BLOB NOT NULL, PRIMARY KEY (subject_id, kind));
+CREATE TABLE IF NOT EXISTS vault_access_index (
+    subject_id TEXT NOT NULL, ledger_index BIGINT NOT NULL, visible_from_us BIGINT NOT NULL,
+    PRIMARY KEY (subject_id, ledger_index));
+CREATE TABLE IF NOT EXISTS vault_kek_checks (kek_id TEXT PRIMARY KEY, check_value BLOB NOT NULL)";
+
+const SCHEMA_POSTGRES: &str = "
+CREATE TABLE IF NOT EXISTS vault_subjects (
+    id TEXT PRIMARY KEY, version BIGINT NOT NULL, create_time_us BIGINT NOT NULL, update_time_us BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS vault_records (
+    name TEXT PRIMARY KEY, subject_id TEXT NOT NULL REFERENCES vault_subjects (id), kind TEXT NOT NULL,
+    version BIGINT NOT NULL, create_time_us BIGINT NOT NULL, update_time_us BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS vault_records_by_subject ON vault_records (subject_id, name);
+CREATE TABLE IF NOT EXISTS vault_sealed (
+    name TEXT NOT NULL, version BIGINT NOT NULL, nonce BYTEA NOT NULL, ciphertext BYTEA NOT NULL,
+    wrapped_key BYTEA NOT NULL, kek_id TEXT NOT NULL, PRIMARY KEY (name, version));
+CREATE INDEX IF NOT EXISTS vault_sealed_by_kek ON vault_sealed (kek_id);
+CREATE TABLE IF NOT EXISTS vault_search_index (
+    token BYTEA NOT NULL, subject_id TEXT NOT NULL, PRIMARY KEY (token, subject_id));
+CREATE INDEX IF NOT EXISTS vault_search_index_by_subject ON vault_search_index (subject_id);
+CREATE TABLE IF NOT EXISTS vault_relationship_keys (
+    subject_id TEXT NOT NULL, kind TEXT NOT NULL, rkey BYTEA NOT NULL, PRIMARY KEY (subject_id, kind));
+CREATE TABLE IF NOT EXISTS vault_access_index (
+    subject_id TEXT NOT NULL, ledger_index BIGINT NOT NULL, visible_from_us BIGINT NOT NULL,
+    PRIMARY KEY (subject_id, ledger_index));
+CREATE TABLE IF NOT EXISTS vault_kek_checks (kek_id TEXT PRIMARY KEY, check_value BYTEA NOT NULL)";
+
+/// Rows per multi-row INSERT (SQLite allows 32,766 bound values per statement).
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Why a write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The row was created or changed meanwhile; `found` is the version now stored (0: none).
+    #[error("version conflict (found {found})")]
+    Conflict { found: i64 },
+    /// The parent subject does not exist.
+    #[error("no such parent")]
+    NoParent,
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+/// A new version of a subject profile, with the indexes computed from it.
+pub struct SubjectWrite<'a> {
+    pub id: &'a str,
+    /// The version this one replaces (0: a new subject).
+    pub previous: i64,
+    pub sealed: &'a Sealed,
+    pub tokens: &'a [[u8; 32]],
+    pub relationship_keys: &'a [(&'static str, [u8; 32])],
+    pub now_us: i64,
+}
+
+/// A new version of a record.
+pub struct RecordWrite<'a> {
+    pub name: &'a str,
+    pub subject_id: &'a str,
+    pub kind: &'a str,
+    /// The version this one replaces (0: a new record).
+    pub previous: i64,
+    pub sealed: &'a Sealed,
+    pub now_us: i64,
+}
+
+/// A stored head row with its current sealed version.
+#[derive(Clone, Debug)]
+pub struct StoredHead {
+    pub version: i64,
+    pub kind: String,
+    pub create_time_us: i64,
+    pub update_time_us: i64,
+    pub sealed: Sealed,
+}
+
+/// A sealed row's key columns, for rotation.
+#[derive(Clone, Debug)]
+pub struct WrappedRow {
+    pub name: String,
+    pub version: i64,
+    pub wrapped_key: Vec<u8>,
+    pub kek_id: String,
+}
+
+/// See the module documentation.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+}
+
+type HeadRow = (i64, String, i64, i64, Vec<u8>, Vec<u8>, Vec<u8>, String);
+
+fn head(row: HeadRow) -> StoredHead {
+    let (version, kind, create_time_us, update_time_us, nonce, ciphertext, wrapped_key, kek_id) = row;
+    StoredHead {
+        version,
+        kind,
+        create_time_us,
+        update_time_us,
+        sealed: Sealed { nonce, ciphertext, wrapped_key, kek_id },
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn placeholders(first: usize, rows: usize, per_row: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cols: Vec<String> = (0..per_row).map(|c| format!("${}", first + r * per_row + c)).collect();
+            format!("({})", cols.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    /// Creates the tables if needed.
+    pub async fn open(db: Db) -> Result<Self, sqlx::Error> {
+        db.migrate(SCHEMA_SQLITE, SCHEMA_POSTGRES).await?;
+        Ok(Self { db })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// SQLite write transactions take the write lock up front: a deferred one
+    /// that reads first fails at once ("database is locked") when it tries to
+    /// write while another writer holds the lock, instead of waiting.
+    fn begin_statement(&self) -> &'static str {
+        if self.db.is_postgres() { "BEGIN" } else { "BEGIN IMMEDIATE" }
+    }
+
+    /// The stored check value of every KEK seen so far.
+    pub async fn kek_checks(&self) -> Result<Vec<(String, Vec<u8>)>, sqlx::Error> {
+        on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT kek_id, check_value FROM vault_kek_checks ORDER BY kek_id").fetch_all(pool).await)
+    }
+
+    /// Records a KEK's check value, unless one is already recorded.
+    pub async fn add_kek_check(&self, kek_id: &str, check_value: &[u8]) -> Result<(), sqlx::Error> {
+        on_pool!(&self.db, pool => sqlx::query(
+            "INSERT INTO vault_kek_checks (kek_id, check_value) VALUES ($1, $2) ON CONFLICT (kek_id) DO NOTHING")
+            .bind(kek_id).bind(check_value).execute(pool).await.map(|_| ()))
+    }
+
+    /// Writes a subject's new profile version and replaces its indexes, in one
+    /// transaction; fails with `Conflict` if the stored version is not `previous`.
+    pub async fn write_subject(&self, w: &SubjectWrite<'_>) -> Result<(), WriteError> {
+        let name = crate::names::subject_name(w.id);
+        let version = w.previous + 1;
+        macro_rules! insert_sealed {
+            ($tx:ident, $name:expr, $version:expr, $sealed:expr) => {
+                sqlx::query(
+                    "INSERT INTO vault_sealed (name, version, nonce, ciphertext, wrapped_key, kek_id)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind($name)
+                .bind($version)
+                .bind($sealed.nonce.as_slice())
+                .bind($sealed.ciphertext.as_slice())
+                .bind($sealed.wrapped_key.as_slice())
+                .bind($sealed.kek_id.as_str())
+                .execute(&mut *$tx)
+                .await
+                .map_err(|e| {
+                    if is_unique_violation(&e) { WriteError::Conflict { found: $version } } else { e.into() }
+                })?;
+            };
+        }
+        macro_rules! write_tx {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin_with(self.begin_statement()).await?;
+                let moved = if w.previous == 0 {
+                    sqlx::query(
+                        "INSERT INTO vault_subjects (id, version, create_time_us, update_time_us) VALUES ($1, 1, $2, $2)
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(w.id)
+                    .bind(w.now_us)
+                    .execute(&mut *tx)
+                    .await?
+                } else {
+                    sqlx::query("UPDATE vault_subjects SET version = $1, update_time_us = $2 WHERE id = $3 AND version = $4")
+                        .bind(version)
+                        .bind(w.now_us)
+                        .bind(w.id)
+                        .bind(w.previous)
+                        .execute(&mut *tx)
+                        .await?
+                };
+                if moved.rows_affected() != 1 {
+                    let found: Option<(i64,)> = sqlx::query_as("SELECT version FROM vault_subjects WHERE id = $1")
+                        .bind(w.id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    return Err(WriteError::Conflict { found: found.map_or(0, |r| r.0) });
+                }
+                insert_sealed!(tx, &name, version, w.sealed);
+                sqlx::query("DELETE FROM vault_search_index WHERE subject_id = $1").bind(w.id).execute(&mut *tx).await?;
+                for chunk in w.tokens.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!(
+                        "INSERT INTO vault_search_index (token, subject_id) VALUES {}",
+                        placeholders(1, chunk.len(), 2)
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for token in chunk {
+                        q = q.bind(token.as_slice()).bind(w.id);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                sqlx::query("DELETE FROM vault_relationship_keys WHERE subject_id = $1")
+                    .bind(w.id)
+                    .execute(&mut *tx)
+                    .await?;
+                for (kind, key) in w.relationship_keys {
+                    sqlx::query("INSERT INTO vault_relationship_keys (subject_id, kind, rkey) VALUES ($1, $2, $3)")
+                        .bind(w.id)
+                        .bind(*kind)
+                        .bind(key.as_slice())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }};
+        }
+        on_pool!(&self.db, pool => write_tx!(pool))
+    }
+
+    /// A subject's current profile.
+    pub async fn subject(&self, id: &str) -> Result<Option<StoredHead>, sqlx::Error> {
+        let row: Option<HeadRow> = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT s.version, '', s.create_time_us, s.update_time_us, x.nonce, x.ciphertext, x.wrapped_key, x.kek_id
+             FROM vault_subjects s JOIN vault_sealed x ON x.name = $1 AND x.version = s.version
+             WHERE s.id = $2")
+            .bind(crate::names::subject_name(id)).bind(id).fetch_optional(pool).await)?;
+        Ok(row.map(head))
+    }
+
+    /// A subject's relationship keys, by kind.
+    pub async fn relationship_keys(&self, id: &str) -> Result<Vec<(String, Vec<u8>)>, sqlx::Error> {
+        on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT kind, rkey FROM vault_relationship_keys WHERE subject_id = $1 ORDER BY kind")
+            .bind(id).fetch_all(pool).await)
+    }
+
+    /// The current version of a record (0: none).
+    pub async fn record_version(&self, name: &str) -> Result<i64, sqlx::Error> {
+        let row: Option<(i64,)> = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT version FROM vault_records WHERE name = $1").bind(name).fetch_optional(pool).await)?;
+        Ok(row.map_or(0, |r| r.0))
+    }
+
+    /// Writes a record's new version; fails with `Conflict` if the stored
+    /// version is not `previous`, `NoParent` if the subject does not exist.
+    pub async fn write_record(&self, w: &RecordWrite<'_>) -> Result<(), WriteError> {
+        let version = w.previous + 1;
+        macro_rules! write_tx {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin_with(self.begin_statement()).await?;
+                let parent: Option<(i64,)> = sqlx::query_as("SELECT version FROM vault_subjects WHERE id = $1")
+                    .bind(w.subject_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if parent.is_none() {
+                    return Err(WriteError::NoParent);
+                }
+                let moved = if w.previous == 0 {
+                    sqlx::query(
+                        "INSERT INTO vault_records (name, subject_id, kind, version, create_time_us, update_time_us)
+                         VALUES ($1, $2, $3, 1, $4, $4) ON CONFLICT (name) DO NOTHING",
+                    )
+                    .bind(w.name)
+                    .bind(w.subject_id)
+                    .bind(w.kind)
+                    .bind(w.now_us)
+                    .execute(&mut *tx)
+                    .await?
+                } else {
+                    sqlx::query(
+                        "UPDATE vault_records SET version = $1, kind = $2, update_time_us = $3 WHERE name = $4 AND version = $5",
+                    )
+                    .bind(version)
+                    .bind(w.kind)
+                    .bind(w.now_us)
+                    .bind(w.name)
+                    .bind(w.previous)
+                    .execute(&mut *tx)
+                    .await?
+                };
+                if moved.rows_affected() != 1 {
+                    let found: Option<(i64,)> = sqlx::query_as("SELECT version FROM vault_records WHERE name = $1")
+                        .bind(w.name)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    return Err(WriteError::Conflict { found: found.map_or(0, |r| r.0) });
+                }
+                sqlx::query(
+                    "INSERT INTO vault_sealed (name, version, nonce, ciphertext, wrapped_key, kek_id)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(w.name)
+                .bind(version)
+                .bind(w.sealed.nonce.as_slice())
+                .bind(w.sealed.ciphertext.as_slice())
+                .bind(w.sealed.wrapped_key.as_slice())
+                .bind(w.sealed.kek_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| if is_unique_violation(&e) { WriteError::Conflict { found: version } } else { e.into() })?;
+                tx.commit().await?;
+                Ok(())
+            }};
+        }
+        on_pool!(&self.db, pool => write_tx!(pool))
+    }
+
+    /// A record's current version.
+    pub async fn record(&self, name: &str) -> Result<Option<StoredHead>, sqlx::Error> {
+        let row: Option<HeadRow> = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT r.version, r.kind, r.create_time_us, r.update_time_us, x.nonce, x.ciphertext, x.wrapped_key, x.kek_id
+             FROM vault_records r JOIN vault_sealed x ON x.name = r.name AND x.version = r.version
+             WHERE r.name = $1")
+            .bind(name).fetch_optional(pool).await)?;
+        Ok(row.map(head))
+    }
+
+    /// The subjects holding every one of `tokens`, by id, at most `limit`.
+    pub async fn search(&self, tokens: &[[u8; 32]], limit: usize) -> Result<Vec<String>, sqlx::Error> {
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (1..=tokens.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT subject_id FROM vault_search_index WHERE token IN ({}) GROUP BY subject_id
+             HAVING COUNT(*) = ${} ORDER BY subject_id LIMIT ${}",
+            list.join(", "),
+            tokens.len() + 1,
+            tokens.len() + 2
+        );
+        let rows: Vec<(String,)> = on_pool!(&self.db, pool => {
+            let mut q = sqlx::query_as(&sql);
+            for token in tokens {
+                q = q.bind(token.as_slice());
+            }
+            q.bind(tokens.len() as i64).bind(i64::try_from(limit).unwrap_or(i64::MAX)).fetch_all(pool).await
+        })?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    /// Up to `limit` sealed rows whose data key is not wrapped under `kek_id`.
+    pub async fn wrapped_elsewhere(&self, kek_id: &str, limit: usize) -> Result<Vec<WrappedRow>, sqlx::Error> {
+        let rows: Vec<(String, i64, Vec<u8>, String)> = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT name, version, wrapped_key, kek_id FROM vault_sealed WHERE kek_id <> $1 ORDER BY name, version LIMIT $2")
+            .bind(kek_id).bind(i64::try_from(limit).unwrap_or(i64::MAX)).fetch_all(pool).await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, version, wrapped_key, kek_id)| WrappedRow { name, version, wrapped_key, kek_id })
+            .collect())
+    }
+
+    /// Replaces wrapped keys in one transaction, each only if its row is still
+    /// under the KEK it was read under; returns how many rows changed.
+    pub async fn replace_wrapped(&self, updates: &[(WrappedRow, Vec<u8>, String)]) -> Result<u64, sqlx::Error> {
+        macro_rules! write_tx {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin_with(self.begin_statement()).await?;
+                let mut changed = 0;
+                for (row, wrapped_key, kek_id) in updates {
+                    changed += sqlx::query(
+                        "UPDATE vault_sealed SET wrapped_key = $1, kek_id = $2 WHERE name = $3 AND version = $4 AND kek_id = $5",
+                    )
+                    .bind(wrapped_key.as_slice())
+                    .bind(kek_id.as_str())
+                    .bind(row.name.as_str())
+                    .bind(row.version)
+                    .bind(row.kek_id.as_str())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                tx.commit().await?;
+                Ok(changed)
+            }};
+        }
+        on_pool!(&self.db, pool => write_tx!(pool))
+    }
+
+    /// How many data keys each KEK wraps.
+    pub async fn key_usage(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT kek_id, COUNT(*) FROM vault_sealed GROUP BY kek_id ORDER BY kek_id").fetch_all(pool).await)
+    }
+
+    /// Adds an access to a subject's access index (idempotent).
+    pub async fn add_access(
+        &self,
+        subject_id: &str,
+        ledger_index: u64,
+        visible_from_us: i64,
+    ) -> Result<(), sqlx::Error> {
+        let index = i64::try_from(ledger_index).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        on_pool!(&self.db, pool => sqlx::query(
+            "INSERT INTO vault_access_index (subject_id, ledger_index, visible_from_us) VALUES ($1, $2, $3)
+             ON CONFLICT (subject_id, ledger_index) DO NOTHING")
+            .bind(subject_id).bind(index).bind(visible_from_us).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// The ledger indices of accesses to a subject visible at `now_us`, above
+    /// `after` (exclusive, -1 for the start), at most `limit`, in order.
+    pub async fn accesses(
+        &self,
+        subject_id: &str,
+        now_us: i64,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<u64>, sqlx::Error> {
+        let rows: Vec<(i64,)> = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT ledger_index FROM vault_access_index
+             WHERE subject_id = $1 AND visible_from_us <= $2 AND ledger_index > $3 ORDER BY ledger_index LIMIT $4")
+            .bind(subject_id).bind(now_us).bind(after).bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(|r| r.0 as u64).collect())
+    }
+
+    /// Empties the access index, before a rebuild from the ledger.
+    pub async fn clear_access_index(&self) -> Result<(), sqlx::Error> {
+        on_pool!(&self.db, pool => sqlx::query("DELETE FROM vault_access_index").execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+}
