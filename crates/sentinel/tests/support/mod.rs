@@ -1,0 +1,202 @@
+//! A real ledger for sentinel's tests: development keys in a temporary data
+//! directory, the ledger served on `127.0.0.1:0` with its own verifier,
+//! tokens minted with the directory's key, and stores on SQLite files or on
+//! fresh PostgreSQL databases.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use quis_auth::{
+    PrincipalKind, Role, TokenVerifier, devkeys,
+    mint::{TokenSigner, TokenSpec},
+};
+use quis_core::{QuisConfig, health::Readiness, keys::FileKeySource};
+use quis_proto::ledger::{
+    AccessEvent, Action, Actor, AppendEventsRequest, Commitment, Decision, Event, EventDetail, Purpose, event::Kind,
+    ledger_service_client::LedgerServiceClient,
+};
+use quis_runtime::{BuiltService, ServiceContext};
+use quis_sentinel::{LedgerLink, SentinelConfig, TokenSource};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub struct TestLedger {
+    pub dir: tempfile::TempDir,
+    pub config: Arc<QuisConfig>,
+    pub grpc: SocketAddr,
+    pub signer: Arc<TokenSigner>,
+    pub vkey: String,
+    pub stop: CancellationToken,
+}
+
+impl Drop for TestLedger {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A fresh PostgreSQL database on the local server.
+pub async fn postgres_url() -> String {
+    let name = format!("quis_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = quis_core::db::Db::connect("postgres://postgres@127.0.0.1:5432/postgres").await.expect("postgres");
+    let quis_core::db::Db::Postgres(pool) = admin else { unreachable!() };
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create database");
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+/// Sentinel's store: a SQLite file in `dir`, or a fresh PostgreSQL database.
+pub async fn sentinel_store_url(dir: &Path, postgres: bool) -> String {
+    if postgres { postgres_url().await } else { format!("sqlite://{}?mode=rwc", dir.join("sentinel.db").display()) }
+}
+
+pub async fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let a = l.local_addr().expect("addr");
+    (l, a)
+}
+
+/// Serves `service` with a verifier for `config`, until `stop`.
+pub async fn serve(config: &Arc<QuisConfig>, service: BuiltService, stop: CancellationToken) -> SocketAddr {
+    let (l, addr) = listener().await;
+    let verifier = TokenVerifier::from_config(config, stop.clone()).await.expect("verifier");
+    let ctx = ServiceContext { config: Arc::clone(config), verifier, shutdown: stop };
+    tokio::spawn(async move { quis_runtime::serve(&ctx, service, l, Readiness::default()).await });
+    addr
+}
+
+/// Starts a ledger on a fresh data directory; `before` runs on the directory after the
+/// development keys exist and before the ledger opens (e.g. to plant another log's key).
+pub async fn start_ledger(before: impl FnOnce(&Path)) -> TestLedger {
+    let dir = tempfile::tempdir().expect("tempdir");
+    devkeys::init(dir.path()).expect("dev keys");
+    before(dir.path());
+    let mut config = QuisConfig { data_dir: dir.path().to_path_buf(), ..QuisConfig::default() };
+    config.shutdown.grace_secs = 1;
+    config.ledger.checkpoint_interval_ms = 30;
+    let config = Arc::new(config);
+    let stop = CancellationToken::new();
+    let verifier = TokenVerifier::from_config(&config, stop.clone()).await.expect("verifier");
+    let ctx = ServiceContext { config: Arc::clone(&config), verifier, shutdown: stop.clone() };
+    let (built, _tiles, ledger) = quis_ledger::build(&ctx).await.expect("ledger");
+    let (l, grpc) = listener().await;
+    tokio::spawn(async move { quis_runtime::serve(&ctx, built, l, Readiness::default()).await });
+    let signer = Arc::new(
+        TokenSigner::load(&FileKeySource::new(dir.path()), &config.auth.issuer, &config.auth.audience).expect("signer"),
+    );
+    TestLedger { vkey: ledger.verifier_key(), dir, config, grpc, signer, stop }
+}
+
+impl TestLedger {
+    pub fn token(&self, sub: &str, roles: &[Role]) -> String {
+        let kind = if roles.contains(&Role::Service) { PrincipalKind::Service } else { PrincipalKind::Staff };
+        self.signer.mint(&TokenSpec::new(sub, kind, roles)).expect("mint").0
+    }
+
+    pub async fn channel(&self) -> Channel {
+        channel(self.grpc).await
+    }
+
+    /// Sentinel's link, authenticated as the `sentinel` service with freshly minted tokens.
+    pub async fn link(&self) -> LedgerLink {
+        let signer = Arc::clone(&self.signer);
+        LedgerLink::new(
+            self.channel().await,
+            TokenSource::new(move || {
+                signer
+                    .mint(&TokenSpec::new("sentinel", PrincipalKind::Service, &[Role::Service]))
+                    .map(|t| t.0)
+                    .map_err(|e| e.to_string())
+            }),
+        )
+    }
+
+    /// A sentinel configuration that trusts this ledger's key.
+    pub fn sentinel_config(&self) -> SentinelConfig {
+        SentinelConfig {
+            log_vkeys: vec![self.vkey.clone()],
+            integrity_interval_ms: 50,
+            sample_every: 1,
+            reconnect_min_ms: 20,
+            reconnect_max_ms: 200,
+            ..SentinelConfig::default()
+        }
+    }
+
+    /// Appends events as the vault; returns their indices.
+    pub async fn append(&self, events: Vec<(Event, Vec<EventDetail>)>) -> Vec<u64> {
+        let (events, details): (Vec<Event>, Vec<Vec<EventDetail>>) = events.into_iter().unzip();
+        let request = AppendEventsRequest { events, details: details.into_iter().flatten().collect() };
+        let mut client = LedgerServiceClient::new(self.channel().await);
+        client
+            .append_events(with_token(request, &self.token("vault", &[Role::Service])))
+            .await
+            .expect("append")
+            .into_inner()
+            .indices
+    }
+
+    /// Waits until the ledger has signed a checkpoint of at least `size` entries.
+    pub async fn signed(&self, size: u64) {
+        let mut client = LedgerServiceClient::new(self.channel().await);
+        let token = self.token("audrey", &[Role::Auditor]);
+        let ok = eventually(Duration::from_secs(10), async || {
+            client
+                .get_checkpoint(with_token(quis_proto::ledger::GetCheckpointRequest {}, &token))
+                .await
+                .is_ok_and(|r| r.into_inner().tree_size >= size)
+        })
+        .await;
+        assert!(ok, "no checkpoint of size {size}");
+    }
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect")
+}
+
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    req
+}
+
+fn commitment(value: &str) -> (Commitment, EventDetail) {
+    let salt = uuid::Uuid::new_v4().to_string().into_bytes();
+    let digest = Sha256::new().chain_update(&salt).chain_update(value.as_bytes()).finalize().to_vec();
+    (Commitment { digest }, EventDetail { salt, value: value.into() })
+}
+
+/// An access event by `actor` from `host` on `subject`, with its details.
+pub fn access(actor: &str, host: &str, action: Action, decision: Decision, subject: &str) -> (Event, Vec<EventDetail>) {
+    let (subject, detail) = commitment(subject);
+    let allowed = decision == Decision::Allow;
+    let event = AccessEvent {
+        actor: Some(Actor {
+            principal: actor.into(),
+            kind: "staff".into(),
+            source_address: host.into(),
+            ..Default::default()
+        }),
+        action: action as i32,
+        subject: Some(subject),
+        purpose: if allowed { Purpose::Casework as i32 } else { Purpose::Unspecified as i32 },
+        case: if allowed { "cases/c-1".into() } else { String::new() },
+        decision: decision as i32,
+        ..Default::default()
+    };
+    (Event { kind: Some(Kind::Access(event)) }, vec![detail])
+}
+
+/// Polls `f` until it returns true or `within` passes.
+pub async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
