@@ -40,6 +40,14 @@ async fn integrity_alerts(store: &SentinelStore) -> Vec<String> {
     alerts.into_iter().map(|a| a.explanation).collect()
 }
 
+/// Gives a ledger's data directory another log's key (with the owner-only mode key files need).
+fn plant(dir: &std::path::Path, key: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(LOG_KEY);
+    std::fs::write(&path, key).expect("plant key");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
 async fn store(dir: &std::path::Path, postgres: bool) -> SentinelStore {
     SentinelStore::connect(&sentinel_store_url(dir, postgres).await, 3600).await.expect("store")
 }
@@ -61,7 +69,7 @@ async fn consistent_log_then_fork_and_rollback(postgres: bool) {
 
     // Another ledger signing with the same key, over a different history of 12 entries.
     let key = std::fs::read(a.dir.path().join(LOG_KEY)).expect("log key");
-    let b = start_ledger(|dir| std::fs::write(dir.join(LOG_KEY), &key).expect("plant key")).await;
+    let b = start_ledger(|dir| plant(dir, &key)).await;
     assert_eq!(b.vkey, a.vkey, "the fork signs with the same key");
     b.append(events("mallory", 12)).await;
     b.signed(12).await;
@@ -73,7 +81,7 @@ async fn consistent_log_then_fork_and_rollback(postgres: bool) {
     assert_eq!(integrity_alerts(&store).await.len(), 1);
 
     // A log with the same key and fewer entries: a rollback.
-    let c = start_ledger(|dir| std::fs::write(dir.join(LOG_KEY), &key).expect("plant key")).await;
+    let c = start_ledger(|dir| plant(dir, &key)).await;
     c.append(events("alice", 2)).await;
     c.signed(2).await;
     let (mut m, _samples) = monitor(&c, &store, &config).await;
