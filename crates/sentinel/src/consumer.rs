@@ -73,11 +73,6 @@ impl Consumer {
         Ok(())
     }
 
-    /// The next index to process.
-    pub fn cursor(&self) -> u64 {
-        self.cursor
-    }
-
     /// Follows the ledger until `stop`.
     pub async fn run(mut self, stop: CancellationToken) {
         let min = Duration::from_millis(self.config.reconnect_min_ms);

@@ -139,11 +139,6 @@ impl Engine {
         Ok(engine)
     }
 
-    /// The configuration it runs.
-    pub fn config(&self) -> &DetectionsConfig {
-        &self.config
-    }
-
     /// Runs every detection on a batch of access events, in ledger order.
     pub fn process(&mut self, events: &[EnrichedAccess]) -> Output {
         let mut out = Output::default();

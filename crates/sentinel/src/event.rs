@@ -127,7 +127,7 @@ impl EnrichedAccess {
     /// the case is open and assigned to the actor.
     pub fn declares_reason(&self) -> bool {
         match &self.case_entity {
-            Some(case) => case.open && case.assignees.iter().any(|a| *a == self.actor),
+            Some(case) => case.open && case.assignees.contains(&self.actor),
             None => !self.case.is_empty() || matches!(self.purpose, Purpose::TaxpayerService | Purpose::Audit),
         }
     }

@@ -26,10 +26,15 @@ impl Drop for Running {
 }
 
 async fn start_sentinel(ledger: &TestLedger, store_url: &str) -> Running {
+    start_sentinel_via(ledger, store_url, ledger.grpc).await
+}
+
+async fn start_sentinel_via(ledger: &TestLedger, store_url: &str, ledger_addr: std::net::SocketAddr) -> Running {
     let stop = CancellationToken::new();
     let mut config = ledger.sentinel_config();
     config.detections.enumeration.denials = 10;
-    let built = quis_sentinel::build(config, store_url, ledger.link().await, stop.clone()).await.expect("sentinel");
+    let link = ledger.link_via(ledger_addr).await;
+    let built = quis_sentinel::build(config, store_url, link, stop.clone()).await.expect("sentinel");
     let addr = serve(&ledger.config, built, stop.clone()).await;
     Running {
         stop,
@@ -141,21 +146,33 @@ async fn follows_live_appends_and_reconnects(postgres: bool) {
     let ledger = start_ledger(|_| {}).await;
     let store_dir = tempfile::tempdir().expect("tempdir");
     let url = sentinel_store_url(store_dir.path(), postgres).await;
-    let mut s = start_sentinel(&ledger, &url).await;
-    for round in 0..3 {
+    let relay = Relay::start(ledger.grpc).await;
+    let mut s = start_sentinel_via(&ledger, &url, relay.addr).await;
+    for round in 0..2 {
         ledger.append(denials("eve", 5, round * 5)).await;
     }
-    s.wait_cursor(15).await;
-    // Fifteen denials in the window: one alert at the tenth, the window then starts afresh.
+    s.wait_cursor(10).await;
     assert_eq!(s.alerts("enumeration").await.len(), 1);
+    // The connection to the ledger breaks: sentinel reconnects and resumes where it stopped.
+    relay.cut();
+    ledger.append(denials("eve", 9, 10)).await;
+    s.wait_cursor(19).await;
+    assert_eq!(s.alerts("enumeration").await.len(), 1, "nine denials after the alert are below the threshold");
+    ledger.append(denials("eve", 1, 19)).await;
+    s.wait_cursor(20).await;
+    let alerts = s.alerts("enumeration").await;
+    assert_eq!(alerts.len(), 2);
+    let mut indices: Vec<u64> = alerts[0].evidence.iter().map(|e| e.index).collect();
+    indices.sort();
+    assert_eq!(indices, (10..20).collect::<Vec<u64>>());
 }
 
 #[tokio::test]
-async fn follows_live_appends_sqlite() {
+async fn follows_live_appends_and_reconnects_sqlite() {
     follows_live_appends_and_reconnects(false).await;
 }
 
 #[tokio::test]
-async fn follows_live_appends_postgres() {
+async fn follows_live_appends_and_reconnects_postgres() {
     follows_live_appends_and_reconnects(true).await;
 }

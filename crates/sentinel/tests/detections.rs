@@ -304,7 +304,6 @@ fn malformed_configuration_names_the_key() {
     let parsed: Result<quis_sentinel::SentinelConfig, _> =
         serde_json::from_str(r#"{"detections": {"enumeration": {"denials_typo": 3}}}"#);
     assert!(parsed.expect_err("refused").to_string().contains("denials_typo"));
-    let mut config = quis_sentinel::SentinelConfig::default();
-    config.witness_vkeys = vec!["not a key".into()];
+    let config = quis_sentinel::SentinelConfig { witness_vkeys: vec!["not a key".into()], ..Default::default() };
     assert_eq!(config.validate().expect_err("refused").key, "witness_vkeys[0]");
 }

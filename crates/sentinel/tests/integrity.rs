@@ -68,7 +68,7 @@ async fn consistent_log_then_fork_and_rollback(postgres: bool) {
     assert!(integrity_alerts(&store).await.is_empty());
 
     // Another ledger signing with the same key, over a different history of 12 entries.
-    let key = std::fs::read(a.dir.path().join(LOG_KEY)).expect("log key");
+    let key = std::fs::read(a.dir().join(LOG_KEY)).expect("log key");
     let b = start_ledger(|dir| plant(dir, &key)).await;
     assert_eq!(b.vkey, a.vkey, "the fork signs with the same key");
     b.append(events("mallory", 12)).await;

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 pub struct TestLedger {
-    pub dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
     pub config: Arc<QuisConfig>,
     pub grpc: SocketAddr,
     pub signer: Arc<TokenSigner>,
@@ -72,6 +72,7 @@ pub async fn start_ledger(before: impl FnOnce(&Path)) -> TestLedger {
     let dir = tempfile::tempdir().expect("tempdir");
     devkeys::init(dir.path()).expect("dev keys");
     before(dir.path());
+    let (l, grpc) = listener().await;
     let mut config = QuisConfig { data_dir: dir.path().to_path_buf(), ..QuisConfig::default() };
     config.shutdown.grace_secs = 1;
     config.ledger.checkpoint_interval_ms = 30;
@@ -80,15 +81,18 @@ pub async fn start_ledger(before: impl FnOnce(&Path)) -> TestLedger {
     let verifier = TokenVerifier::from_config(&config, stop.clone()).await.expect("verifier");
     let ctx = ServiceContext { config: Arc::clone(&config), verifier, shutdown: stop.clone() };
     let (built, _tiles, ledger) = quis_ledger::build(&ctx).await.expect("ledger");
-    let (l, grpc) = listener().await;
     tokio::spawn(async move { quis_runtime::serve(&ctx, built, l, Readiness::default()).await });
     let signer = Arc::new(
         TokenSigner::load(&FileKeySource::new(dir.path()), &config.auth.issuer, &config.auth.audience).expect("signer"),
     );
-    TestLedger { vkey: ledger.verifier_key(), dir, config, grpc, signer, stop }
+    TestLedger { vkey: ledger.verifier_key(), dir: Some(dir), config, grpc, signer, stop }
 }
 
 impl TestLedger {
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("dir").path()
+    }
+
     pub fn token(&self, sub: &str, roles: &[Role]) -> String {
         let kind = if roles.contains(&Role::Service) { PrincipalKind::Service } else { PrincipalKind::Staff };
         self.signer.mint(&TokenSpec::new(sub, kind, roles)).expect("mint").0
@@ -100,9 +104,14 @@ impl TestLedger {
 
     /// Sentinel's link, authenticated as the `sentinel` service with freshly minted tokens.
     pub async fn link(&self) -> LedgerLink {
+        self.link_via(self.grpc).await
+    }
+
+    /// Sentinel's link to the ledger through `addr` (e.g. a [`Relay`]).
+    pub async fn link_via(&self, addr: SocketAddr) -> LedgerLink {
         let signer = Arc::clone(&self.signer);
         LedgerLink::new(
-            self.channel().await,
+            channel(addr).await,
             TokenSource::new(move || {
                 signer
                     .mint(&TokenSpec::new("sentinel", PrincipalKind::Service, &[Role::Service]))
@@ -199,4 +208,45 @@ pub async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> b
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     false
+}
+
+/// A TCP relay in front of a server whose live connections a test can cut, as a
+/// network failure or a server restart would.
+pub struct Relay {
+    pub addr: SocketAddr,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn start(target: SocketAddr) -> Relay {
+        let (l, addr) = listener().await;
+        let connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let live = Arc::clone(&connections);
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = l.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                live.lock().expect("lock").push(task.abort_handle());
+            }
+        });
+        Relay { addr, connections, accept }
+    }
+
+    /// Drops every live connection (new ones are accepted).
+    pub fn cut(&self) {
+        for c in self.connections.lock().expect("lock").drain(..) {
+            c.abort();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
 }
