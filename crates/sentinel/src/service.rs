@@ -4,7 +4,7 @@
 use std::{collections::HashMap, pin::Pin, sync::Arc};
 
 use futures::Stream;
-use quis_auth::{Principal, Role};
+use quis_auth::{Principal, PrincipalKind, Role};
 use quis_core::FieldViolation;
 use quis_proto::{
     ledger::{Actor, AppendEventsRequest, Commitment, Event, EventDetail, TriageEvent, event::Kind},
@@ -206,7 +206,12 @@ impl SentinelApi {
         let event = TriageEvent {
             actor: Some(Actor {
                 principal: p.id.clone(),
-                kind: "staff".into(),
+                kind: match p.kind {
+                    PrincipalKind::Staff => "staff",
+                    PrincipalKind::Service => "service",
+                    PrincipalKind::Subject => "subject",
+                }
+                .into(),
                 roles: p.roles.iter().map(|r| r.as_str().to_string()).collect(),
                 team: p.team.clone().unwrap_or_default(),
                 site: p.site.clone().unwrap_or_default(),

@@ -55,9 +55,13 @@ impl Drop for Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_on(false).await
+}
+
+async fn fixture_on(postgres: bool) -> Fixture {
     let ledger = start_ledger(|_| {}).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = sentinel_store_url(dir.path(), false).await;
+    let url = sentinel_store_url(dir.path(), postgres).await;
     let stop = CancellationToken::new();
     let mut config = ledger.sentinel_config();
     config.detections.enumeration.denials = 5;
@@ -88,8 +92,17 @@ fn probing(actor: &str, n: usize) -> Vec<(quis_proto::ledger::Event, Vec<quis_pr
 }
 
 #[tokio::test]
-async fn investigators_triage_and_the_ledger_records_it() {
-    let mut f = fixture().await;
+async fn investigators_triage_and_the_ledger_records_it_sqlite() {
+    investigators_triage_and_the_ledger_records_it(false).await;
+}
+
+#[tokio::test]
+async fn investigators_triage_and_the_ledger_records_it_postgres() {
+    investigators_triage_and_the_ledger_records_it(true).await;
+}
+
+async fn investigators_triage_and_the_ledger_records_it(postgres: bool) {
+    let mut f = fixture_on(postgres).await;
     let ivy = f.investigator.clone();
     let mut watch = f
         .client
@@ -242,8 +255,17 @@ async fn bad_input_is_refused_field_by_field() {
 }
 
 #[tokio::test]
-async fn pages_reviews_and_detections() {
-    let mut f = fixture().await;
+async fn pages_reviews_and_detections_sqlite() {
+    pages_reviews_and_detections(false).await;
+}
+
+#[tokio::test]
+async fn pages_reviews_and_detections_postgres() {
+    pages_reviews_and_detections(true).await;
+}
+
+async fn pages_reviews_and_detections(postgres: bool) {
+    let mut f = fixture_on(postgres).await;
     let ivy = f.investigator.clone();
     let mut events = probing("mallory", 5);
     events.extend(probing("oscar", 5));
