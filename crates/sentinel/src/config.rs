@@ -65,6 +65,9 @@ pub struct SentinelConfig {
     pub integrity_interval_ms: u64,
     /// One tailed entry in this many is checked against an inclusion proof (1 checks every entry).
     pub sample_every: u64,
+    /// The tail standing still this long behind the verified tree raises a `ledger-integrity`
+    /// alert (the ledger cannot serve an entry: deleted or corrupt rows).
+    pub stall_alert_ms: u64,
     /// Most entries processed and committed in one transaction.
     pub batch_max: usize,
     /// First wait before reconnecting a broken tail; doubles up to `reconnect_max_ms`.
@@ -85,6 +88,7 @@ impl Default for SentinelConfig {
             witness_quorum: 0,
             integrity_interval_ms: 1000,
             sample_every: 16,
+            stall_alert_ms: 30_000,
             batch_max: 500,
             reconnect_min_ms: 100,
             reconnect_max_ms: 10_000,
@@ -304,6 +308,9 @@ impl SentinelConfig {
         }
         if self.sample_every == 0 {
             return invalid("sample_every", "must be at least 1");
+        }
+        if self.stall_alert_ms < 100 {
+            return invalid("stall_alert_ms", "must be at least 100");
         }
         if self.batch_max == 0 || self.batch_max > 10_000 {
             return invalid("batch_max", "must be 1 to 10000");

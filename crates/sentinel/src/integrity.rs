@@ -4,8 +4,10 @@
 //! (kept in the store, so a rollback or a fork across restarts is caught);
 //! then checks entries received on the tail against inclusion proofs of the
 //! verified tree. Any failure is a `ledger-integrity` alert, raised once per
-//! distinct failure, and the verified state does not move past it.
-use std::time::Duration;
+//! distinct failure, and the verified state does not move past it. A tail
+//! that stands still behind the verified tree (the ledger cannot serve an
+//! entry, e.g. a deleted row) is a failure too.
+use std::time::{Duration, Instant};
 
 use quis_proto::ledger::{GetCheckpointRequest, GetConsistencyProofRequest, GetInclusionProofRequest};
 use quis_tlog::{checkpoint, note::Verifier};
@@ -47,6 +49,10 @@ pub struct Monitor {
     pending: Vec<Sample>,
     last_failure: Option<String>,
     alerts: broadcast::Sender<AlertRow>,
+    stall_after: Duration,
+    /// The consumer's cursor when last seen behind the verified tree, and since when.
+    progress: Option<(u64, Instant)>,
+    stall_reported: Option<u64>,
 }
 
 impl Monitor {
@@ -76,6 +82,9 @@ impl Monitor {
             pending: Vec::new(),
             last_failure: None,
             alerts,
+            stall_after: Duration::from_millis(config.stall_alert_ms),
+            progress: None,
+            stall_reported: None,
         })
     }
 
@@ -115,7 +124,10 @@ impl Monitor {
         match outcome {
             Ok(size) => {
                 self.last_failure = None;
-                Outcome::Verified(size)
+                match self.check_progress(size).await {
+                    Some(why) => Outcome::Failed(why),
+                    None => Outcome::Verified(size),
+                }
             }
             Err(Problem::Unreachable(why)) => Outcome::Unreachable(why),
             Err(Problem::Integrity(why, evidence)) => {
@@ -124,6 +136,40 @@ impl Monitor {
                     self.last_failure = Some(why.clone());
                 }
                 Outcome::Failed(why)
+            }
+        }
+    }
+
+    /// Whether the consumer's cursor stood still behind `size` for too long; alerts once per position.
+    async fn check_progress(&mut self, size: u64) -> Option<String> {
+        let cursor = match self.store.cursor().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading sentinel's cursor failed");
+                return None;
+            }
+        };
+        if cursor >= size {
+            self.progress = None;
+            return None;
+        }
+        match self.progress {
+            Some((seen, since)) if seen == cursor => {
+                if since.elapsed() < self.stall_after || self.stall_reported == Some(cursor) {
+                    return None;
+                }
+                let why = format!(
+                    "Sentinel's tail has been stuck at entry {cursor} for {} s while the signed tree holds {size} \
+                     entries: the ledger cannot serve that entry (a deleted or corrupt row).",
+                    since.elapsed().as_secs()
+                );
+                self.raise(&why, Vec::new()).await;
+                self.stall_reported = Some(cursor);
+                Some(why)
+            }
+            _ => {
+                self.progress = Some((cursor, Instant::now()));
+                None
             }
         }
     }

@@ -346,6 +346,12 @@ impl SentinelStore {
         Ok(Resume { cursor: cursor as u64, actors })
     }
 
+    /// The next ledger index the consumer will process.
+    pub async fn cursor(&self) -> Result<u64, StoreError> {
+        let (cursor,): (i64,) = on_pool!(&self.db, pool => sqlx::query_as("SELECT cursor FROM sentinel_state WHERE id = 1").fetch_one(pool).await)?;
+        Ok(cursor as u64)
+    }
+
     /// Commits a processed batch: moves the cursor from `from` to `to` (failing, writing
     /// nothing, if another consumer moved it), and stores the alerts, reviews, counters and
     /// actor states the batch produced. Returns the stored alerts.

@@ -169,3 +169,29 @@ async fn an_entry_rewritten_in_the_ledger_store_is_an_alert() {
     assert_eq!(alert.evidence[0].index, 3);
     assert_eq!(alert.evidence[0].leaf_hash, quis_tlog::leaf_hash(&data));
 }
+
+/// An insider deletes a stored entry: the ledger can no longer serve it, and the tail stops.
+#[tokio::test]
+async fn an_entry_deleted_from_the_ledger_store_is_an_alert() {
+    let ledger = start_ledger(|_| {}).await;
+    ledger.append(events("mallory", 6)).await;
+    ledger.signed(6).await;
+    let db = quis_core::db::Db::connect(&ledger.config.store_url("ledger")).await.expect("ledger store");
+    let quis_core::db::Db::Sqlite(pool) = db else { unreachable!() };
+    sqlx::query("DELETE FROM ledger_entries WHERE idx = 3").execute(&pool).await.expect("tamper");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sentinel_store_url(dir.path(), false).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let config = SentinelConfig { stall_alert_ms: 300, ..ledger.sentinel_config() };
+    let _built = quis_sentinel::build(config, &url, ledger.link().await, stop.clone()).await.expect("sentinel");
+    let store = SentinelStore::connect(&url, 3600).await.expect("store");
+    let found = eventually(Duration::from_secs(10), async || !integrity_alerts(&store).await.is_empty()).await;
+    stop.cancel();
+    assert!(found, "no alert for a deleted entry");
+    let alerts = integrity_alerts(&store).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    // The ledger serves entries by pages, and refuses a page with a hole: the tail stops at its start.
+    assert!(alerts[0].contains("stuck at entry 0"), "{}", alerts[0]);
+    assert!(alerts[0].contains("the signed tree holds 6 entries"), "{}", alerts[0]);
+}
