@@ -195,3 +195,30 @@ async fn an_entry_deleted_from_the_ledger_store_is_an_alert() {
     assert!(alerts[0].contains("stuck at entry 0"), "{}", alerts[0]);
     assert!(alerts[0].contains("the signed tree holds 6 entries"), "{}", alerts[0]);
 }
+
+#[tokio::test]
+async fn a_witnessed_log_verifies_with_its_quorum() {
+    let (ledger, witness_vkey, _witness_dir) = start_witnessed_ledger().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store(dir.path(), false).await;
+    let config = SentinelConfig { witness_vkeys: vec![witness_vkey], witness_quorum: 1, ..ledger.sentinel_config() };
+    config.validate().expect("valid");
+    let (mut m, _samples) = monitor(&ledger, &store, &config).await;
+    ledger.append(events("alice", 3)).await;
+    ledger.signed(3).await;
+    assert_eq!(m.check_once().await, Outcome::Verified(3));
+    ledger.append(events("alice", 4)).await;
+    ledger.signed(7).await;
+    assert_eq!(m.check_once().await, Outcome::Verified(7));
+    assert!(integrity_alerts(&store).await.is_empty());
+
+    // A quorum of two, with a second witness that never cosigned: refused.
+    let other =
+        quis_tlog::note::Signer::generate("other.example", quis_tlog::note::KEY_TYPE_COSIGNATURE_V1).expect("key");
+    let mut strict = config.clone();
+    strict.witness_vkeys.push(other.vkey());
+    strict.witness_quorum = 2;
+    let (mut m, _samples) = monitor(&ledger, &store, &strict).await;
+    let Outcome::Failed(why) = m.check_once().await else { panic!("a short quorum verified") };
+    assert!(why.contains("cosigned by 1 of the 2 witnesses"), "{why}");
+}

@@ -69,6 +69,11 @@ pub async fn serve(config: &Arc<QuisConfig>, service: BuiltService, stop: Cancel
 /// Starts a ledger on a fresh data directory; `before` runs on the directory after the
 /// development keys exist and before the ledger opens (e.g. to plant another log's key).
 pub async fn start_ledger(before: impl FnOnce(&Path)) -> TestLedger {
+    start_ledger_with(before, |_| {}).await
+}
+
+/// [`start_ledger`], with `tune` adjusting the ledger's configuration.
+pub async fn start_ledger_with(before: impl FnOnce(&Path), tune: impl FnOnce(&mut QuisConfig)) -> TestLedger {
     let dir = tempfile::tempdir().expect("tempdir");
     devkeys::init(dir.path()).expect("dev keys");
     before(dir.path());
@@ -76,6 +81,7 @@ pub async fn start_ledger(before: impl FnOnce(&Path)) -> TestLedger {
     let mut config = QuisConfig { data_dir: dir.path().to_path_buf(), ..QuisConfig::default() };
     config.shutdown.grace_secs = 1;
     config.ledger.checkpoint_interval_ms = 30;
+    tune(&mut config);
     let config = Arc::new(config);
     let stop = CancellationToken::new();
     let verifier = TokenVerifier::from_config(&config, stop.clone()).await.expect("verifier");
@@ -249,4 +255,40 @@ impl Drop for Relay {
         self.accept.abort();
         self.cut();
     }
+}
+
+/// A real c2sp.org/tlog-witness (the `quis-witness` crate) over HTTP on `127.0.0.1:0`, and a
+/// ledger, with a log key chosen up front so that the witness knows it, submitting every
+/// checkpoint to the witness. Returns the ledger, the witness's verifier key and its directory.
+pub async fn start_witnessed_ledger() -> (TestLedger, String, tempfile::TempDir) {
+    use quis_tlog::note::{KEY_TYPE_COSIGNATURE_V1, KEY_TYPE_ED25519, Signer, Verifier};
+    let seed: [u8; 32] = rand::random();
+    let log = Signer::new("quis.local/ledger", KEY_TYPE_ED25519, seed).expect("log key");
+    let witness_dir = tempfile::tempdir().expect("tempdir");
+    let store_url = format!("sqlite://{}?mode=rwc", witness_dir.path().join("witness.db").display());
+    let store = quis_witness::WitnessStore::connect(&store_url).await.expect("witness store");
+    let cosigner = Signer::generate("witness.example", KEY_TYPE_COSIGNATURE_V1).expect("witness key");
+    let witness_vkey = cosigner.vkey();
+    let logs = [("quis.local/ledger".to_string(), vec![Verifier::from_vkey(&log.vkey()).expect("vkey")])].into();
+    let witness = quis_witness::Witness::new(cosigner, logs, store).expect("witness");
+    let (l, witness_addr) = listener().await;
+    tokio::spawn(async move { axum::serve(l, quis_witness::router(witness)).await });
+    let ledger = start_ledger_with(
+        |dir| {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join("keys/ledger-log.key");
+            std::fs::write(&path, format!("{}\n", hex::encode(seed))).expect("log key");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        },
+        |c| {
+            c.ledger.witnesses = vec![quis_core::config::WitnessEndpoint {
+                url: format!("http://{witness_addr}"),
+                vkey: witness_vkey.clone(),
+            }];
+            c.ledger.witness_quorum = 1;
+        },
+    )
+    .await;
+    assert_eq!(ledger.vkey, log.vkey());
+    (ledger, witness_vkey, witness_dir)
 }
