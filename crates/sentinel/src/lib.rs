@@ -1,0 +1,65 @@
+//! `quis.sentinel.v1.SentinelService`: detection over the ledger.
+//!
+//! Sentinel tails the ledger from a persisted cursor ([`consumer`]), decodes
+//! each entry from the bytes the ledger hashed, runs the detections that need
+//! only the events ([`detect`]) and stores alerts, incidents and the
+//! break-glass review queue ([`store`]) in the same transaction as the cursor.
+//! The integrity monitor ([`integrity`]) verifies every new checkpoint (log
+//! signature, witness quorum, consistency) and samples tailed entries against
+//! inclusion proofs. The gRPC service ([`service`]) lets investigators and
+//! auditors read and triage; triage is recorded in the ledger.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod consumer;
+pub mod detect;
+mod error;
+pub mod event;
+pub mod integrity;
+pub mod link;
+mod service;
+pub mod store;
+
+use std::sync::Arc;
+
+use quis_proto::sentinel::sentinel_service_server::SentinelServiceServer;
+use quis_runtime::BuiltService;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+pub use config::{ConfigError, SentinelConfig, Severity};
+pub use error::SentinelError;
+pub use link::{LedgerLink, TokenSource};
+pub use store::SentinelStore;
+
+/// Alerts buffered for slow watchers before they are told to resume.
+const WATCH_BUFFER: usize = 1024;
+
+/// Validates the configuration, opens the store, starts the consumer and the
+/// integrity monitor (until `stop`), and returns the gRPC service.
+pub async fn build(
+    config: SentinelConfig,
+    store_url: &str,
+    link: LedgerLink,
+    stop: CancellationToken,
+) -> Result<BuiltService, String> {
+    config.validate().map_err(|e| e.to_string())?;
+    let store = SentinelStore::connect(store_url, config.incident_window_secs)
+        .await
+        .map_err(|e| format!("sentinel store: {e}"))?;
+    let (alerts, _) = broadcast::channel(WATCH_BUFFER);
+    let (samples_tx, samples_rx) = mpsc::channel(1024);
+    let monitor = integrity::Monitor::new(link.clone(), store.clone(), &config, samples_rx, alerts.clone())?;
+    let consumer = consumer::Consumer::new(link.clone(), store.clone(), config.clone(), alerts.clone(), samples_tx)
+        .await
+        .map_err(|e| format!("sentinel store: {e}"))?;
+    tokio::spawn(monitor.run(stop.clone()));
+    tokio::spawn(consumer.run(stop));
+    let api = service::SentinelApi { store: store.clone(), alerts, link, config: Arc::new(config) };
+    Ok(BuiltService {
+        name: "sentinel",
+        grpc_names: vec!["quis.sentinel.v1.SentinelService"],
+        readiness: vec![store.db().readiness("store")],
+        routes: tonic::service::Routes::new(SentinelServiceServer::new(api)),
+    })
+}

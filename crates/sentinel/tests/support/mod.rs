@@ -1,0 +1,294 @@
+//! A real ledger for sentinel's tests: development keys in a temporary data
+//! directory, the ledger served on `127.0.0.1:0` with its own verifier,
+//! tokens minted with the directory's key, and stores on SQLite files or on
+//! fresh PostgreSQL databases.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use quis_auth::{
+    PrincipalKind, Role, TokenVerifier, devkeys,
+    mint::{TokenSigner, TokenSpec},
+};
+use quis_core::{QuisConfig, health::Readiness, keys::FileKeySource};
+use quis_proto::ledger::{
+    AccessEvent, Action, Actor, AppendEventsRequest, Commitment, Decision, Event, EventDetail, Purpose, event::Kind,
+    ledger_service_client::LedgerServiceClient,
+};
+use quis_runtime::{BuiltService, ServiceContext};
+use quis_sentinel::{LedgerLink, SentinelConfig, TokenSource};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub struct TestLedger {
+    dir: Option<tempfile::TempDir>,
+    pub config: Arc<QuisConfig>,
+    pub grpc: SocketAddr,
+    pub signer: Arc<TokenSigner>,
+    pub vkey: String,
+    pub stop: CancellationToken,
+}
+
+impl Drop for TestLedger {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A fresh PostgreSQL database on the local server.
+pub async fn postgres_url() -> String {
+    let name = format!("quis_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = quis_core::db::Db::connect("postgres://postgres@127.0.0.1:5432/postgres").await.expect("postgres");
+    let quis_core::db::Db::Postgres(pool) = admin else { unreachable!() };
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create database");
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+/// Sentinel's store: a SQLite file in `dir`, or a fresh PostgreSQL database.
+pub async fn sentinel_store_url(dir: &Path, postgres: bool) -> String {
+    if postgres { postgres_url().await } else { format!("sqlite://{}?mode=rwc", dir.join("sentinel.db").display()) }
+}
+
+pub async fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let a = l.local_addr().expect("addr");
+    (l, a)
+}
+
+/// Serves `service` with a verifier for `config`, until `stop`.
+pub async fn serve(config: &Arc<QuisConfig>, service: BuiltService, stop: CancellationToken) -> SocketAddr {
+    let (l, addr) = listener().await;
+    let verifier = TokenVerifier::from_config(config, stop.clone()).await.expect("verifier");
+    let ctx = ServiceContext { config: Arc::clone(config), verifier, shutdown: stop };
+    tokio::spawn(async move { quis_runtime::serve(&ctx, service, l, Readiness::default()).await });
+    addr
+}
+
+/// Starts a ledger on a fresh data directory; `before` runs on the directory after the
+/// development keys exist and before the ledger opens (e.g. to plant another log's key).
+pub async fn start_ledger(before: impl FnOnce(&Path)) -> TestLedger {
+    start_ledger_with(before, |_| {}).await
+}
+
+/// [`start_ledger`], with `tune` adjusting the ledger's configuration.
+pub async fn start_ledger_with(before: impl FnOnce(&Path), tune: impl FnOnce(&mut QuisConfig)) -> TestLedger {
+    let dir = tempfile::tempdir().expect("tempdir");
+    devkeys::init(dir.path()).expect("dev keys");
+    before(dir.path());
+    let (l, grpc) = listener().await;
+    let mut config = QuisConfig { data_dir: dir.path().to_path_buf(), ..QuisConfig::default() };
+    config.shutdown.grace_secs = 1;
+    config.ledger.checkpoint_interval_ms = 30;
+    tune(&mut config);
+    let config = Arc::new(config);
+    let stop = CancellationToken::new();
+    let verifier = TokenVerifier::from_config(&config, stop.clone()).await.expect("verifier");
+    let ctx = ServiceContext { config: Arc::clone(&config), verifier, shutdown: stop.clone() };
+    let (built, _tiles, ledger) = quis_ledger::build(&ctx).await.expect("ledger");
+    tokio::spawn(async move { quis_runtime::serve(&ctx, built, l, Readiness::default()).await });
+    let signer = Arc::new(
+        TokenSigner::load(&FileKeySource::new(dir.path()), &config.auth.issuer, &config.auth.audience).expect("signer"),
+    );
+    TestLedger { vkey: ledger.verifier_key(), dir: Some(dir), config, grpc, signer, stop }
+}
+
+impl TestLedger {
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("dir").path()
+    }
+
+    pub fn token(&self, sub: &str, roles: &[Role]) -> String {
+        let kind = if roles.contains(&Role::Service) { PrincipalKind::Service } else { PrincipalKind::Staff };
+        self.signer.mint(&TokenSpec::new(sub, kind, roles)).expect("mint").0
+    }
+
+    pub async fn channel(&self) -> Channel {
+        channel(self.grpc).await
+    }
+
+    /// Sentinel's link, authenticated as the `sentinel` service with freshly minted tokens.
+    pub async fn link(&self) -> LedgerLink {
+        self.link_via(self.grpc).await
+    }
+
+    /// Sentinel's link to the ledger through `addr` (e.g. a [`Relay`]).
+    pub async fn link_via(&self, addr: SocketAddr) -> LedgerLink {
+        let signer = Arc::clone(&self.signer);
+        LedgerLink::new(
+            channel(addr).await,
+            TokenSource::new(move || {
+                signer
+                    .mint(&TokenSpec::new("sentinel", PrincipalKind::Service, &[Role::Service]))
+                    .map(|t| t.0)
+                    .map_err(|e| e.to_string())
+            }),
+        )
+    }
+
+    /// A sentinel configuration that trusts this ledger's key.
+    pub fn sentinel_config(&self) -> SentinelConfig {
+        SentinelConfig {
+            log_vkeys: vec![self.vkey.clone()],
+            integrity_interval_ms: 50,
+            sample_every: 1,
+            reconnect_min_ms: 20,
+            reconnect_max_ms: 200,
+            ..SentinelConfig::default()
+        }
+    }
+
+    /// Appends events as the vault; returns their indices.
+    pub async fn append(&self, events: Vec<(Event, Vec<EventDetail>)>) -> Vec<u64> {
+        let (events, details): (Vec<Event>, Vec<Vec<EventDetail>>) = events.into_iter().unzip();
+        let request = AppendEventsRequest { events, details: details.into_iter().flatten().collect() };
+        let mut client = LedgerServiceClient::new(self.channel().await);
+        client
+            .append_events(with_token(request, &self.token("vault", &[Role::Service])))
+            .await
+            .expect("append")
+            .into_inner()
+            .indices
+    }
+
+    /// Waits until the ledger has signed a checkpoint of at least `size` entries.
+    pub async fn signed(&self, size: u64) {
+        let mut client = LedgerServiceClient::new(self.channel().await);
+        let token = self.token("audrey", &[Role::Auditor]);
+        let ok = eventually(Duration::from_secs(10), async || {
+            client
+                .get_checkpoint(with_token(quis_proto::ledger::GetCheckpointRequest {}, &token))
+                .await
+                .is_ok_and(|r| r.into_inner().tree_size >= size)
+        })
+        .await;
+        assert!(ok, "no checkpoint of size {size}");
+    }
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect")
+}
+
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    req
+}
+
+fn commitment(value: &str) -> (Commitment, EventDetail) {
+    let salt = uuid::Uuid::new_v4().to_string().into_bytes();
+    let digest = Sha256::new().chain_update(&salt).chain_update(value.as_bytes()).finalize().to_vec();
+    (Commitment { digest }, EventDetail { salt, value: value.into() })
+}
+
+/// An access event by `actor` from `host` on `subject`, with its details.
+pub fn access(actor: &str, host: &str, action: Action, decision: Decision, subject: &str) -> (Event, Vec<EventDetail>) {
+    let (subject, detail) = commitment(subject);
+    let allowed = decision == Decision::Allow;
+    let event = AccessEvent {
+        actor: Some(Actor {
+            principal: actor.into(),
+            kind: "staff".into(),
+            source_address: host.into(),
+            ..Default::default()
+        }),
+        action: action as i32,
+        subject: Some(subject),
+        purpose: if allowed { Purpose::Casework as i32 } else { Purpose::Unspecified as i32 },
+        case: if allowed { "cases/c-1".into() } else { String::new() },
+        decision: decision as i32,
+        ..Default::default()
+    };
+    (Event { kind: Some(Kind::Access(event)) }, vec![detail])
+}
+
+/// Polls `f` until it returns true or `within` passes.
+pub async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// A TCP relay in front of a server whose live connections a test can cut, as a
+/// network failure or a server restart would.
+pub struct Relay {
+    pub addr: SocketAddr,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn start(target: SocketAddr) -> Relay {
+        let (l, addr) = listener().await;
+        let connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let live = Arc::clone(&connections);
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = l.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                live.lock().expect("lock").push(task.abort_handle());
+            }
+        });
+        Relay { addr, connections, accept }
+    }
+
+    /// Drops every live connection (new ones are accepted).
+    pub fn cut(&self) {
+        for c in self.connections.lock().expect("lock").drain(..) {
+            c.abort();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// A real c2sp.org/tlog-witness (the `quis-witness` crate) over HTTP on `127.0.0.1:0`, and a
+/// ledger, with a log key chosen up front so that the witness knows it, submitting every
+/// checkpoint to the witness. Returns the ledger, the witness's verifier key and its directory.
+pub async fn start_witnessed_ledger() -> (TestLedger, String, tempfile::TempDir) {
+    use quis_tlog::note::{KEY_TYPE_COSIGNATURE_V1, KEY_TYPE_ED25519, Signer, Verifier};
+    let seed: [u8; 32] = rand::random();
+    let log = Signer::new("quis.local/ledger", KEY_TYPE_ED25519, seed).expect("log key");
+    let witness_dir = tempfile::tempdir().expect("tempdir");
+    let store_url = format!("sqlite://{}?mode=rwc", witness_dir.path().join("witness.db").display());
+    let store = quis_witness::WitnessStore::connect(&store_url).await.expect("witness store");
+    let cosigner = Signer::generate("witness.example", KEY_TYPE_COSIGNATURE_V1).expect("witness key");
+    let witness_vkey = cosigner.vkey();
+    let logs = [("quis.local/ledger".to_string(), vec![Verifier::from_vkey(&log.vkey()).expect("vkey")])].into();
+    let witness = quis_witness::Witness::new(cosigner, logs, store).expect("witness");
+    let (l, witness_addr) = listener().await;
+    tokio::spawn(async move { axum::serve(l, quis_witness::router(witness)).await });
+    let ledger = start_ledger_with(
+        |dir| {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join("keys/ledger-log.key");
+            std::fs::write(&path, format!("{}\n", hex::encode(seed))).expect("log key");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        },
+        |c| {
+            c.ledger.witnesses = vec![quis_core::config::WitnessEndpoint {
+                url: format!("http://{witness_addr}"),
+                vkey: witness_vkey.clone(),
+            }];
+            c.ledger.witness_quorum = 1;
+        },
+    )
+    .await;
+    assert_eq!(ledger.vkey, log.vkey());
+    (ledger, witness_vkey, witness_dir)
+}
