@@ -75,6 +75,11 @@ pub fn name(raw: &str) -> Result<String, NormalizeError> {
             push_lower(&mut out, f, &mut pending_space);
         }
     }
+    // Folding can lengthen a name (`ß` → `ss`): the limit holds after it too,
+    // so that a normalized name always normalizes to itself.
+    if out.chars().count() > MAX_NAME_CHARS {
+        return Err(NormalizeError::TooLong(MAX_NAME_CHARS));
+    }
     if out.is_empty() { Err(NormalizeError::Empty) } else { Ok(out) }
 }
 
@@ -196,6 +201,9 @@ mod tests {
         assert_eq!(name("x\u{0}y"), Err(NormalizeError::BadNameCharacter));
         assert_eq!(name(&"a".repeat(201)), Err(NormalizeError::TooLong(200)));
         assert!(name(&"a".repeat(200)).is_ok());
+        // Found by the vault_query fuzz target: 150 `ß` fold to 300 letters.
+        assert_eq!(name(&"ß".repeat(150)), Err(NormalizeError::TooLong(200)));
+        assert_eq!(name(&"ß".repeat(100)).map(|n| n.len()), Ok(200));
     }
 
     #[test]
