@@ -216,8 +216,8 @@ impl LedgerStore {
                 for rows in statement_sizes(new.data.len()) {
                     let sql = insert_sql("INSERT INTO ledger_entries (idx, hashes, data) VALUES", 3, rows, "");
                     let mut q = sqlx::query(&sql);
-                    for i in done..done + rows {
-                        q = q.bind(to_i64(new.old_size + i as u64)).bind(rows_hashes[i]).bind(new.data[i]);
+                    for (i, (hashes, data)) in rows_hashes.iter().zip(new.data).enumerate().skip(done).take(rows) {
+                        q = q.bind(to_i64(new.old_size + i as u64)).bind(*hashes).bind(*data);
                     }
                     q.execute(&mut *tx).await?;
                     done += rows;
