@@ -11,8 +11,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/quis-target}"
 PROOF_LOG_SIZE="${PROOF_LOG_SIZE:-10000000}"
 PG="${PG:-postgres://postgres@127.0.0.1:5432}"
 
-cargo build --release -p quis --locked
-QUIS="$CARGO_TARGET_DIR/release/quis"
+# QUIS_BIN: measure an already built binary (e.g. an older commit's) instead of building this tree.
+if [ -n "${QUIS_BIN:-}" ]; then QUIS=$QUIS_BIN; else
+    cargo build --release -p quis --locked
+    QUIS="$CARGO_TARGET_DIR/release/quis"
+fi
 WORK=$(mktemp -d /tmp/quis-bench-ledger.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -68,10 +71,9 @@ echo
 echo "== inclusion proofs on a log of $PROOF_LOG_SIZE entries (SQLite)"
 start_ledger "$WORK/big"
 tokens "$WORK/big"
-# Fill with the largest batches, then measure proofs against the signed tree.
-SECONDS_NEEDED=$(( PROOF_LOG_SIZE / 40000 + 5 ))
+# Fill with exactly PROOF_LOG_SIZE events in the largest batches, then measure proofs against the signed tree.
 "$QUIS" bench-ledger --ledger "$LEDGER" --token "$VAULT" --concurrency 16 --events-per-call 1000 \
-    --seconds "$SECONDS_NEEDED" | sed 's/^/fill: /'
+    --fill "$PROOF_LOG_SIZE" | sed 's/^/fill: /'
 sleep 2
 grep VmRSS "/proc/$LEDGER_PID/status" | sed 's/^/ledger after fill: /'
 run --concurrency 1 --events-per-call 1 --seconds 1 --proofs 2000

@@ -42,7 +42,8 @@ pub struct Ledger {
     verifier: Arc<TokenVerifier>,
     /// The current log key first, then the keys of a rotation in progress.
     signers: Vec<Signer>,
-    details_key: Vec<u8>,
+    /// AES-256-GCM under the details key, expanded once.
+    details_cipher: aes_gcm::Aes256Gcm,
     witnesses: Vec<witnessing::Witness>,
     http: reqwest::Client,
     /// Set when a witness shows this log was rolled back: appends would fork it.
@@ -196,7 +197,7 @@ pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, axum::Router, 
         sequencer,
         verifier: Arc::clone(&ctx.verifier),
         signers,
-        details_key: details_key.to_vec(),
+        details_cipher: <aes_gcm::Aes256Gcm as aes_gcm::KeyInit>::new(&details_key.into()),
         witnesses,
         http,
         halted: std::sync::OnceLock::new(),

@@ -1,10 +1,7 @@
 //! The gRPC face of the ledger.
 use std::{pin::Pin, sync::Arc, time::SystemTime};
 
-use aes_gcm::{
-    Aes256Gcm, KeyInit,
-    aead::{Aead, Payload},
-};
+use aes_gcm::aead::{Aead, Payload};
 use futures::Stream;
 use prost::Message;
 use quis_auth::{Principal, Role};
@@ -51,7 +48,7 @@ impl Ledger {
     }
 
     fn encrypt_detail(&self, digest: [u8; 32], plain: &[u8]) -> Result<NewDetail, Status> {
-        let cipher = Aes256Gcm::new_from_slice(self.details_key.as_slice()).map_err(internal)?;
+        let cipher = &self.details_cipher;
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         // The digest is bound in: a ciphertext moved to another commitment does not decrypt.
@@ -61,7 +58,7 @@ impl Ledger {
     }
 
     fn decrypt_detail(&self, digest: &[u8], nonce: &[u8], ciphertext: &[u8]) -> Result<(Vec<u8>, String), Status> {
-        let cipher = Aes256Gcm::new_from_slice(self.details_key.as_slice()).map_err(internal)?;
+        let cipher = &self.details_cipher;
         let nonce: [u8; 12] = nonce.try_into().map_err(|_| internal("stored nonce is not 12 bytes"))?;
         let plain = cipher
             .decrypt(&aes_gcm::Nonce::from(nonce), Payload { msg: ciphertext, aad: digest })

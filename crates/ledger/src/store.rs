@@ -1,34 +1,47 @@
-//! The ledger's storage, on SQLite (the embedded default) or PostgreSQL:
-//! entries exactly as hashed, every node hash of the tree stored once (so a
-//! proof or a tile costs O(log n) reads), the signed checkpoints, and the
-//! encrypted event details. One transaction per sequenced batch.
-use std::collections::HashMap;
+//! The ledger's storage, on SQLite (the embedded default) or PostgreSQL.
+//!
+//! One row per entry: its bytes exactly as hashed, and the stored hashes its
+//! append completed (the leaf hash, then one node hash per trailing 1 bit of
+//! its index: the layout of `quis_tlog::stored_hashes`). Every node hash of
+//! the tree is thus stored once, in the row of the entry that completed it, so
+//! a proof or a tile costs O(log n) primary-key reads and an append writes one
+//! row per entry. Beside them: the signed checkpoints and the encrypted event
+//! details. One transaction per sequenced batch.
+use std::{collections::HashMap, fmt::Write, str::FromStr, sync::Arc, time::Duration};
 
 use quis_core::{db::Db, on_pool};
-use quis_tlog::Hash;
+use quis_tlog::{HASH_SIZE, Hash};
+use sqlx::{
+    Connection, SqliteConnection,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
+};
 
+// `idx INTEGER PRIMARY KEY` makes the index SQLite's rowid: one B-tree,
+// appended at its right edge (a `BIGINT PRIMARY KEY` would add a second index).
 const SCHEMA_SQLITE: &str = "
 CREATE TABLE IF NOT EXISTS ledger_state (id INTEGER PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL);
 INSERT OR IGNORE INTO ledger_state (id, size) VALUES (1, 0);
-CREATE TABLE IF NOT EXISTS ledger_entries (idx BIGINT PRIMARY KEY, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS ledger_hashes (idx BIGINT PRIMARY KEY, hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger_entries (idx INTEGER PRIMARY KEY, hashes BLOB NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger_checkpoints (
     size BIGINT PRIMARY KEY, note TEXT NOT NULL, witnessed BOOLEAN NOT NULL, created_at_ms BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger_details (
-    digest BLOB PRIMARY KEY, entry_idx BIGINT NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL)";
+    digest BLOB PRIMARY KEY, entry_idx BIGINT NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL) WITHOUT ROWID";
 
 const SCHEMA_POSTGRES: &str = "
 CREATE TABLE IF NOT EXISTS ledger_state (id INTEGER PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL);
 INSERT INTO ledger_state (id, size) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
-CREATE TABLE IF NOT EXISTS ledger_entries (idx BIGINT PRIMARY KEY, data BYTEA NOT NULL);
-CREATE TABLE IF NOT EXISTS ledger_hashes (idx BIGINT PRIMARY KEY, hash BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger_entries (idx BIGINT PRIMARY KEY, hashes BYTEA NOT NULL, data BYTEA NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger_checkpoints (
     size BIGINT PRIMARY KEY, note TEXT NOT NULL, witnessed BOOLEAN NOT NULL, created_at_ms BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger_details (
     digest BYTEA PRIMARY KEY, entry_idx BIGINT NOT NULL, nonce BYTEA NOT NULL, ciphertext BYTEA NOT NULL)";
 
-/// Rows per multi-row INSERT (SQLite allows 32,766 bound values per statement).
-const ROWS_PER_STATEMENT: usize = 1000;
+/// Rows per multi-row INSERT on SQLite, the largest of the power-of-two
+/// statement sizes a batch is cut into, so that a handful of prepared
+/// statements serve every batch (SQLite allows 32,766 bound values).
+const SQLITE_ROWS_PER_STATEMENT: usize = 256;
+/// Indices per `IN (...)` lookup.
+const KEYS_PER_LOOKUP: usize = 1000;
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +54,7 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// A new entry with its details, ready to store.
+/// A new entry's detail, ready to store.
 pub struct NewDetail {
     pub digest: [u8; 32],
     pub nonce: [u8; 12],
@@ -56,31 +69,102 @@ pub struct StoredCheckpoint {
     pub witnessed: bool,
 }
 
+/// Entries `old_size..` to append in one transaction.
+pub struct NewEntries<'a> {
+    pub old_size: u64,
+    /// Each entry's bytes, exactly as hashed.
+    pub data: &'a [&'a [u8]],
+    /// The stored hashes of all the entries, concatenated in storage order
+    /// (entry n contributes `stored_hash_len(n)` bytes).
+    pub hashes: &'a [u8],
+    /// Details with the index of the entry holding their commitment.
+    pub details: &'a [(u64, NewDetail)],
+}
+
 /// See the module documentation.
 #[derive(Clone, Debug)]
 pub struct LedgerStore {
     db: Db,
-}
-
-fn placeholders(from: usize, count: usize, per_row: usize) -> String {
-    (0..count)
-        .map(|r| {
-            let cols: Vec<String> = (0..per_row).map(|c| format!("${}", from + r * per_row + c)).collect();
-            format!("({})", cols.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    /// SQLite: the sequencer's own connection, so that reads on the pool never
+    /// wait behind a batch, and a batch never waits for a pooled connection.
+    writer: Option<Arc<tokio::sync::Mutex<SqliteConnection>>>,
 }
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The number of bytes of stored hashes entry `n` holds.
+pub fn stored_hash_len(n: u64) -> usize {
+    HASH_SIZE * (1 + n.trailing_ones() as usize)
+}
+
+/// The entry whose row holds stored hash `index`, and the hash's position in that row.
+fn row_of(index: u64) -> Option<(u64, usize)> {
+    // Node (level, k) is completed by the append of the last leaf under it.
+    let (level, k) = quis_tlog::split_stored_hash_index(index);
+    let entry = k.checked_add(1)?.checked_mul(1u64.checked_shl(u32::from(level))?)? - 1;
+    Some((entry, usize::from(level)))
+}
+
+/// SQLite's `INSERT INTO <table> (<columns>) VALUES (?, ..), ..` for `rows` rows.
+///
+/// Anonymous `?` parameters, not `$n`: sqlx resolves each named parameter
+/// with `sqlite3_bind_parameter_name`, a linear scan, which made binding a
+/// statement quadratic in its parameters (13% of the ledger's CPU at 768).
+fn insert_sql(prefix: &str, columns: usize, rows: usize, suffix: &str) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    let mut sql = String::with_capacity(prefix.len() + rows * (row.len() + 2) + suffix.len());
+    sql.push_str(prefix);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { " " } else { ", " });
+        sql.push_str(&row);
+    }
+    sql.push_str(suffix);
+    sql
+}
+
+/// Cuts `len` rows into statements of at most [`SQLITE_ROWS_PER_STATEMENT`]
+/// rows whose sizes are powers of two: at most nine distinct statements,
+/// each prepared once per connection and reused from sqlx's statement cache.
+fn statement_sizes(mut len: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if len == 0 {
+            return None;
+        }
+        let rows = if len >= SQLITE_ROWS_PER_STATEMENT { SQLITE_ROWS_PER_STATEMENT } else { 1 << len.ilog2() };
+        len -= rows;
+        Some(rows)
+    })
+}
+
 impl LedgerStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let db = Db::connect(url).await?;
         db.migrate(SCHEMA_SQLITE, SCHEMA_POSTGRES).await?;
-        Ok(Self { db })
+        // A database made by an older ledger (entries and hashes in separate tables) is not read.
+        let current = on_pool!(&db, pool => sqlx::query("SELECT idx, hashes, data FROM ledger_entries LIMIT 0").execute(pool).await.map(|_| ()));
+        if current.is_err() {
+            return Err(StoreError::Corrupt(
+                "ledger_entries has an older layout (no hashes column): this ledger cannot read it".into(),
+            ));
+        }
+        let writer = match &db {
+            Db::Sqlite(_) => {
+                // As durable as the pool's connections: WAL with synchronous=FULL fsyncs the
+                // WAL at every commit, so an acknowledged batch survives a crash or power loss
+                // (NORMAL would only sync at checkpoints and could lose acknowledged entries).
+                let options = SqliteConnectOptions::from_str(url)?
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(5))
+                    // 64 MiB of page cache: the details' index takes random inserts.
+                    .pragma("cache_size", "-65536");
+                Some(Arc::new(tokio::sync::Mutex::new(SqliteConnection::connect_with(&options).await?)))
+            }
+            Db::Postgres(_) => None,
+        };
+        Ok(Self { db, writer })
     }
 
     pub fn db(&self) -> &Db {
@@ -93,92 +177,141 @@ impl LedgerStore {
         Ok(size as u64)
     }
 
-    /// Appends entries `old_size..` with their new stored hashes and details in
-    /// one transaction. Fails, writing nothing, if the stored size is not `old_size`.
-    pub async fn append(
-        &self,
-        old_size: u64,
-        entries: &[&[u8]],
-        hashes: &[(u64, Hash)],
-        details: &[(u64, NewDetail)],
-    ) -> Result<(), StoreError> {
-        let new_size = old_size + entries.len() as u64;
-        macro_rules! write_batch {
-            ($pool:expr) => {{
-                let mut tx = $pool.begin().await?;
+    /// Appends the entries with their stored hashes and details in one
+    /// transaction. Fails, writing nothing, if the stored size is not `old_size`.
+    pub async fn append(&self, new: &NewEntries<'_>) -> Result<(), StoreError> {
+        let count = new.data.len() as u64;
+        let mut rows_hashes = Vec::with_capacity(new.data.len());
+        let mut at = 0;
+        for n in new.old_size..new.old_size + count {
+            let len = stored_hash_len(n);
+            let h = new.hashes.get(at..at + len).ok_or_else(|| StoreError::Corrupt("too few stored hashes".into()))?;
+            rows_hashes.push(h);
+            at += len;
+        }
+        if at != new.hashes.len() {
+            return Err(StoreError::Corrupt("too many stored hashes".into()));
+        }
+        macro_rules! claim_size {
+            ($tx:expr) => {{
                 let moved = sqlx::query("UPDATE ledger_state SET size = $1 WHERE id = 1 AND size = $2")
-                    .bind(to_i64(new_size))
-                    .bind(to_i64(old_size))
-                    .execute(&mut *tx)
+                    .bind(to_i64(new.old_size + count))
+                    .bind(to_i64(new.old_size))
+                    .execute(&mut *$tx)
                     .await?
                     .rows_affected();
                 if moved != 1 {
                     let (found,): (i64,) =
-                        sqlx::query_as("SELECT size FROM ledger_state WHERE id = 1").fetch_one(&mut *tx).await?;
-                    return Err(StoreError::Conflict { expected: old_size, found: found as u64 });
+                        sqlx::query_as("SELECT size FROM ledger_state WHERE id = 1").fetch_one(&mut *$tx).await?;
+                    return Err(StoreError::Conflict { expected: new.old_size, found: found as u64 });
                 }
-                for (chunk_no, chunk) in entries.chunks(ROWS_PER_STATEMENT).enumerate() {
-                    let sql = format!(
-                        "INSERT INTO ledger_entries (idx, data) VALUES {}",
-                        placeholders(1, chunk.len(), 2)
-                    );
-                    let mut q = sqlx::query(&sql);
-                    for (i, data) in chunk.iter().enumerate() {
-                        let idx = old_size + (chunk_no * ROWS_PER_STATEMENT + i) as u64;
-                        q = q.bind(to_i64(idx)).bind(*data);
-                    }
-                    q.execute(&mut *tx).await?;
-                }
-                for chunk in hashes.chunks(ROWS_PER_STATEMENT) {
-                    let sql = format!(
-                        "INSERT INTO ledger_hashes (idx, hash) VALUES {}",
-                        placeholders(1, chunk.len(), 2)
-                    );
-                    let mut q = sqlx::query(&sql);
-                    for (idx, hash) in chunk {
-                        q = q.bind(to_i64(*idx)).bind(hash.as_slice());
-                    }
-                    q.execute(&mut *tx).await?;
-                }
-                for chunk in details.chunks(ROWS_PER_STATEMENT / 2) {
-                    let sql = format!(
-                        "INSERT INTO ledger_details (digest, entry_idx, nonce, ciphertext) VALUES {} ON CONFLICT (digest) DO NOTHING",
-                        placeholders(1, chunk.len(), 4)
-                    );
-                    let mut q = sqlx::query(&sql);
-                    for (idx, d) in chunk {
-                        q = q.bind(d.digest.as_slice()).bind(to_i64(*idx)).bind(d.nonce.as_slice()).bind(d.ciphertext.as_slice());
-                    }
-                    q.execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(())
             }};
         }
-        match &self.db {
-            Db::Sqlite(pool) => write_batch!(pool),
-            Db::Postgres(pool) => write_batch!(pool),
+        match (&self.db, &self.writer) {
+            (Db::Sqlite(_), Some(writer)) => {
+                let mut conn = writer.lock().await;
+                let mut tx = conn.begin().await?;
+                claim_size!(tx);
+                let mut done = 0;
+                for rows in statement_sizes(new.data.len()) {
+                    let sql = insert_sql("INSERT INTO ledger_entries (idx, hashes, data) VALUES", 3, rows, "");
+                    let mut q = sqlx::query(&sql);
+                    for (i, (hashes, data)) in rows_hashes.iter().zip(new.data).enumerate().skip(done).take(rows) {
+                        q = q.bind(to_i64(new.old_size + i as u64)).bind(*hashes).bind(*data);
+                    }
+                    q.execute(&mut *tx).await?;
+                    done += rows;
+                }
+                let mut done = 0;
+                for rows in statement_sizes(new.details.len()) {
+                    let sql = insert_sql(
+                        "INSERT INTO ledger_details (digest, entry_idx, nonce, ciphertext) VALUES",
+                        4,
+                        rows,
+                        " ON CONFLICT (digest) DO NOTHING",
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for (idx, d) in &new.details[done..done + rows] {
+                        q = q
+                            .bind(d.digest.as_slice())
+                            .bind(to_i64(*idx))
+                            .bind(d.nonce.as_slice())
+                            .bind(d.ciphertext.as_slice());
+                    }
+                    q.execute(&mut *tx).await?;
+                    done += rows;
+                }
+                tx.commit().await?;
+            }
+            (Db::Postgres(pool), _) => {
+                // One statement per table whatever the batch size: arrays unnested server-side.
+                let mut tx = pool.begin().await?;
+                claim_size!(tx);
+                let idx: Vec<i64> = (new.old_size..new.old_size + count).map(to_i64).collect();
+                sqlx::query(
+                    "INSERT INTO ledger_entries (idx, hashes, data) \
+                     SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[], $3::BYTEA[])",
+                )
+                .bind(&idx)
+                .bind(&rows_hashes)
+                .bind(new.data)
+                .execute(&mut *tx)
+                .await?;
+                if !new.details.is_empty() {
+                    let digests: Vec<&[u8]> = new.details.iter().map(|(_, d)| d.digest.as_slice()).collect();
+                    let entries: Vec<i64> = new.details.iter().map(|(i, _)| to_i64(*i)).collect();
+                    let nonces: Vec<&[u8]> = new.details.iter().map(|(_, d)| d.nonce.as_slice()).collect();
+                    let ciphertexts: Vec<&[u8]> = new.details.iter().map(|(_, d)| d.ciphertext.as_slice()).collect();
+                    sqlx::query(
+                        "INSERT INTO ledger_details (digest, entry_idx, nonce, ciphertext) \
+                         SELECT * FROM UNNEST($1::BYTEA[], $2::BIGINT[], $3::BYTEA[], $4::BYTEA[]) \
+                         ON CONFLICT (digest) DO NOTHING",
+                    )
+                    .bind(&digests)
+                    .bind(&entries)
+                    .bind(&nonces)
+                    .bind(&ciphertexts)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+            }
+            (Db::Sqlite(_), None) => return Err(StoreError::Corrupt("no writer connection".into())),
         }
+        Ok(())
     }
 
     /// Stored hashes by stored-hash index.
     pub async fn read_hashes(&self, indexes: &[u64]) -> Result<HashMap<u64, Hash>, StoreError> {
-        let mut out = HashMap::with_capacity(indexes.len());
-        for chunk in indexes.chunks(ROWS_PER_STATEMENT) {
-            let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!("SELECT idx, hash FROM ledger_hashes WHERE idx IN ({})", list.join(", "));
-            let rows: Vec<(i64, Vec<u8>)> = on_pool!(&self.db, pool => {
+        let mut rows: Vec<u64> = indexes.iter().filter_map(|&i| row_of(i)).map(|(entry, _)| entry).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let mut blobs: HashMap<u64, Vec<u8>> = HashMap::with_capacity(rows.len());
+        for chunk in rows.chunks(KEYS_PER_LOOKUP) {
+            let mut sql = String::from("SELECT idx, hashes FROM ledger_entries WHERE idx IN (");
+            for i in 1..=chunk.len() {
+                let _ = write!(sql, "{}${i}", if i == 1 { "" } else { ", " });
+            }
+            sql.push(')');
+            let found: Vec<(i64, Vec<u8>)> = on_pool!(&self.db, pool => {
                 let mut q = sqlx::query_as(&sql);
                 for idx in chunk {
                     q = q.bind(to_i64(*idx));
                 }
                 q.fetch_all(pool).await
             })?;
-            for (idx, hash) in rows {
-                let hash: Hash =
-                    hash.try_into().map_err(|_| StoreError::Corrupt(format!("hash {idx} is not 32 bytes")))?;
-                out.insert(idx as u64, hash);
+            blobs.extend(found.into_iter().map(|(i, h)| (i as u64, h)));
+        }
+        let mut out = HashMap::with_capacity(indexes.len());
+        for &index in indexes {
+            let Some((entry, level)) = row_of(index) else { continue };
+            let Some(blob) = blobs.get(&entry) else { continue };
+            if blob.len() != stored_hash_len(entry) {
+                return Err(StoreError::Corrupt(format!("entry {entry} holds {} bytes of hashes", blob.len())));
             }
+            let mut hash = [0u8; HASH_SIZE];
+            hash.copy_from_slice(&blob[level * HASH_SIZE..(level + 1) * HASH_SIZE]);
+            out.insert(index, hash);
         }
         Ok(out)
     }
@@ -252,5 +385,134 @@ impl LedgerStore {
         .fetch_optional(pool)
         .await)?;
         Ok(row.map(|(size, note, witnessed)| StoredCheckpoint { size: size as u64, note, witnessed }))
+    }
+}
+
+/// The store's contract, run on both backends: every stored hash readable by
+/// its stored-hash index, equal to the reference layout of `quis-tlog`;
+/// appends all or nothing; details stored, read and erased.
+#[cfg(test)]
+mod tests {
+    use quis_tlog::{HashReader, MemoryHashes};
+
+    use super::*;
+    use crate::sequencer::Frontier;
+
+    async fn open(postgres: bool, dir: &std::path::Path) -> LedgerStore {
+        let url = if postgres {
+            let name = format!("quis_test_{:032x}", rand::random::<u128>());
+            let Db::Postgres(admin) = Db::connect("postgres://postgres@127.0.0.1:5432/postgres").await.expect("pg")
+            else {
+                unreachable!("a postgres URL")
+            };
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
+            format!("postgres://postgres@127.0.0.1:5432/{name}")
+        } else {
+            format!("sqlite://{}?mode=rwc", dir.join("ledger.db").display())
+        };
+        LedgerStore::connect(&url).await.expect("connect")
+    }
+
+    fn entry(n: u64) -> Vec<u8> {
+        format!("entry {n} {}", "x".repeat((n % 300) as usize)).into_bytes()
+    }
+
+    /// Appends entries `size..size + count` (hashed through a frontier) with one detail each.
+    async fn append(store: &LedgerStore, frontier: &mut Frontier, size: u64, count: u64) -> Result<(), StoreError> {
+        let data: Vec<Vec<u8>> = (size..size + count).map(entry).collect();
+        let mut hashes = Vec::new();
+        for d in &data {
+            frontier.push(quis_tlog::leaf_hash(d), &mut hashes);
+        }
+        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        let details: Vec<(u64, NewDetail)> = (size..size + count)
+            .map(|n| {
+                let digest: [u8; 32] = quis_tlog::leaf_hash(&n.to_be_bytes());
+                (n, NewDetail { digest, nonce: [7; 12], ciphertext: n.to_be_bytes().to_vec() })
+            })
+            .collect();
+        store.append(&NewEntries { old_size: size, data: &refs, hashes: &hashes, details: &details }).await
+    }
+
+    async fn contract(postgres: bool) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(postgres, dir.path()).await;
+        let mut frontier = Frontier::load(&store, 0).await.expect("frontier");
+        let mut size = 0;
+        // Batch sizes that cross statement sizes, tile widths and subtree boundaries.
+        for count in [1, 2, 5, 256, 1, 300, 999, 17, 1000] {
+            append(&store, &mut frontier, size, count).await.expect("append");
+            size += count;
+        }
+        assert_eq!(store.size().await.expect("size"), size);
+
+        let reference = MemoryHashes::from_entries((0..size).map(entry)).expect("reference");
+        let all: Vec<u64> = (0..quis_tlog::stored_hash_count(size)).collect();
+        let stored = store.read_hashes(&all).await.expect("hashes");
+        let want = reference.read_hashes(&all).expect("reference hashes");
+        for (i, h) in all.iter().zip(want) {
+            assert_eq!(stored.get(i), Some(&h), "stored hash {i}");
+        }
+        assert!(store.read_hashes(&[quis_tlog::stored_hash_count(size)]).await.expect("read").is_empty());
+        let entries = store.read_entries(10, 20).await.expect("entries");
+        assert_eq!(entries, (10..20).map(|n| (n, entry(n))).collect::<Vec<_>>());
+
+        // A frontier loaded from the store continues the same tree.
+        let mut reloaded = Frontier::load(&store, size).await.expect("reload");
+        append(&store, &mut reloaded, size, 3).await.expect("append after reload");
+        size += 3;
+        let reference = MemoryHashes::from_entries((0..size).map(entry)).expect("reference");
+        let mut cache = Default::default();
+        let root =
+            crate::hashes::with_hashes(&store, &mut cache, |r| quis_tlog::tree_hash(size, r)).await.expect("root");
+        assert_eq!(root, quis_tlog::tree_hash(size, &reference).expect("reference root"));
+
+        // A writer that believes another size writes nothing.
+        let mut stale = Frontier::load(&store, size - 3).await.expect("frontier");
+        match append(&store, &mut stale, size - 3, 4).await {
+            Err(StoreError::Conflict { expected, found }) => assert_eq!((expected, found), (size - 3, size)),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(store.size().await.expect("size"), size);
+        assert!(store.read_entries(size, size + 1).await.expect("read").is_empty());
+
+        // Details: read by digest, erased once.
+        let digest = quis_tlog::leaf_hash(&42u64.to_be_bytes());
+        let (idx, nonce, ciphertext) = store.read_detail(&digest).await.expect("read").expect("detail");
+        assert_eq!((idx, nonce, ciphertext), (42, vec![7; 12], 42u64.to_be_bytes().to_vec()));
+        assert_eq!(store.erase_detail(&digest).await.expect("erase"), Some(42));
+        assert_eq!(store.erase_detail(&digest).await.expect("erase"), None);
+        assert!(store.read_detail(&digest).await.expect("read").is_none());
+    }
+
+    #[tokio::test]
+    async fn the_store_keeps_its_contract_on_sqlite() {
+        contract(false).await;
+    }
+
+    #[tokio::test]
+    async fn the_store_keeps_its_contract_on_postgres() {
+        contract(true).await;
+    }
+
+    #[test]
+    fn batches_are_cut_into_a_few_statement_sizes() {
+        for len in [0, 1, 2, 3, 255, 256, 257, 1000, 8192, 8191] {
+            let sizes: Vec<usize> = statement_sizes(len).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), len);
+            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= SQLITE_ROWS_PER_STATEMENT), "{len}: {sizes:?}");
+        }
+    }
+
+    #[test]
+    fn every_stored_hash_maps_to_the_row_of_the_entry_that_completed_it() {
+        let mut start = 0;
+        for n in 0..5000u64 {
+            for offset in 0..=n.trailing_ones() as usize {
+                assert_eq!(row_of(start + offset as u64), Some((n, offset)));
+            }
+            start += (1 + n.trailing_ones()) as u64;
+            assert_eq!(start, quis_tlog::stored_hash_count(n + 1));
+        }
     }
 }

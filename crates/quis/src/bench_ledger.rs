@@ -45,6 +45,10 @@ pub struct BenchLedgerArgs {
     /// Open loop: this many events per second in total instead of as many as possible.
     #[arg(long)]
     rate: Option<u64>,
+    /// Fill: append exactly this many events as fast as possible, measured from the first call
+    /// (instead of `--seconds` after a warm-up).
+    #[arg(long)]
+    fill: Option<u64>,
     /// Measure the lag of a TailEvents consumer during the run.
     #[arg(long)]
     tail: bool,
@@ -143,9 +147,11 @@ pub async fn run(args: &BenchLedgerArgs) -> Result<()> {
 
 async fn append_load(args: &BenchLedgerArgs, channel: &Channel) -> Result<(u64, Duration, Histogram<u64>)> {
     let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {}", args.token).parse()?;
-    let measuring = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(args.fill.is_some()));
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(0));
+    let claimed = Arc::new(AtomicU64::new(0));
+    let fill = args.fill;
     let sequence = Arc::new(AtomicU64::new(rand_start()));
     let per_call = args.events_per_call.clamp(1, 1000);
     let workers = args.concurrency.max(1);
@@ -153,13 +159,20 @@ async fn append_load(args: &BenchLedgerArgs, channel: &Channel) -> Result<(u64, 
     let mut handles = Vec::new();
     for i in 0..workers {
         let mut client = LedgerServiceClient::new(channel.clone());
-        let (auth, measuring, stop, counter, sequence) =
-            (auth.clone(), measuring.clone(), stop.clone(), counter.clone(), sequence.clone());
+        let (auth, measuring, stop, counter, sequence, claimed) =
+            (auth.clone(), measuring.clone(), stop.clone(), counter.clone(), sequence.clone(), claimed.clone());
         handles.push(tokio::spawn(async move {
             let mut hist = histogram();
             // Open loop: workers are spread over one period, so calls arrive evenly, not in bursts.
             let mut next = Instant::now() + interval.map_or(Duration::ZERO, |p| p.mul_f64(i as f64 / workers as f64));
             while !stop.load(Ordering::Relaxed) {
+                let per_call = match fill {
+                    Some(total) => match total.checked_sub(claimed.fetch_add(per_call as u64, Ordering::Relaxed)) {
+                        Some(left) if left > 0 => left.min(per_call as u64) as usize,
+                        _ => break,
+                    },
+                    None => per_call,
+                };
                 if let Some(interval) = interval {
                     next += interval;
                     tokio::time::sleep_until(next.into()).await;
@@ -178,18 +191,23 @@ async fn append_load(args: &BenchLedgerArgs, channel: &Channel) -> Result<(u64, 
             hist
         }));
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
+    let mut started = Instant::now();
+    let mut elapsed = None;
+    if fill.is_none() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        measuring.store(true, Ordering::Relaxed);
+        started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+        measuring.store(false, Ordering::Relaxed);
+        elapsed = Some(started.elapsed());
+        stop.store(true, Ordering::Relaxed);
+    }
+    // A fill ends when its workers have appended every event.
     let mut latency = histogram();
     for h in handles {
         latency.add(h.await?)?;
     }
-    Ok((counter.load(Ordering::Relaxed), elapsed, latency))
+    Ok((counter.load(Ordering::Relaxed), elapsed.unwrap_or_else(|| started.elapsed()), latency))
 }
 
 /// Distinct commitments across runs on the same ledger (details are keyed by commitment).
