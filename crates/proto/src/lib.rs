@@ -24,13 +24,22 @@ pub mod quis {
             tonic::include_proto!("quis.ledger.v1");
         }
     }
+    pub mod policy {
+        pub mod v1 {
+            tonic::include_proto!("quis.policy.v1");
+        }
+    }
 }
 
-pub use quis::{echo::v1 as echo, identity::v1 as identity, ledger::v1 as ledger};
+pub use quis::{echo::v1 as echo, identity::v1 as identity, ledger::v1 as ledger, policy::v1 as policy};
 
 /// The gRPC service names of every Quis API, as routed by the gateway.
-pub const SERVICE_NAMES: &[&str] =
-    &["quis.echo.v1.EchoService", "quis.identity.v1.IdentityService", "quis.ledger.v1.LedgerService"];
+pub const SERVICE_NAMES: &[&str] = &[
+    "quis.echo.v1.EchoService",
+    "quis.identity.v1.IdentityService",
+    "quis.ledger.v1.LedgerService",
+    "quis.policy.v1.PolicyService",
+];
 
 /// Every gRPC method path the suite serves (`/package.Service/Method`), the
 /// standard health and reflection methods included. Metrics label calls by
