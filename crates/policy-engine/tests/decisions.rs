@@ -523,7 +523,7 @@ fn rows() -> Vec<Row> {
             resource: "staff/heidi",
             purpose: None,
             policies: &["admin-not-on-self"],
-            public_reason: "you may not administer your own staff entity",
+            public_reason: "you may not administer your own entity",
             ..R
         },
         Row {
@@ -654,12 +654,14 @@ fn changes_take_effect_on_the_next_check() {
     index
         .apply(EntityChange::Upsert(case("c-100", Purpose::Casework, CaseStatus::Open, &["s-ann"], &["bob"], &["south"])))
         .unwrap();
-    assert_eq!(Engine::check(&policies, &index, &read).unwrap().public_reason, NO_CASE);
+    // Only alice's closed compliance case is left to explain the access.
+    assert_eq!(Engine::check(&policies, &index, &read).unwrap().public_reason, "case c-102 is closed");
     index.apply(EntityChange::Upsert(staff("alice", "south", &["caseworker"], &[], StaffStatus::Active))).unwrap();
     assert!(Engine::check(&policies, &index, &read).unwrap().allowed);
 
-    // Deleting the case.
+    // Deleting the cases.
     index.apply(EntityChange::Delete(EntityKind::Case, id("c-100"))).unwrap();
+    index.apply(EntityChange::Delete(EntityKind::Case, id("c-102"))).unwrap();
     assert_eq!(Engine::check(&policies, &index, &read).unwrap().public_reason, NO_CASE);
 
     // A conflict declared, then withdrawn.

@@ -144,6 +144,10 @@ fn subset<T: Clone + std::fmt::Debug + 'static>(all: &'static [T]) -> impl Strat
         .prop_map(move |mask| all.iter().zip(mask).filter(|(_, m)| *m).map(|(v, _)| v.clone()).collect())
 }
 
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 fn name(prefix: &str, i: usize) -> String {
     format!("{prefix}{i}")
 }
@@ -193,7 +197,6 @@ fn world_strategy() -> impl Strategy<Value = World> {
             let s: Vec<String> = subjects.iter().map(|j| name("u", *j)).collect();
             let p: Vec<String> = staff.iter().map(|j| name("p", *j)).collect();
             let t: Vec<String> = teams.iter().map(|j| name("t", *j)).collect();
-            let refs = |v: &Vec<String>| v.iter().map(String::as_str).collect::<Vec<_>>();
             e.push(case(&name("c", i), purpose, status, &refs(&s), &refs(&p), &refs(&t)));
         }
         for (i, (p, u)) in conflicts.into_iter().enumerate() {
