@@ -167,10 +167,9 @@ mod tests {
         let token = header.strip_prefix("Bearer ").expect("bearer");
         let claims = token.split('.').nth(1).expect("claims");
         use base64::Engine;
-        let claims: serde_json::Value = serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).expect("base64"),
-        )
-        .expect("json");
+        let claims: serde_json::Value =
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).expect("base64"))
+                .expect("json");
         assert_eq!(claims["sub"], "policy");
         assert_eq!(claims["kind"], "service");
         assert_eq!(claims["roles"], serde_json::json!(["service"]));

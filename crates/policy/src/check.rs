@@ -89,7 +89,11 @@ fn request(prefix: &str, principal: String, req: &pb::CheckRequest) -> Result<Ch
             None
         }
     };
-    if !context.case.is_empty() && entities::Checker::default().name("case", quis_policy_engine::model::EntityKind::Case, &context.case).is_none() {
+    if !context.case.is_empty()
+        && entities::Checker::default()
+            .name("case", quis_policy_engine::model::EntityKind::Case, &context.case)
+            .is_none()
+    {
         bad("context.case", "must be cases/{case} with an id of 1 to 64 characters of [a-z0-9-], or empty".into());
     }
     if context.justification.chars().count() > MAX_JUSTIFICATION_CHARS {
@@ -198,7 +202,11 @@ impl Policy {
             full_reason: if caller.is_service() { decision.full_reason } else { String::new() },
             policy_version: decision.policy_version,
             entity_version,
-            break_glass_grant: decision.grant.filter(|_| break_glass).map(|g| format!("grants/{g}")).unwrap_or_default(),
+            break_glass_grant: decision
+                .grant
+                .filter(|_| break_glass)
+                .map(|g| format!("grants/{g}"))
+                .unwrap_or_default(),
         })
     }
 }

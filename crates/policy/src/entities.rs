@@ -412,7 +412,9 @@ mod tests {
     #[test]
     fn violations_name_the_field() {
         let mut c = Checker::default();
-        assert!(c.entity("entities[2]", &case(vec!["subject/s-1", "subjects/S"], vec!["staff/a", "staff/a"])).is_none());
+        assert!(
+            c.entity("entities[2]", &case(vec!["subject/s-1", "subjects/S"], vec!["staff/a", "staff/a"])).is_none()
+        );
         let fields: Vec<_> = c.violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(
             fields,

@@ -87,7 +87,13 @@ impl Live {
             live.activate(active.version).await?;
         }
         live.catch_up().await?;
-        tracing::info!(entities = count, unreadable = bad, head, elapsed_ms = started.elapsed().as_millis() as u64, "policy entities loaded");
+        tracing::info!(
+            entities = count,
+            unreadable = bad,
+            head,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "policy entities loaded"
+        );
         Ok(live)
     }
 
@@ -181,7 +187,8 @@ impl Live {
 
     async fn apply(&self, change: Change) -> Result<(), PolicyError> {
         if change.kind == POLICY_KIND {
-            let version = change.id.parse().map_err(|_| PolicyError::Corrupt(format!("policy change {}", change.id)))?;
+            let version =
+                change.id.parse().map_err(|_| PolicyError::Corrupt(format!("policy change {}", change.id)))?;
             return self.activate(version).await;
         }
         let applied = match change.body {
@@ -211,7 +218,11 @@ impl Live {
                 tracing::info!(version, hash = %row.hash, "policy set in force");
             }
             Err(errors) => {
-                tracing::error!(version, errors = errors.len(), "approved policy set does not compile; keeping the previous one")
+                tracing::error!(
+                    version,
+                    errors = errors.len(),
+                    "approved policy set does not compile; keeping the previous one"
+                )
             }
         }
         Ok(())

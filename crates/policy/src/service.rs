@@ -57,7 +57,8 @@ fn entity_admin(principal: &Principal) -> Result<(), PolicyError> {
 fn check_reason(field: &str, reason: &str, max: usize, required: bool) -> Result<(), PolicyError> {
     let n = reason.chars().count();
     if n > max || (required && reason.trim().is_empty()) {
-        let rule = if required { format!("must be 1 to {max} characters") } else { format!("at most {max} characters") };
+        let rule =
+            if required { format!("must be 1 to {max} characters") } else { format!("at most {max} characters") };
         return Err(invalid(field, rule));
     }
     Ok(())
@@ -160,7 +161,9 @@ impl Policy {
                 && let Some(parent) = &t.parent
                 && self.live.index.team_chain(parent).iter().any(|n| n.model.id == t.id)
             {
-                checker.violations.push(FieldViolation::new(format!("{at}.team.parent"), "must not make a cycle of teams"));
+                checker
+                    .violations
+                    .push(FieldViolation::new(format!("{at}.team.parent"), "must not make a cycle of teams"));
                 continue;
             }
             let kind = model.kind();
@@ -173,7 +176,11 @@ impl Policy {
                 // Output only: who granted is the caller, never what the request says.
                 g.granted_by = actor.id.clone();
             }
-            writes.push(EntityWrite { kind: kind.as_str(), id: model.id().as_str().to_string(), body: stored.encode_to_vec() });
+            writes.push(EntityWrite {
+                kind: kind.as_str(),
+                id: model.id().as_str().to_string(),
+                body: stored.encode_to_vec(),
+            });
         }
         if !checker.violations.is_empty() {
             return Err(PolicyError::Invalid(checker.violations));
@@ -226,7 +233,10 @@ impl PolicyService for Policy {
         admin(&caller)?;
         let req = request.into_inner();
         let set = compile(&req.text, self.max_policy_set_bytes)?;
-        Ok(Response::new(pb::ValidatePolicySetResponse { hash: set.version().to_string(), policy_ids: policy_ids(&set) }))
+        Ok(Response::new(pb::ValidatePolicySetResponse {
+            hash: set.version().to_string(),
+            policy_ids: policy_ids(&set),
+        }))
     }
 
     async fn create_policy_set_version(
@@ -320,7 +330,11 @@ impl PolicyService for Policy {
             store.active_version().await.map_err(PolicyError::from)?.ok_or(PolicyError::NoActivePolicy)?
         } else {
             let version = parse_version("name", &req.name)?;
-            store.version(version).await.map_err(PolicyError::from)?.ok_or_else(|| PolicyError::NotFound(req.name.clone()))?
+            store
+                .version(version)
+                .await
+                .map_err(PolicyError::from)?
+                .ok_or_else(|| PolicyError::NotFound(req.name.clone()))?
         };
         Ok(Response::new(pb::GetPolicySetVersionResponse { version: Some(version_to_proto(&row, true)) }))
     }
@@ -367,7 +381,11 @@ impl PolicyService for Policy {
         let entity = req.entity.ok_or_else(|| invalid("entity", "is required"))?;
         let writes = self.entity_writes(&caller, "entity", std::slice::from_ref(&entity))?;
         let write = &writes[0];
-        let resource = format!("{}/{}", entities::collection(write.kind.parse().map_err(|_| PolicyError::Corrupt("kind".into()))?), write.id);
+        let resource = format!(
+            "{}/{}",
+            entities::collection(write.kind.parse().map_err(|_| PolicyError::Corrupt("kind".into()))?),
+            write.id
+        );
         let new_version = sha256_hex(&write.body);
         let outcome = self
             .live
@@ -498,9 +516,16 @@ impl PolicyService for Policy {
             .ok_or_else(|| invalid("type", "must be a known EntityType other than UNSPECIFIED"))?;
         let size = page_size(req.page_size, 100, 1000)?;
         if !req.page_token.is_empty() {
-            Checker::default().id("page_token", &req.page_token).ok_or_else(|| invalid("page_token", "must be a token from a previous response"))?;
+            Checker::default()
+                .id("page_token", &req.page_token)
+                .ok_or_else(|| invalid("page_token", "must be a token from a previous response"))?;
         }
-        let rows = self.live.store().list_entities(kind.as_str(), &req.page_token, size + 1).await.map_err(PolicyError::from)?;
+        let rows = self
+            .live
+            .store()
+            .list_entities(kind.as_str(), &req.page_token, size + 1)
+            .await
+            .map_err(PolicyError::from)?;
         let more = rows.len() as i64 > size;
         let mut entities = Vec::with_capacity(rows.len());
         let mut last = String::new();

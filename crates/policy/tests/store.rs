@@ -21,7 +21,9 @@ async fn postgres() -> Store {
 }
 
 fn writes(n: usize, version: u8) -> Vec<EntityWrite> {
-    (0..n).map(|i| EntityWrite { kind: "subject", id: format!("s-{i}"), body: vec![version, i as u8, (i >> 8) as u8] }).collect()
+    (0..n)
+        .map(|i| EntityWrite { kind: "subject", id: format!("s-{i}"), body: vec![version, i as u8, (i >> 8) as u8] })
+        .collect()
 }
 
 async fn ok(_: &quis_policy::store::Pending) -> Result<(), PolicyError> {
@@ -54,7 +56,13 @@ async fn upserts_are_idempotent_and_fed_in_order(store: Store) {
     assert_eq!((tail[0].seq, tail[0].id.as_str(), tail[0].body.is_none()), (deleted.expect("deleted"), "s-0", true));
     assert_eq!(store.delete("subject", "s-0", "hr", async |p| ok(p).await).await.expect("again"), None);
     let mut loaded = 0;
-    store.load_entities(|_, _, _| { loaded += 1; Ok(()) }).await.expect("load");
+    store
+        .load_entities(|_, _, _| {
+            loaded += 1;
+            Ok(())
+        })
+        .await
+        .expect("load");
     assert_eq!(loaded, 2499);
     let page = store.list_entities("subject", "s-1", 3).await.expect("list");
     assert_eq!(page.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["s-10", "s-100", "s-1000"]);
@@ -84,7 +92,12 @@ async fn versions_need_approval(store: Store) {
     assert_eq!((proposed.version, proposed.state.as_str()), (2, "proposed"));
     assert_eq!(store.active_version().await.expect("active").expect("v1").version, 1);
     let refused = store
-        .approve(2, "admin-a", |row| if row.proposed_by == "admin-a" { Err(PolicyError::SelfApproval) } else { Ok(()) }, async |_, _| Ok(()))
+        .approve(
+            2,
+            "admin-a",
+            |row| if row.proposed_by == "admin-a" { Err(PolicyError::SelfApproval) } else { Ok(()) },
+            async |_, _| Ok(()),
+        )
         .await;
     assert!(matches!(refused, Err(PolicyError::SelfApproval)));
     let head = store.head().await.expect("head");
@@ -95,7 +108,10 @@ async fn versions_need_approval(store: Store) {
     assert_eq!(store.version(1).await.expect("v1").expect("v1").state, "superseded");
     let listed = store.list_versions(0, 10).await.expect("list");
     assert_eq!(listed.iter().map(|v| v.version).collect::<Vec<_>>(), [2, 1]);
-    assert!(matches!(store.approve(9, "admin-b", |_| Ok(()), async |_, _| Ok(())).await, Err(PolicyError::NotFound(_))));
+    assert!(matches!(
+        store.approve(9, "admin-b", |_| Ok(()), async |_, _| Ok(())).await,
+        Err(PolicyError::NotFound(_))
+    ));
 }
 
 #[tokio::test]

@@ -93,11 +93,13 @@ impl Org {
 
     /// Every entity, in an order that a feed would send: teams, staff, subjects, cases.
     fn entities(&self) -> impl Iterator<Item = Entity> + '_ {
-        let teams = (0..self.staff.div_ceil(100)).map(|t| Kind::Team(pb::Team {
-            name: format!("teams/team-{t:03}"),
-            site: format!("site-{}", t % 5),
-            parent: String::new(),
-        }));
+        let teams = (0..self.staff.div_ceil(100)).map(|t| {
+            Kind::Team(pb::Team {
+                name: format!("teams/team-{t:03}"),
+                site: format!("site-{}", t % 5),
+                parent: String::new(),
+            })
+        });
         let staff = (0..self.staff).map(|i| {
             Kind::Staff(pb::Staff {
                 name: format!("staff/{}", staff_id(i)),
@@ -239,7 +241,8 @@ pub async fn run(args: &BenchPolicyArgs, data_dir: &std::path::Path) -> Result<(
         full.iter().copied().fold(0.0, f64::max),
     );
     // The same batch again is a no-op (idempotent).
-    let again: Vec<Entity> = org.entities().skip(total_entities as usize - args.batch.min(total_entities as usize)).collect();
+    let again: Vec<Entity> =
+        org.entities().skip(total_entities as usize - args.batch.min(total_entities as usize)).collect();
     let mut request = tonic::Request::new(BatchUpsertEntitiesRequest { entities: again, reason: "bench".into() });
     request.metadata_mut().insert("authorization", auth.clone());
     let started = Instant::now();

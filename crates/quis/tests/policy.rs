@@ -15,7 +15,9 @@ use quis_auth::{
 };
 use quis_core::{QuisConfig, health::Readiness, keys::FileKeySource};
 use quis_proto::{
-    ledger::{GetCheckpointRequest, GetEntriesRequest, LedgerEntry, event::Kind, ledger_service_client::LedgerServiceClient},
+    ledger::{
+        GetCheckpointRequest, GetEntriesRequest, LedgerEntry, event::Kind, ledger_service_client::LedgerServiceClient,
+    },
     policy::{
         self as pb, ApprovePolicySetVersionRequest, BatchCheckRequest, BatchUpsertEntitiesRequest, CheckContext,
         CheckRequest, CreatePolicySetVersionRequest, DeleteEntityRequest, Entity, ListEntitiesRequest,
@@ -301,7 +303,10 @@ async fn next_check_sees_changes_on_both_replicas(postgres: bool) {
     client
         .clone()
         .upsert_entity(with_token(
-            UpsertEntityRequest { entity: Some(case("c-1", &["s-1"], &["alice"], pb::CaseStatus::Open)), reason: String::new() },
+            UpsertEntityRequest {
+                entity: Some(case("c-1", &["s-1"], &["alice"], pb::CaseStatus::Open)),
+                reason: String::new(),
+            },
             &admin,
         ))
         .await
@@ -310,7 +315,10 @@ async fn next_check_sees_changes_on_both_replicas(postgres: bool) {
     client
         .clone()
         .upsert_entity(with_token(
-            UpsertEntityRequest { entity: Some(staff("alice", "north", pb::StaffStatus::Suspended)), reason: "inquiry".into() },
+            UpsertEntityRequest {
+                entity: Some(staff("alice", "north", pb::StaffStatus::Suspended)),
+                reason: "inquiry".into(),
+            },
             &admin,
         ))
         .await
@@ -430,7 +438,10 @@ async fn a_change_the_ledger_cannot_record_is_refused(postgres: bool) {
         .client(cut_off)
         .await
         .upsert_entity(with_token(
-            UpsertEntityRequest { entity: Some(case("c-1", &["s-1"], &["alice"], pb::CaseStatus::Closed)), reason: String::new() },
+            UpsertEntityRequest {
+                entity: Some(case("c-1", &["s-1"], &["alice"], pb::CaseStatus::Closed)),
+                reason: String::new(),
+            },
             &admin,
         ))
         .await
@@ -527,7 +538,10 @@ async fn administrators_cannot_administer_themselves() {
     // Another administrator declares root's conflict; root may not clear it.
     client
         .clone()
-        .upsert_entity(with_token(UpsertEntityRequest { entity: Some(conflict), reason: String::new() }, &world.admin("other")))
+        .upsert_entity(with_token(
+            UpsertEntityRequest { entity: Some(conflict), reason: String::new() },
+            &world.admin("other"),
+        ))
         .await
         .expect("declared by another admin");
     let refused = client
@@ -555,7 +569,8 @@ async fn administrators_cannot_administer_themselves() {
 fn assert_field(status: &tonic::Status, field: &str) {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     let bad = status.get_error_details();
-    let fields: Vec<_> = bad.bad_request().map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect()).unwrap_or_default();
+    let fields: Vec<_> =
+        bad.bad_request().map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect()).unwrap_or_default();
     assert!(fields.iter().any(|f| f.starts_with(field)), "{field} not in {fields:?}");
 }
 
@@ -620,7 +635,10 @@ async fn bad_input_names_the_field() {
     assert_field(&client.clone().check(with_token(bad_purpose, &vault)).await.expect_err("purpose"), "context.purpose");
     let mut bad_address = read("staff/alice", "s-1");
     bad_address.context.as_mut().expect("context").source_address = "not-an-address".into();
-    assert_field(&client.clone().check(with_token(bad_address, &vault)).await.expect_err("address"), "context.source_address");
+    assert_field(
+        &client.clone().check(with_token(bad_address, &vault)).await.expect_err("address"),
+        "context.source_address",
+    );
     let mut bad_time = read("staff/alice", "s-1");
     bad_time.context.as_mut().expect("context").time = Some(prost_types::Timestamp { seconds: 1, nanos: 0 });
     assert_field(&client.clone().check(with_token(bad_time, &vault)).await.expect_err("time"), "context.time");
