@@ -66,7 +66,11 @@ fn organization() -> Org {
 
     entities.push(Entity::Team(Team { id: id("hq".into()), site: id("hq".into()), parent: None }));
     for r in 0..regions {
-        entities.push(Entity::Team(Team { id: id(format!("region-{r}")), site: id(format!("site-{r}")), parent: Some(id("hq".into())) }));
+        entities.push(Entity::Team(Team {
+            id: id(format!("region-{r}")),
+            site: id(format!("site-{r}")),
+            parent: Some(id("hq".into())),
+        }));
     }
     for t in 0..teams_n {
         entities.push(Entity::Team(Team {
@@ -110,7 +114,8 @@ fn organization() -> Org {
             household_key: None,
         }));
     }
-    let purposes = [Purpose::Casework, Purpose::TaxpayerService, Purpose::Compliance, Purpose::FraudInvestigation, Purpose::Legal];
+    let purposes =
+        [Purpose::Casework, Purpose::TaxpayerService, Purpose::Compliance, Purpose::FraudInvestigation, Purpose::Legal];
     let mut cases = Vec::with_capacity(cases_n);
     for c in 0..cases_n {
         let subjects = (0..1 + rng.below(3)).map(|_| id(format!("subject-{}", rng.below(subjects_n)))).collect();
@@ -163,7 +168,8 @@ fn requests(org: &Org, n: usize) -> Vec<CheckRequest> {
                 (Some(s), _) => s.to_string(),
                 (None, Some(t)) => {
                     let team: usize = t.as_str().trim_start_matches("team-").parse().unwrap();
-                    let member = (0..org.staff).map(|s| (s + i) % org.staff).find(|&s| org.staff_team[s] == team).unwrap();
+                    let member =
+                        (0..org.staff).map(|s| (s + i) % org.staff).find(|&s| org.staff_team[s] == team).unwrap();
                     format!("staff-{member}")
                 }
                 (None, None) => unreachable!(),
@@ -215,7 +221,8 @@ fn fixture() -> Fixture {
     let prebuilt = requests
         .iter()
         .map(|r| {
-            let (req, entities) = Engine::cedar_inputs(&index, r).unwrap().expect("benchmark principals and subjects exist");
+            let (req, entities) =
+                Engine::cedar_inputs(&index, r).unwrap().expect("benchmark principals and subjects exist");
             (req, entities, quis_policy_engine::model::Action::from_str(&r.action).unwrap())
         })
         .collect();
@@ -278,11 +285,28 @@ fn summary(f: &Fixture) {
     }
     let n = (rounds * f.requests.len()) as f64;
     let rate = |d: Duration| n / d.as_secs_f64();
-    println!("organization: {} entities loaded in {:.2} s ({:.0} entities/s)", f.entities, f.load.as_secs_f64(), f.entities as f64 / f.load.as_secs_f64());
+    println!(
+        "organization: {} entities loaded in {:.2} s ({:.0} entities/s)",
+        f.entities,
+        f.load.as_secs_f64(),
+        f.entities as f64 / f.load.as_secs_f64()
+    );
     println!("requests: {} x {rounds} rounds, {:.1}% allowed", f.requests.len(), 100.0 * allowed as f64 / n);
-    println!("Engine::check (slices included):        {:>9.0} decisions/s on one core ({:.2} us each)", rate(engine), engine.as_secs_f64() * 1e6 / n);
-    println!("bare is_authorized, whole pack:         {:>9.0} decisions/s on one core ({:.2} us each)", rate(bare), bare.as_secs_f64() * 1e6 / n);
-    println!("bare is_authorized, per-action split:   {:>9.0} decisions/s on one core ({:.2} us each)", rate(bare_split), bare_split.as_secs_f64() * 1e6 / n);
+    println!(
+        "Engine::check (slices included):        {:>9.0} decisions/s on one core ({:.2} us each)",
+        rate(engine),
+        engine.as_secs_f64() * 1e6 / n
+    );
+    println!(
+        "bare is_authorized, whole pack:         {:>9.0} decisions/s on one core ({:.2} us each)",
+        rate(bare),
+        bare.as_secs_f64() * 1e6 / n
+    );
+    println!(
+        "bare is_authorized, per-action split:   {:>9.0} decisions/s on one core ({:.2} us each)",
+        rate(bare_split),
+        bare_split.as_secs_f64() * 1e6 / n
+    );
     println!("ratio engine / bare (whole pack):       {:.2}", rate(engine) / rate(bare));
     println!("ratio engine / bare (per-action split): {:.2}", rate(engine) / rate(bare_split));
 }

@@ -8,7 +8,9 @@ use std::sync::{Arc, LazyLock};
 use cedar_policy::{Authorizer, Context, Effect, Entities, EntityUid, PolicyId, Request, RestrictedExpression};
 
 use crate::index::{EntityIndex, Node, TYPES, uid};
-use crate::model::{Action, Case, CaseStatus, Conflict, EntityKind, Grant, GrantKind, Id, Purpose, Staff, Subject, Team};
+use crate::model::{
+    Action, Case, CaseStatus, Conflict, EntityKind, Grant, GrantKind, Id, Purpose, Staff, Subject, Team,
+};
 use crate::policy::{AlertLevel, BreakGlassRule, PolicySet, action_uid, is_field_tag};
 use crate::request::{
     CheckRequest, Decision, MAX_DEVICE_CHARS, MAX_FIELDS, MAX_JUSTIFICATION_CHARS, Obligations, RequestError,
@@ -33,7 +35,10 @@ pub enum PrincipalRef {
 /// What is asked about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ResourceRef {
-    Subject { subject: Id, record: Option<Id> },
+    Subject {
+        subject: Id,
+        record: Option<Id>,
+    },
     /// `search` within a case.
     Case(Id),
     /// `search` across the whole register.
@@ -88,7 +93,10 @@ impl Engine {
     /// The Cedar request and entity slice the engine evaluates for `request`; `None` when
     /// its principal or subject is unknown (denied without asking Cedar). For tests and
     /// benchmarks that compare with bare Cedar.
-    pub fn cedar_inputs(index: &EntityIndex, request: &CheckRequest) -> Result<Option<(Request, Entities)>, RequestError> {
+    pub fn cedar_inputs(
+        index: &EntityIndex,
+        request: &CheckRequest,
+    ) -> Result<Option<(Request, Entities)>, RequestError> {
         let parsed = parse(request)?;
         let Ok(slice) = build_slice(index, &parsed) else { return Ok(None) };
         Ok(cedar_parts(&parsed, &slice).ok())
@@ -112,7 +120,10 @@ impl Engine {
         let slice = match build_slice(index, req) {
             Ok(slice) => slice,
             Err(Unknown::Principal) => {
-                return deny("you are not known to the policy service", format!("denied: unknown principal {}", principal_name(&req.principal)));
+                return deny(
+                    "you are not known to the policy service",
+                    format!("denied: unknown principal {}", principal_name(&req.principal)),
+                );
             }
             Err(Unknown::Subject) => {
                 return deny(NO_CASE, "denied: unknown subject".into());
@@ -135,8 +146,8 @@ impl Engine {
         let failed_forbids: Vec<String> = response
             .diagnostics()
             .errors()
-            .filter_map(|e| match e {
-                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => Some(e.policy_id()),
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => e.policy_id(),
             })
             .filter(|id| policies.meta(id).is_none_or(|m| m.effect == Effect::Forbid))
             .map(ToString::to_string)
@@ -161,7 +172,10 @@ impl Engine {
                 grant,
                 ..deny(
                     NOT_AUTHORIZED,
-                    format!("denied: forbid policies failed to evaluate ({}); {context_note}", failed_forbids.join(", ")),
+                    format!(
+                        "denied: forbid policies failed to evaluate ({}); {context_note}",
+                        failed_forbids.join(", ")
+                    ),
                 )
             };
         }
@@ -355,7 +369,18 @@ fn parse(r: &CheckRequest) -> Result<ParsedRequest, RequestError> {
         }
         Some(d) => Some(d.clone()),
     };
-    Ok(ParsedRequest { principal, action, resource, fields, purpose, case, justification, time: c.time, source_address, device })
+    Ok(ParsedRequest {
+        principal,
+        action,
+        resource,
+        fields,
+        purpose,
+        case,
+        justification,
+        time: c.time,
+        source_address,
+        device,
+    })
 }
 
 fn parse_id(text: &str, field: &str) -> Result<Id, RequestError> {
@@ -371,9 +396,9 @@ fn parse_name(name: &str, prefix: &str, field: &str) -> Result<Id, RequestError>
 }
 
 fn parse_principal(name: &str) -> Result<PrincipalRef, RequestError> {
-    let (kind, id) = name.split_once('/').ok_or_else(|| {
-        RequestError::new("principal", "must be staff/{id}, subjects/{id} or services/{name}")
-    })?;
+    let (kind, id) = name
+        .split_once('/')
+        .ok_or_else(|| RequestError::new("principal", "must be staff/{id}, subjects/{id} or services/{name}"))?;
     match kind {
         "staff" => Ok(PrincipalRef::Staff(parse_id(id, "principal")?)),
         "subjects" => Ok(PrincipalRef::Subject(parse_id(id, "principal")?)),
@@ -424,7 +449,9 @@ fn parse_resource(action: Action, name: &str) -> Result<ResourceRef, RequestErro
                 other => {
                     return Err(RequestError::new(
                         field,
-                        format!("unknown entity type {other:?}: must be staff, teams, subjects, cases, conflicts or grants"),
+                        format!(
+                            "unknown entity type {other:?}: must be staff, teams, subjects, cases, conflicts or grants"
+                        ),
                     ));
                 }
             };
@@ -528,7 +555,8 @@ fn find_case(
 /// The grant that matters for this request: an active one matching the purpose (a
 /// break-glass for EMERGENCY), then any active one, then the one that ended last.
 fn pick_grant(grants: Vec<Arc<Node<Grant>>>, req: &ParsedRequest) -> Option<Arc<Node<Grant>>> {
-    let wanted_kind = if req.purpose == Some(Purpose::Emergency) { GrantKind::BreakGlass } else { GrantKind::Temporary };
+    let wanted_kind =
+        if req.purpose == Some(Purpose::Emergency) { GrantKind::BreakGlass } else { GrantKind::Temporary };
     grants.into_iter().max_by_key(|g| {
         let m = &g.model;
         let active = m.is_active_at(req.time);
@@ -589,7 +617,8 @@ fn cedar_parts(req: &ParsedRequest, slice: &Slice) -> Result<(Request, Entities)
         context.push(("device".into(), RestrictedExpression::new_string(d.clone())));
     }
     let context = Context::from_pairs(context).map_err(|e| e.to_string())?;
-    let request = Request::new(principal, action_uid(req.action), resource, context, None).map_err(|e| e.to_string())?;
+    let request =
+        Request::new(principal, action_uid(req.action), resource, context, None).map_err(|e| e.to_string())?;
 
     let mut seen = HashSet::new();
     let mut entities = Vec::with_capacity(4 + slice.teams.len());
@@ -676,7 +705,8 @@ fn diagnose(req: &ParsedRequest, slice: &Slice) -> Why {
             ResourceRef::Register => {
                 same("only investigators may search the whole register, for a FRAUD_INVESTIGATION purpose")
             }
-            _ => case_problem(slice, purpose, true).unwrap_or_else(|| why(NOT_AUTHORIZED, "no policy permits this search")),
+            _ => case_problem(slice, purpose, true)
+                .unwrap_or_else(|| why(NOT_AUTHORIZED, "no policy permits this search")),
         },
         (PrincipalRef::Staff(_), action) => {
             if purpose == Purpose::Emergency {
@@ -713,11 +743,7 @@ fn diagnose(req: &ParsedRequest, slice: &Slice) -> Why {
 /// What is wrong with the slice's case for this request, if anything.
 fn case_problem(slice: &Slice, purpose: Purpose, searching: bool) -> Option<Why> {
     let Some(case) = &slice.case else {
-        return Some(if slice.named_case_missing {
-            same("the case named does not exist")
-        } else {
-            same(NO_CASE)
-        });
+        return Some(if slice.named_case_missing { same("the case named does not exist") } else { same(NO_CASE) });
     };
     let c = &case.model;
     if c.status != CaseStatus::Open {

@@ -397,7 +397,7 @@ impl EntityIndex {
         let mut current = Some(from.clone());
         for _ in 0..=MAX_TEAM_DEPTH {
             match current {
-                Some(id) if &id == target => return true,
+                Some(id) if id == *target => return true,
                 Some(id) => current = self.teams.get(&id).and_then(|t| t.model.parent.clone()),
                 None => return false,
             }

@@ -263,9 +263,7 @@ impl PolicySet {
 
         let by_action = Action::ALL.iter().map(|action| split_for(&renamed, *action)).collect();
         let version = hex::encode(Sha256::digest(text.as_bytes()));
-        Ok(PolicySet {
-            inner: Arc::new(Compiled { version, text: text.to_string(), all: renamed, by_action, meta }),
-        })
+        Ok(PolicySet { inner: Arc::new(Compiled { version, text: text.to_string(), all: renamed, by_action, meta }) })
     }
 
     /// Hex SHA-256 of the policy text.
@@ -371,7 +369,9 @@ fn read_meta(policy: &cedar_policy::Policy, order: usize) -> Result<PolicyMeta, 
         Some("grant") => Some(BreakGlassRule::Grant),
         Some(seconds) => match seconds.parse::<i64>() {
             Ok(s) if s > 0 => Some(BreakGlassRule::StartFor(s)),
-            _ => return Err(format!("@break_glass must be \"grant\" or a positive number of seconds, not {seconds:?}")),
+            _ => {
+                return Err(format!("@break_glass must be \"grant\" or a positive number of seconds, not {seconds:?}"));
+            }
         },
     };
     let uses_grant = match policy.annotation("uses_grant") {

@@ -74,7 +74,13 @@ fn rows() -> Vec<Row> {
             obligation_fields: CASEWORK_FIELDS,
             ..R
         },
-        Row { name: "no purpose", purpose: None, policies: &["purpose-required"], public_reason: "a purpose is required", ..R },
+        Row {
+            name: "no purpose",
+            purpose: None,
+            policies: &["purpose-required"],
+            public_reason: "a purpose is required",
+            ..R
+        },
         Row { name: "no case for this subject", resource: "subjects/s-ben", public_reason: NO_CASE, ..R },
         Row {
             name: "taxpayer service sees contact and identity only",
@@ -127,7 +133,12 @@ fn rows() -> Vec<Row> {
             public_reason: "case c-100 is not assigned to you or your team",
             ..R
         },
-        Row { name: "case named does not exist", case: Some("cases/c-999"), public_reason: "the case named does not exist", ..R },
+        Row {
+            name: "case named does not exist",
+            case: Some("cases/c-999"),
+            public_reason: "the case named does not exist",
+            ..R
+        },
         Row {
             name: "case assigned to a parent team covers its sub-teams",
             principal: "staff/judy",
@@ -552,8 +563,18 @@ fn rows() -> Vec<Row> {
             public_reason: "services may not access records as principals",
             ..R
         },
-        Row { name: "unknown staff", principal: "staff/zed", public_reason: "you are not known to the policy service", ..R },
-        Row { name: "unknown subject answers like a missing case", resource: "subjects/s-nobody", public_reason: NO_CASE, ..R },
+        Row {
+            name: "unknown staff",
+            principal: "staff/zed",
+            public_reason: "you are not known to the policy service",
+            ..R
+        },
+        Row {
+            name: "unknown subject answers like a missing case",
+            resource: "subjects/s-nobody",
+            public_reason: NO_CASE,
+            ..R
+        },
     ]
 }
 
@@ -616,11 +637,12 @@ fn full_reasons_tell_the_whole_story() {
     assert!(d.full_reason.contains("case c-104 (found)"), "{}", d.full_reason);
     assert_eq!(d.case.as_ref().map(|c| c.as_str()), Some("c-104"));
 
-    let d = Engine::check(&policies, &index, &request("staff/bob", "read", "subjects/s-decoy", Some("CASEWORK"))).unwrap();
+    let d =
+        Engine::check(&policies, &index, &request("staff/bob", "read", "subjects/s-decoy", Some("CASEWORK"))).unwrap();
     assert!(d.full_reason.contains("decoy"), "{}", d.full_reason);
 
-    let d =
-        Engine::check(&policies, &index, &request("staff/bob", "read", "subjects/s-witness", Some("EMERGENCY"))).unwrap();
+    let d = Engine::check(&policies, &index, &request("staff/bob", "read", "subjects/s-witness", Some("EMERGENCY")))
+        .unwrap();
     assert!(d.allowed);
     assert_eq!(d.grant.as_ref().map(|g| g.as_str()), Some("g-bg-1"));
     assert!(d.full_reason.contains("grant g-bg-1 (BREAK_GLASS)"), "{}", d.full_reason);
@@ -636,23 +658,41 @@ fn changes_take_effect_on_the_next_check() {
 
     // Suspension.
     let before = index.version();
-    index.apply(EntityChange::Upsert(staff("alice", "north-intake", &["caseworker"], &[], StaffStatus::Suspended))).unwrap();
+    index
+        .apply(EntityChange::Upsert(staff("alice", "north-intake", &["caseworker"], &[], StaffStatus::Suspended)))
+        .unwrap();
     let d = Engine::check(&policies, &index, &read).unwrap();
     assert!(!d.allowed);
     assert_eq!(d.entity_version, before + 1);
-    index.apply(EntityChange::Upsert(staff("alice", "north-intake", &["caseworker"], &[], StaffStatus::Active))).unwrap();
+    index
+        .apply(EntityChange::Upsert(staff("alice", "north-intake", &["caseworker"], &[], StaffStatus::Active)))
+        .unwrap();
     assert!(Engine::check(&policies, &index, &read).unwrap().allowed);
 
     // Closing the case.
     index
-        .apply(EntityChange::Upsert(case("c-100", Purpose::Casework, CaseStatus::Closed, &["s-ann", "s-neighbour"], &[], &["north-intake"])))
+        .apply(EntityChange::Upsert(case(
+            "c-100",
+            Purpose::Casework,
+            CaseStatus::Closed,
+            &["s-ann", "s-neighbour"],
+            &[],
+            &["north-intake"],
+        )))
         .unwrap();
     let d = Engine::check(&policies, &index, &read).unwrap();
     assert_eq!(d.public_reason, "case c-100 is closed");
 
     // Reassigning it to alice alone, open again; then moving alice to another team.
     index
-        .apply(EntityChange::Upsert(case("c-100", Purpose::Casework, CaseStatus::Open, &["s-ann"], &["bob"], &["south"])))
+        .apply(EntityChange::Upsert(case(
+            "c-100",
+            Purpose::Casework,
+            CaseStatus::Open,
+            &["s-ann"],
+            &["bob"],
+            &["south"],
+        )))
         .unwrap();
     // Only alice's closed compliance case is left to explain the access.
     assert_eq!(Engine::check(&policies, &index, &read).unwrap().public_reason, "case c-102 is closed");
@@ -676,7 +716,15 @@ fn changes_take_effect_on_the_next_check() {
     let mut emergency = request("staff/alice", "read", "subjects/s-witness", Some("EMERGENCY"));
     assert!(!Engine::check(&policies, &index, &emergency).unwrap().allowed);
     index
-        .apply(EntityChange::Upsert(grant("g-new", GrantKind::BreakGlass, "alice", "s-witness", &[Purpose::Emergency], T0, T0 + 60)))
+        .apply(EntityChange::Upsert(grant(
+            "g-new",
+            GrantKind::BreakGlass,
+            "alice",
+            "s-witness",
+            &[Purpose::Emergency],
+            T0,
+            T0 + 60,
+        )))
         .unwrap();
     assert!(Engine::check(&policies, &index, &emergency).unwrap().allowed);
     emergency.context.time = T0 + 60;

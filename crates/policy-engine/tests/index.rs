@@ -23,7 +23,9 @@ fn reverse_links_follow_upserts_and_deletes() {
     assert_eq!(case_ids(&index, "s-ben"), ["c-101", "c-103"]);
 
     // c-100 now lists s-ben instead of s-ann.
-    index.apply(EntityChange::Upsert(case("c-100", Purpose::Casework, CaseStatus::Open, &["s-ben"], &[], &[]))).unwrap();
+    index
+        .apply(EntityChange::Upsert(case("c-100", Purpose::Casework, CaseStatus::Open, &["s-ben"], &[], &[])))
+        .unwrap();
     assert_eq!(case_ids(&index, "s-ann"), ["c-102", "c-105"]);
     assert_eq!(case_ids(&index, "s-ben"), ["c-100", "c-101", "c-103"]);
     assert!(case_ids(&index, "s-neighbour").is_empty());
@@ -78,10 +80,19 @@ fn checks_read_while_the_feed_writes() {
         std::thread::spawn(move || {
             for i in 0..2_000u32 {
                 let status = if i % 2 == 0 { StaffStatus::Suspended } else { StaffStatus::Active };
-                index.apply(EntityChange::Upsert(staff("alice", "north-intake", &["caseworker"], &[], status))).unwrap();
+                index
+                    .apply(EntityChange::Upsert(staff("alice", "north-intake", &["caseworker"], &[], status)))
+                    .unwrap();
                 let team = if i % 3 == 0 { "south" } else { "north-intake" };
                 index
-                    .apply(EntityChange::Upsert(case("c-100", Purpose::Casework, CaseStatus::Open, &["s-ann"], &[], &[team])))
+                    .apply(EntityChange::Upsert(case(
+                        "c-100",
+                        Purpose::Casework,
+                        CaseStatus::Open,
+                        &["s-ann"],
+                        &[],
+                        &[team],
+                    )))
                     .unwrap();
             }
             stop.store(true, Ordering::Release);
@@ -98,10 +109,10 @@ fn checks_read_while_the_feed_writes() {
                 while !stop.load(Ordering::Acquire) || seen == 0 {
                     let d = Engine::check(&policies, &index, &req).unwrap();
                     assert!(
-                        d.allowed && d.determining_policies == ["case-read-casework"]
-                            || !d.allowed
+                        (d.allowed && d.determining_policies == ["case-read-casework"])
+                            || (!d.allowed
                                 && (d.determining_policies == ["inactive-staff"]
-                                    || d.public_reason == quis_policy_engine::engine::NO_CASE),
+                                    || d.public_reason == quis_policy_engine::engine::NO_CASE)),
                         "{d:?}"
                     );
                     seen += 1;
@@ -115,7 +126,8 @@ fn checks_read_while_the_feed_writes() {
         assert!(r.join().unwrap() > 0);
     }
     // Final state: alice active, case with north-intake (i = 1999).
-    let d = Engine::check(&policies, &index, &request("staff/alice", "read", "subjects/s-ann", Some("CASEWORK"))).unwrap();
+    let d =
+        Engine::check(&policies, &index, &request("staff/alice", "read", "subjects/s-ann", Some("CASEWORK"))).unwrap();
     assert!(d.allowed);
     assert_eq!(index.version() as usize, northshire().len() + 2 + 4_000);
 }

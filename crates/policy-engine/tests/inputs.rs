@@ -26,18 +26,27 @@ fn malformed_requests_name_the_field() {
         ("resource", Box::new(|r| r.resource = "subjects/s ann".into())),
         ("resource", Box::new(|r| r.resource = "subjects/s-ann/files/x".into())),
         ("resource", Box::new(|r| r.resource = "cases/c-100".into())),
-        ("resource", Box::new(|r| {
-            r.action = "admin_entities".into();
-            r.resource = "widgets/w-1".into();
-        })),
-        ("resource", Box::new(|r| {
-            r.action = "search".into();
-            r.resource = "teams/north".into();
-        })),
-        ("resource", Box::new(|r| {
-            r.action = "admin_policy".into();
-            r.resource = "policies".into();
-        })),
+        (
+            "resource",
+            Box::new(|r| {
+                r.action = "admin_entities".into();
+                r.resource = "widgets/w-1".into();
+            }),
+        ),
+        (
+            "resource",
+            Box::new(|r| {
+                r.action = "search".into();
+                r.resource = "teams/north".into();
+            }),
+        ),
+        (
+            "resource",
+            Box::new(|r| {
+                r.action = "admin_policy".into();
+                r.resource = "policies".into();
+            }),
+        ),
         ("fields[1]", Box::new(|r| r.fields = vec!["contact".into(), "Income!".into()])),
         ("fields", Box::new(|r| r.fields = (0..65).map(|i| format!("f{i}")).collect())),
         ("context.purpose", Box::new(|r| r.context.purpose = Some("casework".into()))),

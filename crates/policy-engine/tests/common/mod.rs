@@ -45,7 +45,14 @@ pub fn subject(name: &str, compartments: &[Compartment], decoy: bool) -> Entity 
     })
 }
 
-pub fn case(name: &str, purpose: Purpose, status: CaseStatus, subjects: &[&str], staff: &[&str], teams: &[&str]) -> Entity {
+pub fn case(
+    name: &str,
+    purpose: Purpose,
+    status: CaseStatus,
+    subjects: &[&str],
+    staff: &[&str],
+    teams: &[&str],
+) -> Entity {
     Entity::Case(Case {
         id: id(name),
         subjects: ids(subjects),
@@ -152,8 +159,18 @@ pub fn northshire() -> Vec<Entity> {
 
 /// Words a public reason must never contain: they would reveal a restricted
 /// compartment or a decoy.
-pub const SECRET_WORDS: &[&str] =
-    &["restrict", "compartment", "clearance", "decoy", "honeytoken", "politic", "protected", "public figure", "own staff", "own_staff"];
+pub const SECRET_WORDS: &[&str] = &[
+    "restrict",
+    "compartment",
+    "clearance",
+    "decoy",
+    "honeytoken",
+    "politic",
+    "protected",
+    "public figure",
+    "own staff",
+    "own_staff",
+];
 
 pub fn reveals_secret(public_reason: &str) -> Option<&'static str> {
     let lower = public_reason.to_lowercase();
