@@ -108,7 +108,7 @@ fn organization() -> Org {
         entities.push(Entity::Subject(Subject {
             id: id(format!("subject-{u}")),
             compartments,
-            decoy: u % 10_000 == 9_999,
+            decoy: (u + 1).is_multiple_of(10_000),
             surname_key: Some([(u % 253) as u8; 32]),
             address_key: Some([(u % 239) as u8; 32]),
             household_key: None,
@@ -177,7 +177,7 @@ fn requests(org: &Org, n: usize) -> Vec<CheckRequest> {
             let mut context =
                 RequestContext { purpose: Some(case.purpose.as_str().into()), time: T0, ..RequestContext::default() };
             let (action, resource) = if roll < 70 {
-                if roll % 2 == 0 {
+                if roll.is_multiple_of(2) {
                     context.case = Some(format!("cases/{}", case.id));
                 }
                 ("read", format!("subjects/{}", case.subjects[0]))

@@ -599,10 +599,8 @@ fn cedar_parts(req: &ParsedRequest, slice: &Slice) -> Result<(Request, Entities)
         context.push(("justification".into(), RestrictedExpression::new_string(j.clone())));
     }
     // A search's case is its resource, not context.
-    if !matches!(req.resource, ResourceRef::Case(_)) {
-        if let Some(c) = &slice.case {
-            context.push(("case".into(), RestrictedExpression::new_entity_uid(c.cedar.uid())));
-        }
+    if let (false, Some(c)) = (matches!(req.resource, ResourceRef::Case(_)), &slice.case) {
+        context.push(("case".into(), RestrictedExpression::new_entity_uid(c.cedar.uid())));
     }
     if let Some(g) = &slice.grant {
         context.push(("grant".into(), RestrictedExpression::new_entity_uid(g.cedar.uid())));

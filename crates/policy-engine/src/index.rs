@@ -317,10 +317,8 @@ impl EntityIndex {
                 self.staff.insert(node.model.id.clone(), Arc::new(node));
             }
             Entity::Team(team) => {
-                if let Some(parent) = &team.parent {
-                    if self.reaches(parent, &team.id) {
-                        return Err(EntityError::TeamCycle(team.id));
-                    }
+                if team.parent.as_ref().is_some_and(|parent| self.reaches(parent, &team.id)) {
+                    return Err(EntityError::TeamCycle(team.id));
                 }
                 let node = team_node(team)?;
                 self.teams.insert(node.model.id.clone(), Arc::new(node));

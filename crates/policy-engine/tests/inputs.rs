@@ -8,12 +8,14 @@ use quis_policy_engine::model::*;
 use quis_policy_engine::policy::{MAX_POLICIES, MAX_POLICY_SET_BYTES};
 use quis_policy_engine::{Engine, EntityError, Pack, PolicyErrorKind, PolicySet};
 
+type Edit = Box<dyn Fn(&mut quis_policy_engine::CheckRequest)>;
+
 #[test]
 fn malformed_requests_name_the_field() {
     let policies = PolicySet::default();
     let index = index_of(northshire());
     let base = || request("staff/alice", "read", "subjects/s-ann", Some("CASEWORK"));
-    let cases: Vec<(&str, Box<dyn Fn(&mut quis_policy_engine::CheckRequest)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         ("principal", Box::new(|r| r.principal = "robots/r2".into())),
         ("principal", Box::new(|r| r.principal = "alice".into())),
         ("principal", Box::new(|r| r.principal = "staff/Alice".into())),
