@@ -34,7 +34,7 @@ use serde::Deserialize;
 /// HERE, and the test then demands it everywhere: a compose service, a k8s
 /// Deployment and Service, listen addresses in every configuration, the
 /// Dockerfile's EXPOSE and the network policies.
-const SERVICES: &[&str] = &["gateway", "identity", "ledger", "witness", "echo"];
+const SERVICES: &[&str] = &["gateway", "identity", "ledger", "witness", "policy", "echo"];
 
 /// The ledger: one sequencer per log, and a third listener, its tlog-tiles HTTP
 /// (`ledger.http_listen`), which only the gateway reads.

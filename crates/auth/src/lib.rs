@@ -3,6 +3,7 @@
 //! and development keys and tokens (`quis init`, `quis token`).
 #![forbid(unsafe_code)]
 
+pub mod credentials;
 pub mod devkeys;
 pub mod error;
 pub mod jwks;
@@ -12,6 +13,7 @@ pub mod principal;
 pub mod revocation;
 pub mod verifier;
 
+pub use credentials::ServiceCredentials;
 pub use error::AuthError;
 pub use layer::{AuthLayer, principal, require_any_role};
 pub use principal::{Principal, PrincipalKind, Role};

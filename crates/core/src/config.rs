@@ -16,7 +16,7 @@ pub const ENV_PREFIX: &str = "QUIS_";
 
 /// The top-level keys of [`QuisConfig`], lower case, as environment variables name them.
 const SECTIONS: &[&str] =
-    &["data_dir", "log", "auth", "tls", "shutdown", "store", "gateway", "ledger", "witness", "services"];
+    &["data_dir", "log", "auth", "tls", "shutdown", "store", "gateway", "ledger", "witness", "policy", "services"];
 
 /// The whole configuration of a Quis process.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -32,6 +32,7 @@ pub struct QuisConfig {
     pub gateway: GatewayConfig,
     pub ledger: LedgerConfig,
     pub witness: WitnessConfig,
+    pub policy: PolicyConfig,
     /// Listen addresses per service name (`gateway`, `identity`, `echo`, ...).
     pub services: BTreeMap<String, ServiceListen>,
 }
@@ -48,6 +49,7 @@ impl Default for QuisConfig {
             gateway: GatewayConfig::default(),
             ledger: LedgerConfig::default(),
             witness: WitnessConfig::default(),
+            policy: PolicyConfig::default(),
             services: default_services(),
         }
     }
@@ -55,7 +57,7 @@ impl Default for QuisConfig {
 
 /// Default loopback ports: gRPC on 74xx, admin HTTP on 75xx.
 pub const DEFAULT_PORTS: &[(&str, u16)] =
-    &[("gateway", 7400), ("identity", 7401), ("ledger", 7402), ("witness", 7403), ("echo", 7409)];
+    &[("gateway", 7400), ("identity", 7401), ("ledger", 7402), ("witness", 7403), ("policy", 7404), ("echo", 7409)];
 
 fn default_services() -> BTreeMap<String, ServiceListen> {
     DEFAULT_PORTS
@@ -333,6 +335,45 @@ impl Default for WitnessConfig {
     }
 }
 
+/// The policy service: where it records admin events, how it authenticates
+/// there, and how fresh its decisions are.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The ledger's gRPC URL for admin events; unset means `http://<services.ledger.listen>`
+    /// (`https://` when `tls.enabled`).
+    pub ledger_url: Option<String>,
+    /// A file holding this service's bearer token for the ledger, re-read when it changes;
+    /// unset means a token minted in-process with the development signing key (`quis init`).
+    pub token_file: Option<PathBuf>,
+    /// The service principal (`sub`) of minted tokens; the ledger's `appenders` must list it for `admin`.
+    pub service_principal: String,
+    /// Every check first reads the head of the change feed (shared by concurrent checks), so a
+    /// change committed before the check arrived is always applied. `false` polls every
+    /// `poll_interval_ms` instead (faster, but a change may take that long to apply).
+    pub read_your_writes: bool,
+    /// Poll interval of the change feed when `read_your_writes` is off (and the idle refresh when on).
+    pub poll_interval_ms: u64,
+    /// Largest policy set accepted, in bytes.
+    pub max_policy_set_bytes: usize,
+    /// Largest request message accepted (bulk upserts), in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            ledger_url: None,
+            token_file: None,
+            service_principal: "policy".into(),
+            read_your_writes: true,
+            poll_interval_ms: 1_000,
+            max_policy_set_bytes: 256 * 1024,
+            max_message_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
 /// Token-bucket rate limits at the gateway.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -422,6 +463,12 @@ impl QuisConfig {
         }
         if self.gateway.max_connections == 0 {
             return invalid("gateway.max_connections", "must be positive");
+        }
+        if self.policy.poll_interval_ms == 0 || self.policy.poll_interval_ms > 60_000 {
+            return invalid("policy.poll_interval_ms", "must be 1 to 60000");
+        }
+        if self.policy.max_policy_set_bytes == 0 || self.policy.max_policy_set_bytes > 4 * 1024 * 1024 {
+            return invalid("policy.max_policy_set_bytes", "must be 1 to 4194304");
         }
         let rl = &self.gateway.rate_limit;
         if rl.per_principal_per_sec == 0 || rl.per_address_per_sec == 0 {

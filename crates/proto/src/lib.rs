@@ -24,6 +24,11 @@ pub mod quis {
             tonic::include_proto!("quis.ledger.v1");
         }
     }
+    pub mod policy {
+        pub mod v1 {
+            tonic::include_proto!("quis.policy.v1");
+        }
+    }
     pub mod sentinel {
         pub mod v1 {
             tonic::include_proto!("quis.sentinel.v1");
@@ -31,13 +36,16 @@ pub mod quis {
     }
 }
 
-pub use quis::{echo::v1 as echo, identity::v1 as identity, ledger::v1 as ledger, sentinel::v1 as sentinel};
+pub use quis::{
+    echo::v1 as echo, identity::v1 as identity, ledger::v1 as ledger, policy::v1 as policy, sentinel::v1 as sentinel,
+};
 
 /// The gRPC service names of every Quis API, as routed by the gateway.
 pub const SERVICE_NAMES: &[&str] = &[
     "quis.echo.v1.EchoService",
     "quis.identity.v1.IdentityService",
     "quis.ledger.v1.LedgerService",
+    "quis.policy.v1.PolicyService",
     "quis.sentinel.v1.SentinelService",
 ];
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_ledger;
+mod bench_policy;
 mod suite;
 mod verify;
 
@@ -47,7 +48,7 @@ enum Command {
     },
     /// Run one service.
     Serve {
-        /// gateway, identity, ledger, echo or witness.
+        /// gateway, identity, ledger, policy, echo or witness.
         service: String,
     },
     /// Create the development CA, certificates, token-signing key and JWKS (existing files are kept).
@@ -73,6 +74,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Load-test a ledger: durable appends, acknowledgement latency, tail lag, proofs, and a plain-table baseline.
     BenchLedger(bench_ledger::BenchLedgerArgs),
+    /// Benchmark the policy service: bulk upsert and loading of an organization, Check over gRPC (in-process, on loopback).
+    BenchPolicy(bench_policy::BenchPolicyArgs),
     /// Audit the ledger: signatures, cosignatures, consistency with the last trusted checkpoint; --full: every entry.
     Verify(verify::VerifyArgs),
     /// Print the version.
@@ -154,6 +157,10 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(args) => bench::run(args).await,
         Command::BenchLedger(args) => bench_ledger::run(args).await,
+        Command::BenchPolicy(args) => {
+            let config = load_config(&cli, None)?;
+            bench_policy::run(args, &config.data_dir).await
+        }
         Command::Verify(args) => verify::run(args).await,
         Command::Up { port, admin_port } => {
             let mut flags = Figment::new();

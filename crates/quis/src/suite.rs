@@ -10,7 +10,7 @@ use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 /// Backend services, in start order.
-pub const BACKENDS: &[&str] = &["identity", "ledger", "echo"];
+pub const BACKENDS: &[&str] = &["identity", "ledger", "policy", "echo"];
 
 /// Every service `quis serve` accepts. The witness is no backend: it serves plain HTTP
 /// (c2sp.org/tlog-witness) and in production is run by another party; `quis up`
@@ -43,6 +43,10 @@ async fn build_backend(name: &str, ctx: &ServiceContext) -> Result<Backend> {
         "ledger" => {
             let (grpc, http, ledger) = quis_ledger::build(ctx).await.map_err(anyhow::Error::msg)?;
             Backend { grpc, http: Some(http), notes: vec![format!("log verifier key: {}", ledger.verifier_key())] }
+        }
+        "policy" => {
+            let (grpc, _) = quis_policy::build(ctx).await.map_err(anyhow::Error::msg)?;
+            Backend { grpc, http: None, notes: Vec::new() }
         }
         "echo" => Backend { grpc: quis_echo::build(), http: None, notes: Vec::new() },
         other => bail!("unknown service {other:?}; known: {}", all_services().join(", ")),
@@ -181,6 +185,10 @@ pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> 
     let tiles = bind(loopback, "ledger tiles").await?;
     let witness_listener = bind(loopback, "witness").await?;
     let mut config = config;
+    // Policy records its changes in this process's ledger unless told otherwise.
+    if config.policy.ledger_url.is_none() {
+        config.policy.ledger_url = upstreams.get("ledger").and_then(|u| u.first()).cloned();
+    }
     config.gateway.upstreams = upstreams;
     config.gateway.tiles_upstream = Some(format!("http://{}", tiles.local_addr()?));
 

@@ -1,0 +1,97 @@
+//! The policy service's errors, each mapped once to a `google.rpc.Status`.
+use quis_core::{ApiError, FieldViolation};
+use tonic::{Code, Status};
+
+pub const DOMAIN: &str = "quis.policy";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("invalid request")]
+    Invalid(Vec<FieldViolation>),
+    #[error("only a service principal may ask about another principal")]
+    NotAService,
+    #[error("this call needs the admin role")]
+    NotAnAdmin,
+    #[error("administrators may not administer themselves: {0}")]
+    SelfAdministration(&'static str),
+    #[error("a policy-set version must be approved by an administrator other than its proposer")]
+    SelfApproval,
+    #[error("{0} is not a proposed version")]
+    NotProposed(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("the ledger did not record the change, so it was not made")]
+    LedgerUnavailable(String),
+    #[error("the policy store is unreachable; decisions fail closed")]
+    StoreUnavailable(String),
+    #[error("no policy-set version is active")]
+    NoActivePolicy,
+    #[error("policy store failed: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl ApiError for PolicyError {
+    fn code(&self) -> Code {
+        match self {
+            PolicyError::Invalid(_) => Code::InvalidArgument,
+            PolicyError::NotAService | PolicyError::NotAnAdmin => Code::PermissionDenied,
+            PolicyError::SelfAdministration(_) | PolicyError::SelfApproval => Code::PermissionDenied,
+            PolicyError::NotProposed(_) => Code::FailedPrecondition,
+            PolicyError::NotFound(_) => Code::NotFound,
+            PolicyError::LedgerUnavailable(_) | PolicyError::StoreUnavailable(_) | PolicyError::NoActivePolicy => {
+                Code::Unavailable
+            }
+            PolicyError::Store(_) | PolicyError::Corrupt(_) => Code::Internal,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            PolicyError::Invalid(_) => "INVALID_ARGUMENT",
+            PolicyError::NotAService => "NOT_A_SERVICE",
+            PolicyError::NotAnAdmin => "NOT_AN_ADMIN",
+            PolicyError::SelfAdministration(_) => "SELF_ADMINISTRATION_FORBIDDEN",
+            PolicyError::SelfApproval => "SELF_APPROVAL_FORBIDDEN",
+            PolicyError::NotProposed(_) => "NOT_PROPOSED",
+            PolicyError::NotFound(_) => "NOT_FOUND",
+            PolicyError::LedgerUnavailable(_) => "LEDGER_UNAVAILABLE",
+            PolicyError::StoreUnavailable(_) => "STORE_UNAVAILABLE",
+            PolicyError::NoActivePolicy => "NO_ACTIVE_POLICY",
+            PolicyError::Store(_) => "STORE_FAILED",
+            PolicyError::Corrupt(_) => "STORE_CORRUPT",
+        }
+    }
+
+    fn domain(&self) -> &'static str {
+        DOMAIN
+    }
+
+    fn violations(&self) -> Vec<FieldViolation> {
+        match self {
+            PolicyError::Invalid(v) => v.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        matches!(self, PolicyError::LedgerUnavailable(_) | PolicyError::StoreUnavailable(_))
+            .then(|| std::time::Duration::from_secs(1))
+    }
+}
+
+impl From<PolicyError> for Status {
+    fn from(e: PolicyError) -> Self {
+        if let PolicyError::LedgerUnavailable(cause) | PolicyError::StoreUnavailable(cause) = &e {
+            // The cause stays here; the caller learns only that the change was refused.
+            tracing::warn!(reason = e.reason(), %cause, "refused");
+        }
+        quis_core::error::to_status(&e)
+    }
+}
+
+/// Shorthand for one field violation.
+pub fn invalid(field: impl Into<String>, rule: impl Into<String>) -> PolicyError {
+    PolicyError::Invalid(vec![FieldViolation::new(field, rule)])
+}
