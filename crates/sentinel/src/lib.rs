@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{ConfigError, SentinelConfig, Severity};
 pub use error::SentinelError;
-pub use link::{LedgerLink, TokenSource};
+pub use link::LedgerLink;
 pub use store::SentinelStore;
 
 /// Alerts buffered for slow watchers before they are told to resume.

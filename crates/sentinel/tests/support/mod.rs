@@ -7,7 +7,9 @@
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use quis_auth::{
-    PrincipalKind, Role, TokenVerifier, devkeys,
+    PrincipalKind, Role, TokenVerifier,
+    credentials::ServiceCredentials,
+    devkeys,
     mint::{TokenSigner, TokenSpec},
 };
 use quis_core::{QuisConfig, health::Readiness, keys::FileKeySource};
@@ -16,7 +18,7 @@ use quis_proto::ledger::{
     ledger_service_client::LedgerServiceClient,
 };
 use quis_runtime::{BuiltService, ServiceContext};
-use quis_sentinel::{LedgerLink, SentinelConfig, TokenSource};
+use quis_sentinel::{LedgerLink, SentinelConfig};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -115,16 +117,9 @@ impl TestLedger {
 
     /// Sentinel's link to the ledger through `addr` (e.g. a [`Relay`]).
     pub async fn link_via(&self, addr: SocketAddr) -> LedgerLink {
-        let signer = Arc::clone(&self.signer);
-        LedgerLink::new(
-            channel(addr).await,
-            TokenSource::new(move || {
-                signer
-                    .mint(&TokenSpec::new("sentinel", PrincipalKind::Service, &[Role::Service]))
-                    .map(|t| t.0)
-                    .map_err(|e| e.to_string())
-            }),
-        )
+        let keys = FileKeySource::new(&self.config.data_dir);
+        let signer = TokenSigner::load(&keys, &self.config.auth.issuer, &self.config.auth.audience).expect("signer");
+        LedgerLink::new(channel(addr).await, ServiceCredentials::minted(signer, "sentinel", Duration::from_secs(300)))
     }
 
     /// A sentinel configuration that trusts this ledger's key.
