@@ -34,10 +34,16 @@ pub mod quis {
             tonic::include_proto!("quis.sentinel.v1");
         }
     }
+    pub mod vault {
+        pub mod v1 {
+            tonic::include_proto!("quis.vault.v1");
+        }
+    }
 }
 
 pub use quis::{
     echo::v1 as echo, identity::v1 as identity, ledger::v1 as ledger, policy::v1 as policy, sentinel::v1 as sentinel,
+    vault::v1 as vault,
 };
 
 /// The gRPC service names of every Quis API, as routed by the gateway.
