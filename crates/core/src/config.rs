@@ -284,6 +284,10 @@ pub struct LedgerConfig {
     pub witnesses: Vec<WitnessEndpoint>,
     /// Cosignatures a checkpoint needs to be marked witnessed.
     pub witness_quorum: usize,
+    /// How often the latest checkpoint goes back to the witnesses even if the tree did not grow,
+    /// so that its cosignature timestamps stay fresh and auditors (`quis verify --max-age-secs`)
+    /// can tell a live log from a frozen view; 0 never re-submits.
+    pub witness_refresh_secs: u64,
 }
 
 /// A witness the ledger submits checkpoints to.
@@ -313,6 +317,7 @@ impl Default for LedgerConfig {
             reader_services: vec!["sentinel".into(), "vault".into()],
             witnesses: Vec::new(),
             witness_quorum: 0,
+            witness_refresh_secs: 300,
         }
     }
 }
