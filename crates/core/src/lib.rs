@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod vault;
 
 pub use config::QuisConfig;
 pub use error::{ApiError, FieldViolation};

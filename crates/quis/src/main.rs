@@ -4,6 +4,7 @@
 mod bench;
 mod bench_ledger;
 mod bench_policy;
+mod bench_vault;
 mod suite;
 mod verify;
 
@@ -48,7 +49,7 @@ enum Command {
     },
     /// Run one service.
     Serve {
-        /// gateway, identity, ledger, policy, echo or witness.
+        /// gateway, identity, ledger, policy, vault, echo or witness.
         service: String,
     },
     /// Create the development CA, certificates, token-signing key and JWKS (existing files are kept).
@@ -76,6 +77,8 @@ enum Command {
     BenchLedger(bench_ledger::BenchLedgerArgs),
     /// Benchmark the policy service: bulk upsert and loading of an organization, Check over gRPC (in-process, on loopback).
     BenchPolicy(bench_policy::BenchPolicyArgs),
+    /// Benchmark guarded GetRecord through the gateway on a pre-populated store (in-process suite, loopback), beside the gateway's trivial upstream.
+    BenchVault(bench_vault::BenchVaultArgs),
     /// Audit the ledger: signatures, cosignatures, consistency with the last trusted checkpoint; --full: every entry.
     Verify(verify::VerifyArgs),
     /// Print the version.
@@ -161,6 +164,7 @@ async fn run(cli: Cli) -> Result<()> {
             let config = load_config(&cli, None)?;
             bench_policy::run(args, &config.data_dir).await
         }
+        Command::BenchVault(args) => bench_vault::run(args, load_config(&cli, None)?).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Up { port, admin_port } => {
             let mut flags = Figment::new();
