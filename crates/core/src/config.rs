@@ -16,7 +16,7 @@ pub const ENV_PREFIX: &str = "QUIS_";
 
 /// The top-level keys of [`QuisConfig`], lower case, as environment variables name them.
 const SECTIONS: &[&str] =
-    &["data_dir", "log", "auth", "tls", "shutdown", "store", "gateway", "ledger", "witness", "policy", "services"];
+    &["data_dir", "log", "auth", "tls", "shutdown", "store", "gateway", "ledger", "witness", "policy", "services", "sentinel"];
 
 /// The whole configuration of a Quis process.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -33,6 +33,7 @@ pub struct QuisConfig {
     pub ledger: LedgerConfig,
     pub witness: WitnessConfig,
     pub policy: PolicyConfig,
+    pub sentinel: crate::sentinel::SentinelConfig,
     /// Listen addresses per service name (`gateway`, `identity`, `echo`, ...).
     pub services: BTreeMap<String, ServiceListen>,
 }
@@ -50,6 +51,7 @@ impl Default for QuisConfig {
             ledger: LedgerConfig::default(),
             witness: WitnessConfig::default(),
             policy: PolicyConfig::default(),
+            sentinel: Default::default(),
             services: default_services(),
         }
     }
@@ -57,7 +59,7 @@ impl Default for QuisConfig {
 
 /// Default loopback ports: gRPC on 74xx, admin HTTP on 75xx.
 pub const DEFAULT_PORTS: &[(&str, u16)] =
-    &[("gateway", 7400), ("identity", 7401), ("ledger", 7402), ("witness", 7403), ("policy", 7404), ("echo", 7409)];
+    &[("gateway", 7400), ("identity", 7401), ("ledger", 7402), ("witness", 7403), ("policy", 7404), ("echo", 7409), ("sentinel", 7406)];
 
 fn default_services() -> BTreeMap<String, ServiceListen> {
     DEFAULT_PORTS
@@ -406,6 +408,8 @@ pub enum ConfigError {
     Load(#[from] Box<figment::Error>),
     #[error("configuration: {field}: {rule}")]
     Invalid { field: &'static str, rule: String },
+    #[error(transparent)]
+    Sentinel(#[from] crate::sentinel::SentinelConfigError),
 }
 
 impl QuisConfig {
@@ -474,6 +478,7 @@ impl QuisConfig {
         if rl.per_principal_per_sec == 0 || rl.per_address_per_sec == 0 {
             return invalid("gateway.rate_limit", "rates must be positive");
         }
+        self.sentinel.validate()?;
         Ok(())
     }
 
@@ -488,6 +493,16 @@ impl QuisConfig {
             field: "services",
             rule: format!("no listen address for service {service:?}"),
         })
+    }
+
+    /// The gRPC URL of `service` as another service reaches it: `explicit` when set, else
+    /// `http://<services.<service>.listen>` (`https://` when `tls.enabled`).
+    pub fn service_url(&self, explicit: Option<&str>, service: &str) -> Result<String, ConfigError> {
+        if let Some(url) = explicit {
+            return Ok(url.to_string());
+        }
+        let scheme = if self.tls.enabled { "https" } else { "http" };
+        Ok(format!("{scheme}://{}", self.listen(service)?.listen))
     }
 
     /// The revocation list's store, shared by every service.

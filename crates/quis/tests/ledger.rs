@@ -39,14 +39,7 @@ impl Drop for LedgerUnderTest {
 
 /// A fresh PostgreSQL database on the local server, or the embedded SQLite default.
 async fn store_url(postgres: bool) -> Option<String> {
-    if !postgres {
-        return None;
-    }
-    let name = format!("quis_test_{}", uuid().replace('-', ""));
-    let admin = quis_core::db::Db::connect("postgres://postgres@127.0.0.1:5432/postgres").await.expect("postgres");
-    let quis_core::db::Db::Postgres(pool) = admin else { unreachable!() };
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create database");
-    Some(format!("postgres://postgres@127.0.0.1:5432/{name}"))
+    if postgres { Some(postgres_url().await) } else { None }
 }
 
 async fn start(postgres: bool) -> LedgerUnderTest {

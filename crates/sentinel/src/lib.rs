@@ -23,11 +23,11 @@ pub mod store;
 use std::sync::Arc;
 
 use quis_proto::sentinel::sentinel_service_server::SentinelServiceServer;
-use quis_runtime::BuiltService;
+use quis_runtime::{BuiltService, ServiceContext};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ConfigError, SentinelConfig, Severity};
+pub use config::{SentinelConfig, SentinelConfigError, Severity};
 pub use error::SentinelError;
 pub use link::LedgerLink;
 pub use store::SentinelStore;
@@ -35,15 +35,37 @@ pub use store::SentinelStore;
 /// Alerts buffered for slow watchers before they are told to resume.
 const WATCH_BUFFER: usize = 1024;
 
+/// The sentinel service of the suite's configuration: its store
+/// (`store_url("sentinel")`), its link to the ledger (`sentinel.ledger_url`,
+/// `sentinel.token_file`), and the `sentinel` section; runs until the context shuts down.
+pub async fn build(ctx: &ServiceContext) -> Result<BuiltService, String> {
+    let config = &ctx.config;
+    let s = &config.sentinel;
+    let credentials = quis_auth::ServiceCredentials::configured(
+        config,
+        "sentinel",
+        s.token_file.as_deref(),
+        &s.service_principal,
+    )?;
+    let tls = if config.tls.enabled {
+        Some(quis_core::tls::TlsMaterial::load(config).map_err(|e| e.to_string())?.tonic_client())
+    } else {
+        None
+    };
+    let ledger_url = config.service_url(s.ledger_url.as_deref(), "ledger").map_err(|e| e.to_string())?;
+    let link = LedgerLink::connect(&ledger_url, credentials, tls)?;
+    build_with(s.clone(), &config.store_url("sentinel"), link, ctx.shutdown.clone()).await
+}
+
 /// Validates the configuration, opens the store, starts the consumer and the
 /// integrity monitor (until `stop`), and returns the gRPC service.
-pub async fn build(
+pub async fn build_with(
     config: SentinelConfig,
     store_url: &str,
     link: LedgerLink,
     stop: CancellationToken,
 ) -> Result<BuiltService, String> {
-    config.validate().map_err(|e| e.to_string())?;
+    config::validate(&config).map_err(|e| e.to_string())?;
     let store = SentinelStore::connect(store_url, config.incident_window_secs)
         .await
         .map_err(|e| format!("sentinel store: {e}"))?;

@@ -114,7 +114,7 @@ async fn missing_witness_quorum_is_an_alert() {
     let mut config = ledger.sentinel_config();
     config.witness_vkeys = vec![witness.vkey()];
     config.witness_quorum = 1;
-    config.validate().expect("valid");
+    quis_sentinel::config::validate(&config).expect("valid");
     let (mut m, _samples) = monitor(&ledger, &store, &config).await;
     ledger.append(events("alice", 2)).await;
     ledger.signed(2).await;
@@ -156,7 +156,7 @@ async fn an_entry_rewritten_in_the_ledger_store_is_an_alert() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = sentinel_store_url(dir.path(), false).await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let _built = quis_sentinel::build(ledger.sentinel_config(), &url, ledger.link().await, stop.clone())
+    let _built = quis_sentinel::build_with(ledger.sentinel_config(), &url, ledger.link().await, stop.clone())
         .await
         .expect("sentinel");
     let store = SentinelStore::connect(&url, 3600).await.expect("store");
@@ -184,7 +184,7 @@ async fn an_entry_deleted_from_the_ledger_store_is_an_alert() {
     let url = sentinel_store_url(dir.path(), false).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let config = SentinelConfig { stall_alert_ms: 300, ..ledger.sentinel_config() };
-    let _built = quis_sentinel::build(config, &url, ledger.link().await, stop.clone()).await.expect("sentinel");
+    let _built = quis_sentinel::build_with(config, &url, ledger.link().await, stop.clone()).await.expect("sentinel");
     let store = SentinelStore::connect(&url, 3600).await.expect("store");
     let found = eventually(Duration::from_secs(10), async || !integrity_alerts(&store).await.is_empty()).await;
     stop.cancel();
@@ -202,7 +202,7 @@ async fn a_witnessed_log_verifies_with_its_quorum() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = store(dir.path(), false).await;
     let config = SentinelConfig { witness_vkeys: vec![witness_vkey], witness_quorum: 1, ..ledger.sentinel_config() };
-    config.validate().expect("valid");
+    quis_sentinel::config::validate(&config).expect("valid");
     let (mut m, _samples) = monitor(&ledger, &store, &config).await;
     ledger.append(events("alice", 3)).await;
     ledger.signed(3).await;
