@@ -282,6 +282,9 @@ pub struct LedgerConfig {
     pub appenders: BTreeMap<String, Vec<String>>,
     /// Service principals that may read entries (besides auditors and investigators).
     pub reader_services: Vec<String>,
+    /// Service principals that may open event details (besides auditors and investigators):
+    /// sentinel, which compares subjects with policy's entities to explain accesses.
+    pub detail_reader_services: Vec<String>,
     /// Witnesses every new checkpoint is submitted to (c2sp.org/tlog-witness).
     pub witnesses: Vec<WitnessEndpoint>,
     /// Cosignatures a checkpoint needs to be marked witnessed.
@@ -313,6 +316,7 @@ impl Default for LedgerConfig {
                 .map(|(s, k)| (s.to_string(), vec![k.to_string()]))
                 .collect(),
             reader_services: vec!["sentinel".into(), "vault".into()],
+            detail_reader_services: vec!["sentinel".into()],
             witnesses: Vec::new(),
             witness_quorum: 0,
         }
@@ -360,6 +364,8 @@ pub struct PolicyConfig {
     pub max_policy_set_bytes: usize,
     /// Largest request message accepted (bulk upserts), in bytes.
     pub max_message_bytes: usize,
+    /// Service principals that may read entities and their change feed but never change them.
+    pub read_only_services: Vec<String>,
 }
 
 impl Default for PolicyConfig {
@@ -372,6 +378,7 @@ impl Default for PolicyConfig {
             poll_interval_ms: 1_000,
             max_policy_set_bytes: 256 * 1024,
             max_message_bytes: 64 * 1024 * 1024,
+            read_only_services: vec!["sentinel".into()],
         }
     }
 }
