@@ -43,7 +43,7 @@ fn invalid(key: &str, rule: &str) -> Result<(), SentinelConfigError> {
 }
 
 /// See the module documentation.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SentinelConfig {
     /// The ledger's gRPC URL; unset means `http://<services.ledger.listen>` (`https://` when `tls.enabled`).
@@ -103,10 +103,14 @@ impl Default for SentinelConfig {
     }
 }
 
-/// Every detection that needs only the ledger's events.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// Every detection: those on the events alone, and those on policy's entities.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectionsConfig {
+    pub unexplained_access: UnexplainedAccessConfig,
+    pub restricted_compartment: RestrictedCompartmentConfig,
+    pub relationship: RelationshipConfig,
+    pub honeytoken: HoneytokenConfig,
     pub enumeration: EnumerationConfig,
     pub volume: VolumeConfig,
     pub off_hours: OffHoursConfig,
@@ -121,6 +125,10 @@ pub struct DetectionsConfig {
 impl Default for DetectionsConfig {
     fn default() -> Self {
         Self {
+            unexplained_access: Default::default(),
+            restricted_compartment: Default::default(),
+            relationship: Default::default(),
+            honeytoken: Default::default(),
             enumeration: Default::default(),
             volume: Default::default(),
             off_hours: Default::default(),
@@ -133,8 +141,85 @@ impl Default for DetectionsConfig {
     }
 }
 
+/// `unexplained-access`: allowed accesses that no open case, assignment, team,
+/// grant or declared purpose explains.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnexplainedAccessConfig {
+    pub enabled: bool,
+    pub severity: Severity,
+    /// Unexplained accesses by one actor within `window_secs` that raise the alert.
+    pub accesses: usize,
+    pub window_secs: u64,
+    /// Purposes that explain an access without a case (lower-case names, e.g. `taxpayer_service`).
+    pub explaining_purposes: Vec<String>,
+}
+
+impl Default for UnexplainedAccessConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            severity: Severity::Medium,
+            accesses: 2,
+            window_secs: 8 * 3600,
+            explaining_purposes: vec!["taxpayer_service".into(), "audit".into()],
+        }
+    }
+}
+
+/// The purpose names `explaining_purposes` accepts.
+pub const PURPOSE_NAMES: &[&str] =
+    &["casework", "taxpayer_service", "compliance", "fraud_investigation", "legal", "audit", "emergency"];
+
+/// `restricted-compartment`: an access or attempt on a subject in a restricted compartment by
+/// an actor without clearance for it, outside a break-glass grant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestrictedCompartmentConfig {
+    pub enabled: bool,
+    pub severity: Severity,
+}
+
+impl Default for RestrictedCompartmentConfig {
+    fn default() -> Self {
+        Self { enabled: true, severity: Severity::High }
+    }
+}
+
+/// `relationship`: actor and subject share an address or household key (always), or a surname key
+/// (only where nothing explains the access: common surnames on assigned cases are work); a colleague's
+/// record (the `own-staff` compartment) read without explanation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelationshipConfig {
+    pub enabled: bool,
+    pub severity: Severity,
+    /// Subjects remembered per actor so that one relationship raises one alert.
+    pub max_remembered: usize,
+}
+
+impl Default for RelationshipConfig {
+    fn default() -> Self {
+        Self { enabled: true, severity: Severity::High, max_remembered: 64 }
+    }
+}
+
+/// `honeytoken`: any touch of a decoy subject.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HoneytokenConfig {
+    pub enabled: bool,
+    pub severity: Severity,
+}
+
+impl Default for HoneytokenConfig {
+    fn default() -> Self {
+        Self { enabled: true, severity: Severity::Critical }
+    }
+}
+
 /// `enumeration`: many denials by one actor in a short window.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnumerationConfig {
     pub enabled: bool,
@@ -142,16 +227,21 @@ pub struct EnumerationConfig {
     /// Denied attempts within `window_secs` that raise the alert.
     pub denials: usize,
     pub window_secs: u64,
+    /// Consecutive accesses to subjects whose ids differ by one (id walking) that raise the alert; 0 disables.
+    pub id_walk: usize,
+    /// Wide searches (a wildcard, a term under three characters, or a result cut at the limit)
+    /// within `window_secs` that raise the alert; 0 disables.
+    pub wide_searches: usize,
 }
 
 impl Default for EnumerationConfig {
     fn default() -> Self {
-        Self { enabled: true, severity: Severity::High, denials: 10, window_secs: 600 }
+        Self { enabled: true, severity: Severity::High, denials: 10, window_secs: 600, id_walk: 5, wide_searches: 3 }
     }
 }
 
 /// `volume`: distinct subjects per day far above the actor's own baseline.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VolumeConfig {
     pub enabled: bool,
@@ -164,6 +254,14 @@ pub struct VolumeConfig {
     pub factor: f64,
     /// ...and above this many distinct subjects in the day, whatever the baseline.
     pub min_subjects: usize,
+    /// The alert also fires above this multiple of the team's daily mean per member (0 disables)...
+    pub team_factor: f64,
+    /// ...once the team's mean rests on this many member-days.
+    pub team_min_member_days: usize,
+    /// Whether subjects of accesses an assignment explains count (busy days on assigned work are work).
+    pub count_explained: bool,
+    /// Most distinct subjects counted per actor and day (memory and saved state stay bounded).
+    pub max_day_subjects: usize,
 }
 
 impl Default for VolumeConfig {
@@ -175,12 +273,16 @@ impl Default for VolumeConfig {
             min_baseline_days: 3,
             factor: 3.0,
             min_subjects: 30,
+            team_factor: 4.0,
+            team_min_member_days: 10,
+            count_explained: false,
+            max_day_subjects: 5_000,
         }
     }
 }
 
 /// `off-hours`: activity in an hour in which the actor is rarely active.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OffHoursConfig {
     pub enabled: bool,
@@ -200,7 +302,7 @@ impl Default for OffHoursConfig {
 }
 
 /// `bulk-export`: an export or search returning far more than the actor's norm.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BulkExportConfig {
     pub enabled: bool,
@@ -229,7 +331,7 @@ impl Default for BulkExportConfig {
 }
 
 /// `credential-misuse`: one principal from many hosts in a short window, or from a new host.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CredentialMisuseConfig {
     pub enabled: bool,
@@ -244,6 +346,27 @@ pub struct CredentialMisuseConfig {
     pub min_history: u64,
     /// Most hosts remembered per actor.
     pub max_known_hosts: usize,
+    /// Any action by a suspended or terminated account raises an alert of this severity.
+    pub status_severity: Severity,
+    /// An account silent for this many days that acts again raises an alert (0 disables)...
+    pub dormant_days: u64,
+    /// ...of this severity.
+    pub dormant_severity: Severity,
+    /// Sites with coordinates, for impossible travel: `[detections.credential_misuse.sites.<site>]`.
+    pub sites: std::collections::BTreeMap<String, Site>,
+    /// Moving between two sites faster than this is impossible travel.
+    pub max_speed_kmh: f64,
+    /// Service principals' accesses from a device, or from an address outside these prefixes
+    /// (e.g. `10.1.`; empty: any address) are interactive use of service credentials.
+    pub service_address_prefixes: Vec<String>,
+}
+
+/// A site's position, in degrees.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub lat: f64,
+    pub lon: f64,
 }
 
 impl Default for CredentialMisuseConfig {
@@ -257,12 +380,18 @@ impl Default for CredentialMisuseConfig {
             new_host_severity: Severity::Low,
             min_history: 50,
             max_known_hosts: 16,
+            status_severity: Severity::Critical,
+            dormant_days: 30,
+            dormant_severity: Severity::Medium,
+            sites: Default::default(),
+            max_speed_kmh: 900.0,
+            service_address_prefixes: Vec::new(),
         }
     }
 }
 
 /// `break-glass-abuse`: repeated break-glass, or break-glass without justification.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakGlassAbuseConfig {
     pub enabled: bool,
@@ -279,7 +408,7 @@ impl Default for BreakGlassAbuseConfig {
 }
 
 /// `ledger-integrity`: always on; only its severity is configurable (critical by default).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LedgerIntegrityConfig {
     pub severity: Severity,
@@ -321,6 +450,42 @@ impl SentinelConfig {
         let d = &self.detections;
         if d.max_actors == 0 {
             return invalid("detections.max_actors", "must be at least 1");
+        }
+        let u = &d.unexplained_access;
+        if u.accesses == 0 || u.window_secs == 0 {
+            return invalid("detections.unexplained_access.accesses", "must be at least 1, over a window_secs of at least 1");
+        }
+        for (i, p) in u.explaining_purposes.iter().enumerate() {
+            if !PURPOSE_NAMES.contains(&p.as_str()) {
+                return invalid(
+                    &format!("detections.unexplained_access.explaining_purposes[{i}]"),
+                    &format!("must be one of {}", PURPOSE_NAMES.join(", ")),
+                );
+            }
+        }
+        if d.relationship.max_remembered == 0 {
+            return invalid("detections.relationship.max_remembered", "must be at least 1");
+        }
+        if d.enumeration.id_walk == 1 {
+            return invalid("detections.enumeration.id_walk", "must be 0 (off) or at least 2");
+        }
+        if !(d.volume.team_factor == 0.0 || (d.volume.team_factor.is_finite() && d.volume.team_factor >= 1.0)) {
+            return invalid("detections.volume.team_factor", "must be 0 (off) or a number of at least 1");
+        }
+        if d.volume.max_day_subjects < d.volume.min_subjects.max(1) {
+            return invalid("detections.volume.max_day_subjects", "must be at least min_subjects (and 1)");
+        }
+        let c = &d.credential_misuse;
+        for (name, site) in &c.sites {
+            if !(site.lat.is_finite() && (-90.0..=90.0).contains(&site.lat)) {
+                return invalid(&format!("detections.credential_misuse.sites.{name}.lat"), "must be -90 to 90");
+            }
+            if !(site.lon.is_finite() && (-180.0..=180.0).contains(&site.lon)) {
+                return invalid(&format!("detections.credential_misuse.sites.{name}.lon"), "must be -180 to 180");
+            }
+        }
+        if !(c.max_speed_kmh.is_finite() && c.max_speed_kmh > 0.0) {
+            return invalid("detections.credential_misuse.max_speed_kmh", "must be a positive number");
         }
         if d.enumeration.denials < 2 || d.enumeration.window_secs == 0 {
             return invalid("detections.enumeration.denials", "must be at least 2, over a window_secs of at least 1");

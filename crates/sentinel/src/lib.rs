@@ -13,6 +13,9 @@
 pub mod config;
 pub mod consumer;
 pub mod detect;
+pub mod detect_entities;
+pub mod enrich;
+pub mod entities;
 mod error;
 pub mod event;
 pub mod integrity;
@@ -28,6 +31,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{SentinelConfig, SentinelConfigError, Severity};
+pub use entities::PolicyLink;
 pub use error::SentinelError;
 pub use link::LedgerLink;
 pub use store::SentinelStore;
@@ -53,16 +57,20 @@ pub async fn build(ctx: &ServiceContext) -> Result<BuiltService, String> {
         None
     };
     let ledger_url = config.service_url(s.ledger_url.as_deref(), "ledger").map_err(|e| e.to_string())?;
-    let link = LedgerLink::connect(&ledger_url, credentials, tls)?;
-    build_with(s.clone(), &config.store_url("sentinel"), link, ctx.shutdown.clone()).await
+    let link = LedgerLink::connect(&ledger_url, credentials.clone(), tls.clone())?;
+    let policy_url = config.service_url(s.policy_url.as_deref(), "policy").map_err(|e| e.to_string())?;
+    let policy = PolicyLink::connect(&policy_url, credentials, tls)?;
+    build_with(s.clone(), &config.store_url("sentinel"), link, Some(policy), ctx.shutdown.clone()).await
 }
 
 /// Validates the configuration, opens the store, starts the consumer and the
-/// integrity monitor (until `stop`), and returns the gRPC service.
+/// integrity monitor (until `stop`), and returns the gRPC service. Without
+/// `policy`, only the detections on the events themselves run.
 pub async fn build_with(
     config: SentinelConfig,
     store_url: &str,
     link: LedgerLink,
+    policy: Option<PolicyLink>,
     stop: CancellationToken,
 ) -> Result<BuiltService, String> {
     config::validate(&config).map_err(|e| e.to_string())?;
@@ -72,7 +80,8 @@ pub async fn build_with(
     let (alerts, _) = broadcast::channel(WATCH_BUFFER);
     let (samples_tx, samples_rx) = mpsc::channel(1024);
     let monitor = integrity::Monitor::new(link.clone(), store.clone(), &config, samples_rx, alerts.clone())?;
-    let consumer = consumer::Consumer::new(link.clone(), store.clone(), config.clone(), alerts.clone(), samples_tx)
+    let consumer =
+        consumer::Consumer::new(link.clone(), store.clone(), config.clone(), alerts.clone(), samples_tx, policy)
         .await
         .map_err(|e| format!("sentinel store: {e}"))?;
     tokio::spawn(monitor.run(stop.clone()));
