@@ -56,6 +56,15 @@ pub struct SentinelConfig {
     /// The service principal (`sub`) of minted tokens; the ledger's `appenders` must list it for
     /// `triage` and its `reader_services` must list it.
     pub service_principal: String,
+    /// The log's c2sp.org/tlog-tiles base URL (`/tile/…`): sampled entries are proved from its hash
+    /// tiles, as any outside auditor would; unset means from the ledger's gRPC inclusion proofs.
+    pub tiles_url: Option<String>,
+    /// The vault's store (read only), to check its per-subject access index against the ledger;
+    /// unset: not checked.
+    pub vault_store_url: Option<String>,
+    /// A sampled access is looked for in the vault's index once it is this old (the vault indexes
+    /// after the ledger answered).
+    pub access_index_grace_ms: u64,
     /// The ledger's verifier keys (`<origin>+<key id>+<base64>`); at least one must have signed each checkpoint.
     pub log_vkeys: Vec<String>,
     /// The witnesses' cosigner keys (type 0x04) sentinel trusts.
@@ -88,6 +97,9 @@ impl Default for SentinelConfig {
             policy_url: None,
             token_file: None,
             service_principal: "sentinel".into(),
+            tiles_url: None,
+            vault_store_url: None,
+            access_index_grace_ms: 5_000,
             log_vkeys: Vec::new(),
             witness_vkeys: Vec::new(),
             witness_quorum: 0,

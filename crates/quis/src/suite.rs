@@ -210,6 +210,9 @@ pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> 
     if sentinel.policy_url.is_none() {
         sentinel.policy_url = config.gateway.upstreams.get("policy").and_then(|u| u.first()).cloned();
     }
+    if sentinel.tiles_url.is_none() {
+        sentinel.tiles_url = config.gateway.tiles_upstream.clone();
+    }
     if sentinel.log_vkeys.is_empty() {
         sentinel.log_vkeys = log_keys.clone();
     }

@@ -2,8 +2,10 @@
 //! by the vault's service token become alerts that investigators read and
 //! watch through the gateway; triage lands in the ledger as the `sentinel`
 //! service; a restarted sentinel resumes from its stored cursor without
-//! raising an alert twice; and a malformed detection setting stops the
-//! configuration from loading, naming its key.
+//! raising an alert twice; policy's entities (written through policy, read by
+//! sentinel from its change feed) and the subjects opened through the
+//! ledger's details explain accesses and reveal a decoy; and a malformed
+//! detection setting stops the configuration from loading, naming its key.
 mod support;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -19,6 +21,9 @@ use quis_proto::{
         Action, AppendEventsRequest, Decision, Event, EventDetail, GetEntriesRequest, LedgerEntry, event::Kind,
         ledger_service_client::LedgerServiceClient,
     },
+    policy::{
+        self as pb, BatchUpsertEntitiesRequest, Entity, entity::Kind as E, policy_service_client::PolicyServiceClient,
+    },
     sentinel::{
         AlertState, GetDetectionStatsRequest, ListAlertsRequest, Severity, TriageAction, TriageAlertRequest,
         WatchAlertsRequest, sentinel_service_client::SentinelServiceClient,
@@ -30,13 +35,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, transport::Channel};
 
-/// A ledger, a sentinel on a SQLite file that can be restarted on the same address, and the gateway.
+/// A ledger, policy, a sentinel on a SQLite file that can be restarted on the same address, and the gateway.
 struct World {
     _dir: tempfile::TempDir,
     config: Arc<QuisConfig>,
     signer: TokenSigner,
     stop: CancellationToken,
     ledger: SocketAddr,
+    policy: SocketAddr,
     sentinel: SocketAddr,
     sentinel_stop: CancellationToken,
     gateway: SocketAddr,
@@ -71,9 +77,17 @@ impl World {
         let (built, _tiles, log) = quis_ledger::build(&ctx).await.expect("ledger");
         let (l, ledger) = listener().await;
         tokio::spawn(async move { quis_runtime::serve(&ctx, built, l, Readiness::default()).await });
+        config.policy.ledger_url = Some(format!("http://{ledger}"));
+        let policy_config = Arc::new(config.clone());
+        let verifier = TokenVerifier::from_config(&policy_config, stop.clone()).await.expect("verifier");
+        let ctx = ServiceContext { config: policy_config, verifier, shutdown: stop.clone() };
+        let (built, _) = quis_policy::build(&ctx).await.expect("policy");
+        let (l, policy) = listener().await;
+        tokio::spawn(async move { quis_runtime::serve(&ctx, built, l, Readiness::default()).await });
 
         let s = &mut config.sentinel;
         s.ledger_url = Some(format!("http://{ledger}"));
+        s.policy_url = Some(format!("http://{policy}"));
         s.log_vkeys = vec![log.verifier_key()];
         s.integrity_interval_ms = 50;
         s.reconnect_min_ms = 20;
@@ -87,7 +101,7 @@ impl World {
         let gateway = serve_gateway(&config, stop.clone()).await;
         let signer = TokenSigner::load(&FileKeySource::new(dir.path()), &config.auth.issuer, &config.auth.audience)
             .expect("signer");
-        World { _dir: dir, config, signer, stop, ledger, sentinel, sentinel_stop, gateway }
+        World { _dir: dir, config, signer, stop, ledger, policy, sentinel, sentinel_stop, gateway }
     }
 
     /// Stops sentinel and starts another on the same store and address.
@@ -116,6 +130,14 @@ impl World {
         let vault = self.token("vault", PrincipalKind::Service, &[Role::Service]);
         let mut ledger = LedgerServiceClient::new(channel(self.ledger).await);
         ledger.append_events(with_token(request, &vault)).await.expect("append").into_inner().indices
+    }
+
+    /// Writes entities through policy as the vault (HR and case feeds would do the same).
+    async fn upsert_entities(&self, entities: Vec<Entity>) {
+        let vault = self.token("vault", PrincipalKind::Service, &[Role::Service]);
+        let mut policy = PolicyServiceClient::new(channel(self.policy).await);
+        let request = BatchUpsertEntitiesRequest { entities, reason: "HR and case feeds".into() };
+        policy.batch_upsert_entities(with_token(request, &vault)).await.expect("entities");
     }
 
     async fn sentinel_via_gateway(&self) -> SentinelServiceClient<Channel> {
@@ -229,6 +251,84 @@ async fn accesses_in_the_ledger_become_alerts_read_watched_and_triaged_through_t
     assert_eq!(after[0].evidence.iter().map(|e| e.index).collect::<Vec<_>>(), more);
     assert_eq!(after[1].name, watched.name);
     assert_eq!(after[1].state, AlertState::Acknowledged as i32, "triage survives the restart");
+}
+
+fn entity(kind: E) -> Entity {
+    Entity { kind: Some(kind) }
+}
+
+#[tokio::test]
+async fn policy_entities_explain_accesses_and_a_decoy_touch_is_critical() {
+    let world = World::start().await;
+    world
+        .upsert_entities(vec![
+            entity(E::Team(pb::Team { name: "teams/north".into(), site: "hq".into(), parent: String::new() })),
+            entity(E::Staff(pb::Staff {
+                name: "staff/alice".into(),
+                team: "teams/north".into(),
+                site: "hq".into(),
+                roles: vec!["caseworker".into()],
+                status: pb::StaffStatus::Active as i32,
+                surname_key: vec![1; 32],
+                address_key: vec![2; 32],
+                ..Default::default()
+            })),
+            entity(E::Subject(pb::Subject {
+                name: "subjects/s-1".into(),
+                surname_key: vec![1; 32],
+                address_key: vec![3; 32],
+                ..Default::default()
+            })),
+            entity(E::Subject(pb::Subject {
+                name: "subjects/decoy-1".into(),
+                decoy: true,
+                surname_key: vec![4; 32],
+                address_key: vec![5; 32],
+                ..Default::default()
+            })),
+            entity(E::Case(pb::Case {
+                name: "cases/c-1".into(),
+                subjects: vec!["subjects/s-1".into()],
+                assigned_staff: vec!["staff/alice".into()],
+                status: pb::CaseStatus::Open as i32,
+                purpose: pb::Purpose::Casework as i32,
+                ..Default::default()
+            })),
+        ])
+        .await;
+    let ivy = world.token("ivy", PrincipalKind::Staff, &[Role::Investigator]);
+    // Alice on her case (her surname, a common one: no alert), then on the decoy under the same case.
+    let indices = world
+        .append_as_vault(vec![
+            access("alice", "10.0.0.9", Action::Read, Decision::Allow, "subjects/s-1"),
+            access("alice", "10.0.0.9", Action::Read, Decision::Allow, "subjects/decoy-1"),
+        ])
+        .await;
+    let mut client = world.sentinel_via_gateway().await;
+    let mut alerts = Vec::new();
+    let found = eventually(Duration::from_secs(15), async || {
+        alerts = client
+            .list_alerts(with_token(ListAlertsRequest { actor: "alice".into(), ..Default::default() }, &ivy))
+            .await
+            .map(|r| r.into_inner().alerts)
+            .unwrap_or_default();
+        !alerts.is_empty()
+    })
+    .await;
+    assert!(found, "the decoy touch is alerted");
+    world.processed(indices[1] + 1, &ivy).await;
+    let alerts = client
+        .list_alerts(with_token(ListAlertsRequest { actor: "alice".into(), ..Default::default() }, &ivy))
+        .await
+        .expect("list")
+        .into_inner()
+        .alerts;
+    assert_eq!(alerts.iter().map(|a| a.detection_id.as_str()).collect::<Vec<_>>(), vec!["honeytoken"], "{alerts:?}");
+    assert_eq!(alerts[0].severity, Severity::Critical as i32);
+    assert_eq!(alerts[0].evidence.iter().map(|e| e.index).collect::<Vec<_>>(), vec![indices[1]]);
+    let stats = client.get_detection_stats(with_token(GetDetectionStatsRequest {}, &ivy)).await.expect("stats");
+    let stats = stats.into_inner();
+    assert_eq!((stats.explained_accesses, stats.accesses), (1, 2), "the decoy is on no case of hers");
 }
 
 #[test]

@@ -10,12 +10,13 @@
 use std::time::Duration;
 
 use futures::FutureExt;
-use quis_proto::ledger::{TailEventsRequest, event::Kind};
+use quis_proto::ledger::{Action, Decision, TailEventsRequest, event::Kind};
 use rand::Rng;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    access_index::AccessSample,
     config::SentinelConfig,
     detect::{Engine, Evidence, NewAlert},
     enrich,
@@ -44,6 +45,17 @@ enum FollowError {
     Gap { expected: u64, got: u64 },
 }
 
+/// Where the consumer reads from and what it feeds.
+pub struct Links {
+    pub ledger: LedgerLink,
+    /// Policy, for the entities; without it the entity detections do not run.
+    pub policy: Option<PolicyLink>,
+    /// Entries to check against the verified tree.
+    pub samples: mpsc::Sender<Sample>,
+    /// Accesses to look for in the vault's access index, if it is checked.
+    pub accesses: Option<mpsc::Sender<AccessSample>>,
+}
+
 /// See the module documentation.
 pub struct Consumer {
     link: LedgerLink,
@@ -55,8 +67,8 @@ pub struct Consumer {
     samples: mpsc::Sender<Sample>,
     /// The last gap reported, so that a persistent gap is reported once.
     gap_reported: Option<(u64, u64)>,
-    /// Policy, for the entities; without it the entity detections do not run.
     policy: Option<PolicyLink>,
+    accesses: Option<mpsc::Sender<AccessSample>>,
     entities: EntityView,
     /// An admin event was seen since the entities were last refreshed.
     entities_stale: bool,
@@ -67,24 +79,23 @@ pub struct Consumer {
 impl Consumer {
     /// A consumer resuming from the store.
     pub async fn new(
-        link: LedgerLink,
+        links: Links,
         store: SentinelStore,
         config: SentinelConfig,
         alerts: broadcast::Sender<AlertRow>,
-        samples: mpsc::Sender<Sample>,
-        policy: Option<PolicyLink>,
     ) -> Result<Self, StoreError> {
         let engine = Engine::new(config.detections.clone());
         let mut consumer = Self {
-            link,
+            link: links.ledger,
             store,
             config,
             engine,
             cursor: 0,
             alerts,
-            samples,
+            samples: links.samples,
             gap_reported: None,
-            policy,
+            policy: links.policy,
+            accesses: links.accesses,
             entities: EntityView::default(),
             entities_stale: true,
             entities_loaded: false,
@@ -236,6 +247,18 @@ impl Consumer {
         }
     }
 
+    /// Sends a sampled allowed access to a known subject to be looked for in the vault's index.
+    fn sample_for_access_index(&self, e: &EnrichedAccess) {
+        let (Some(tx), Some(subject)) = (&self.accesses, &e.subject_id) else { return };
+        let indexed = matches!(e.action, Action::Read | Action::Export | Action::Update | Action::RecordAccess);
+        if indexed && e.decision == Decision::Allow && e.index % self.config.sample_every == 0 {
+            let sample =
+                AccessSample { index: e.index, leaf_hash: e.leaf_hash, subject: subject.clone(), time_ms: e.time_ms };
+            // A full queue drops the sample, as for the tree samples.
+            let _ = tx.try_send(sample);
+        }
+    }
+
     /// Brings the entities up to date if an admin event was seen, opens the accesses'
     /// commitments and enriches them. Policy or the details being unreachable does not stop
     /// detection: the accesses are judged on the entities last read (or, before any, not on
@@ -258,6 +281,7 @@ impl Consumer {
         let purposes = &self.config.detections.unexplained_access.explaining_purposes;
         for e in accesses.iter_mut() {
             enrich::enrich(&self.entities, &details, purposes, e);
+            self.sample_for_access_index(e);
         }
         Ok(())
     }

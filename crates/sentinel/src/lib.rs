@@ -10,6 +10,7 @@
 //! auditors read and triage; triage is recorded in the ledger.
 #![forbid(unsafe_code)]
 
+pub mod access_index;
 pub mod config;
 pub mod consumer;
 pub mod detect;
@@ -79,9 +80,19 @@ pub async fn build_with(
         .map_err(|e| format!("sentinel store: {e}"))?;
     let (alerts, _) = broadcast::channel(WATCH_BUFFER);
     let (samples_tx, samples_rx) = mpsc::channel(1024);
-    let monitor = integrity::Monitor::new(link.clone(), store.clone(), &config, samples_rx, alerts.clone())?;
-    let consumer =
-        consumer::Consumer::new(link.clone(), store.clone(), config.clone(), alerts.clone(), samples_tx, policy)
+    let (access_index, accesses_tx) = match &config.vault_store_url {
+        Some(url) => {
+            let db = quis_core::db::Db::connect(url).await.map_err(|e| format!("sentinel.vault_store_url: {e}"))?;
+            let vault = quis_vault::store::Store::open(db).await.map_err(|e| format!("the vault's store: {e}"))?;
+            let (tx, rx) = mpsc::channel(1024);
+            (Some((Arc::new(vault) as Arc<dyn access_index::AccessIndex>, rx)), Some(tx))
+        }
+        None => (None, None),
+    };
+    let monitor =
+        integrity::Monitor::new(link.clone(), store.clone(), &config, samples_rx, alerts.clone(), access_index)?;
+    let links = consumer::Links { ledger: link.clone(), policy, samples: samples_tx, accesses: accesses_tx };
+    let consumer = consumer::Consumer::new(links, store.clone(), config.clone(), alerts.clone())
         .await
         .map_err(|e| format!("sentinel store: {e}"))?;
     tokio::spawn(monitor.run(stop.clone()));
