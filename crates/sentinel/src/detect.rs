@@ -94,7 +94,7 @@ pub struct Output {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Seen {
-    time_ms: i64,
+    pub(crate) time_ms: i64,
     index: u64,
     #[serde(with = "hex32")]
     leaf_hash: [u8; 32],
@@ -163,6 +163,7 @@ impl TeamState {
         let subjects: u64 = self.days.iter().map(|(_, _, s)| *s).sum();
         if member_days == 0 { (0.0, 0) } else { (subjects as f64 / member_days as f64, member_days) }
     }
+}
 
 /// The detection engine. See the module documentation.
 pub struct Engine {

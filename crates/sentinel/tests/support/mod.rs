@@ -24,6 +24,8 @@ pub struct TestLedger {
     dir: Option<tempfile::TempDir>,
     pub config: Arc<QuisConfig>,
     pub grpc: SocketAddr,
+    /// The ledger's tlog-tiles HTTP listener.
+    pub tiles: SocketAddr,
     pub signer: Arc<TokenSigner>,
     pub vkey: String,
     pub stop: CancellationToken,
@@ -60,12 +62,14 @@ pub async fn start_ledger_with(before: impl FnOnce(&Path), tune: impl FnOnce(&mu
     let stop = CancellationToken::new();
     let verifier = TokenVerifier::from_config(&config, stop.clone()).await.expect("verifier");
     let ctx = ServiceContext { config: Arc::clone(&config), verifier, shutdown: stop.clone() };
-    let (built, _tiles, ledger) = quis_ledger::build(&ctx).await.expect("ledger");
+    let (built, router, ledger) = quis_ledger::build(&ctx).await.expect("ledger");
     tokio::spawn(async move { quis_runtime::serve(&ctx, built, l, Readiness::default()).await });
+    let (tiles_listener, tiles) = listener().await;
+    tokio::spawn(async move { axum::serve(tiles_listener, router).await });
     let signer = Arc::new(
         TokenSigner::load(&FileKeySource::new(dir.path()), &config.auth.issuer, &config.auth.audience).expect("signer"),
     );
-    TestLedger { vkey: ledger.verifier_key(), dir: Some(dir), config, grpc, signer, stop }
+    TestLedger { vkey: ledger.verifier_key(), dir: Some(dir), config, grpc, tiles, signer, stop }
 }
 
 impl TestLedger {
