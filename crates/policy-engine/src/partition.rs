@@ -103,7 +103,9 @@ fn is_var(expr: &Json, name: &str) -> bool {
 
 fn is_context_purpose(expr: &Json) -> bool {
     single_entry(expr).is_some_and(|(op, args)| {
-        op == "." && args.get("left").is_some_and(|l| is_var(l, "context")) && args.get("attr") == Some(&"purpose".into())
+        op == "."
+            && args.get("left").is_some_and(|l| is_var(l, "context"))
+            && args.get("attr") == Some(&"purpose".into())
     })
 }
 
@@ -139,7 +141,9 @@ mod tests {
     #[test]
     fn an_undecided_condition_before_the_gate_keeps_the_policy() {
         // `principal.x` may fail before the purpose is compared: Cedar would report the error.
-        let p = policy(r#"forbid (principal, action, resource) when { principal.x && context has purpose && context.purpose == "LEGAL" };"#);
+        let p = policy(
+            r#"forbid (principal, action, resource) when { principal.x && context has purpose && context.purpose == "LEGAL" };"#,
+        );
         assert!(may_hold_for(&p, Some(Purpose::Casework)));
         let p = policy(
             r#"forbid (principal, action, resource) when { principal.x } when { context has purpose && context.purpose == "LEGAL" };"#,
@@ -160,7 +164,9 @@ mod tests {
         assert!(may_hold_for(&p, Some(Purpose::Audit)));
         assert!(!may_hold_for(&p, Some(Purpose::Emergency)));
 
-        let p = policy(r#"permit (principal, action, resource) when { context has purpose && context.purpose != "EMERGENCY" };"#);
+        let p = policy(
+            r#"permit (principal, action, resource) when { context has purpose && context.purpose != "EMERGENCY" };"#,
+        );
         assert!(!may_hold_for(&p, Some(Purpose::Emergency)));
         assert!(may_hold_for(&p, Some(Purpose::Casework)));
 

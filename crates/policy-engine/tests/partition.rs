@@ -118,7 +118,12 @@ fn a_policy_that_fails_before_its_purpose_gate_stays_in_the_split() {
     );
     let policies = PolicySet::compile(&text).unwrap();
     for action in Action::ALL {
-        assert!(policies.for_request(*action, Some(Purpose::Casework)).policies().any(|p| p.id().to_string() == "overflowing"));
+        assert!(
+            policies
+                .for_request(*action, Some(Purpose::Casework))
+                .policies()
+                .any(|p| p.id().to_string() == "overflowing")
+        );
     }
     assert_split_decides_as_the_whole(&policies);
 }
