@@ -534,10 +534,10 @@ mod tests {
         let mut checkpointer = SqliteConnection::connect(&url).await.expect("checkpointer");
         let mut frontier = Frontier::load(&store, 0).await.expect("frontier");
 
-        // 3,000 entries of ~300 bytes and their details: well past SQLite's default
+        // 10,000 entries of ~300 bytes and their details: well past SQLite's default
         // auto-checkpoint of 1,000 pages, which the writer no longer runs.
         let mut size = 0;
-        for _ in 0..6 {
+        for _ in 0..20 {
             append(&store, &mut frontier, size, 500).await.expect("append");
             size += 500;
         }
