@@ -15,6 +15,7 @@ mod service;
 mod store;
 mod tiles;
 mod validate;
+mod wal;
 mod witnessing;
 
 use std::{sync::Arc, time::Duration};
@@ -189,6 +190,7 @@ pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, axum::Router, 
     let signers = log_signers(&config)?;
     let details_key = quis_core::keys::load_or_create_seed(&keys, &config.ledger.details_key.to_string_lossy())?;
     let sequencer = sequencer::Sequencer::start(store.clone(), size, config.ledger.max_batch_entries);
+    store.spawn_wal_checkpointer(ctx.shutdown.clone());
     let witnesses = config
         .ledger
         .witnesses

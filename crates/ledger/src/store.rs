@@ -15,6 +15,9 @@ use sqlx::{
     Connection, SqliteConnection,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
 };
+use tokio_util::sync::CancellationToken;
+
+use crate::wal::{RESET_FRAMES, WalCheckpoints};
 
 // `idx INTEGER PRIMARY KEY` makes the index SQLite's rowid: one B-tree,
 // appended at its right edge (a `BIGINT PRIMARY KEY` would add a second index).
@@ -88,6 +91,8 @@ pub struct LedgerStore {
     /// SQLite: the sequencer's own connection, so that reads on the pool never
     /// wait behind a batch, and a batch never waits for a pooled connection.
     writer: Option<Arc<tokio::sync::Mutex<SqliteConnection>>>,
+    /// SQLite: the WAL checkpoints, beside the writer (see [`crate::wal`]).
+    wal: Option<Arc<WalCheckpoints>>,
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -140,6 +145,11 @@ fn statement_sizes(mut len: usize) -> impl Iterator<Item = usize> {
 
 impl LedgerStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_wal_limit(url, RESET_FRAMES).await
+    }
+
+    /// [`Self::connect`], the writer finishing a WAL checkpoint past `reset_frames` pages.
+    pub(crate) async fn connect_with_wal_limit(url: &str, reset_frames: i64) -> Result<Self, StoreError> {
         let db = Db::connect(url).await?;
         db.migrate(SCHEMA_SQLITE, SCHEMA_POSTGRES).await?;
         // A database made by an older ledger (entries and hashes in separate tables) is not read.
@@ -149,7 +159,7 @@ impl LedgerStore {
                 "ledger_entries has an older layout (no hashes column): this ledger cannot read it".into(),
             ));
         }
-        let writer = match &db {
+        let (writer, wal) = match &db {
             Db::Sqlite(_) => {
                 // As durable as the pool's connections: WAL with synchronous=FULL fsyncs the
                 // WAL at every commit, so an acknowledged batch survives a crash or power loss
@@ -157,14 +167,26 @@ impl LedgerStore {
                 let options = SqliteConnectOptions::from_str(url)?
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(Duration::from_secs(5))
+                    .busy_timeout(Duration::from_secs(5));
+                let wal = WalCheckpoints::new(options.clone(), reset_frames);
+                let writer = options
                     // 64 MiB of page cache: the details' index takes random inserts.
-                    .pragma("cache_size", "-65536");
-                Some(Arc::new(tokio::sync::Mutex::new(SqliteConnection::connect_with(&options).await?)))
+                    .pragma("cache_size", "-65536")
+                    // Checkpoints run beside the writer, not inside its commits.
+                    .pragma("wal_autocheckpoint", "0");
+                let writer = Arc::new(tokio::sync::Mutex::new(SqliteConnection::connect_with(&writer).await?));
+                (Some(writer), Some(wal))
             }
-            Db::Postgres(_) => None,
+            Db::Postgres(_) => (None, None),
         };
-        Ok(Self { db, writer })
+        Ok(Self { db, writer, wal })
+    }
+
+    /// Starts the SQLite WAL checkpointer (nothing on PostgreSQL), until `stop`.
+    pub fn spawn_wal_checkpointer(&self, stop: CancellationToken) {
+        if let Some(wal) = &self.wal {
+            wal.spawn(stop);
+        }
     }
 
     pub fn db(&self) -> &Db {
@@ -210,6 +232,9 @@ impl LedgerStore {
         match (&self.db, &self.writer) {
             (Db::Sqlite(_), Some(writer)) => {
                 let mut conn = writer.lock().await;
+                if let Some(wal) = &self.wal {
+                    wal.before_batch(&mut conn).await;
+                }
                 let mut tx = conn.begin().await?;
                 claim_size!(tx);
                 let mut done = 0;
@@ -493,6 +518,70 @@ mod tests {
     #[tokio::test]
     async fn the_store_keeps_its_contract_on_postgres() {
         contract(true).await;
+    }
+
+    /// The WAL's frames and copied frames, seen by a checkpoint on a connection of its own.
+    async fn wal_checkpoint(conn: &mut SqliteConnection) -> crate::wal::WalProgress {
+        crate::wal::checkpoint(conn).await.expect("checkpoint")
+    }
+
+    #[tokio::test]
+    async fn commits_leave_the_wal_to_the_checkpointer_which_starts_it_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display());
+        let store = LedgerStore::connect(&url).await.expect("connect");
+        let wal = store.wal.clone().expect("SQLite has a checkpointer");
+        let mut checkpointer = SqliteConnection::connect(&url).await.expect("checkpointer");
+        let mut frontier = Frontier::load(&store, 0).await.expect("frontier");
+
+        // 10,000 entries of ~300 bytes and their details: well past SQLite's default
+        // auto-checkpoint of 1,000 pages, which the writer no longer runs.
+        let mut size = 0;
+        for _ in 0..20 {
+            append(&store, &mut frontier, size, 500).await.expect("append");
+            size += 500;
+        }
+        let before = wal_checkpoint(&mut checkpointer).await;
+        assert!(before.frames > 1000, "the writer checkpointed itself: {before:?}");
+        assert_eq!(before.copied, before.frames, "a checkpoint beside an idle writer copies the whole WAL");
+
+        // The WAL was copied back whole: the next batch starts it over.
+        append(&store, &mut frontier, size, 10).await.expect("append");
+        size += 10;
+        let after = wal_checkpoint(&mut checkpointer).await;
+        assert!(after.frames < 100, "the WAL was not started over: {after:?}");
+        assert_eq!(store.read_entries(0, size).await.expect("read").len() as u64, size);
+        assert!(!wal.reset_wanted.load(std::sync::atomic::Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn past_the_limit_the_writer_finishes_the_checkpoint_and_starts_the_wal_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display());
+        let store = LedgerStore::connect_with_wal_limit(&url, 50).await.expect("connect");
+        let wal = store.wal.clone().expect("SQLite has a checkpointer");
+        let mut checkpointer = SqliteConnection::connect(&url).await.expect("checkpointer");
+        let mut frontier = Frontier::load(&store, 0).await.expect("frontier");
+        append(&store, &mut frontier, 0, 500).await.expect("append");
+
+        // A reader holding a snapshot keeps the next batch from being copied back, as a
+        // batch committing during the checkpoint would: the checkpoint falls behind.
+        let mut reader = SqliteConnection::connect(&url).await.expect("reader");
+        let mut snapshot = reader.begin().await.expect("begin");
+        let _: (i64,) =
+            sqlx::query_as("SELECT count(*) FROM ledger_entries").fetch_one(&mut *snapshot).await.expect("read");
+        append(&store, &mut frontier, 500, 500).await.expect("append");
+        let behind = wal.run_once(&mut checkpointer).await.expect("checkpoint");
+        assert!(behind.copied < behind.frames, "{behind:?}");
+        assert!(wal.reset_wanted.load(std::sync::atomic::Ordering::Acquire), "past the limit: {behind:?}");
+        snapshot.rollback().await.expect("end the snapshot");
+
+        // The writer copies the rest before its next batch, which starts the WAL over.
+        append(&store, &mut frontier, 1000, 10).await.expect("append");
+        assert!(!wal.reset_wanted.load(std::sync::atomic::Ordering::Acquire));
+        let after = wal_checkpoint(&mut checkpointer).await;
+        assert!(after.frames < behind.frames / 4, "the WAL was not started over: {behind:?} then {after:?}");
+        assert_eq!(store.read_entries(0, 1010).await.expect("read").len(), 1010);
     }
 
     #[test]

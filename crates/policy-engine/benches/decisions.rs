@@ -5,7 +5,10 @@
 //! - `engine_check`: `Engine::check`, request checking and slice building included;
 //! - `bare_is_authorized`: `cedar_policy::Authorizer::is_authorized` on the same requests
 //!   with their slices prebuilt, over the whole pack;
-//! - `bare_is_authorized_per_action`: the same over the per-action split the engine uses.
+//! - `bare_is_authorized_per_action`: the same over the per-action split;
+//! - `bare_is_authorized_per_request`: the same over the per-(action, purpose) split the
+//!   engine uses (`PolicySet::for_request`): the engine's own Cedar work, so the ratio
+//!   against it is the cost of everything else (request, slice, obligations, reasons).
 //!
 //! A summary at the end times both loops back to back in the same run and prints the
 //! ratio. `QUIS_BENCH_SUBJECTS` etc. shrink the organization for a quick run.
@@ -18,6 +21,10 @@ use cedar_policy::{Authorizer, Entities, Request};
 use criterion::{Criterion, Throughput};
 use quis_policy_engine::model::*;
 use quis_policy_engine::{CheckRequest, Engine, EntityIndex, PolicySet, RequestContext};
+
+/// The allocator of the `quis` binary, so that allocation costs what it costs in the service.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const T0: Timestamp = 1_799_999_200;
 
@@ -198,11 +205,25 @@ fn requests(org: &Org, n: usize) -> Vec<CheckRequest> {
         .collect()
 }
 
+/// A request's Cedar inputs, with the action and purpose that select its split.
+struct Prebuilt {
+    request: Request,
+    entities: Entities,
+    action: Action,
+    purpose: Option<Purpose>,
+}
+
+impl Prebuilt {
+    fn split<'a>(&self, policies: &'a PolicySet, by_purpose: bool) -> &'a cedar_policy::PolicySet {
+        if by_purpose { policies.for_request(self.action, self.purpose) } else { policies.for_action(self.action) }
+    }
+}
+
 struct Fixture {
     policies: PolicySet,
     index: EntityIndex,
     requests: Vec<CheckRequest>,
-    prebuilt: Vec<(Request, Entities, quis_policy_engine::model::Action)>,
+    prebuilt: Vec<Prebuilt>,
     load: Duration,
     entities: usize,
 }
@@ -221,9 +242,14 @@ fn fixture() -> Fixture {
     let prebuilt = requests
         .iter()
         .map(|r| {
-            let (req, entities) =
+            let (request, entities) =
                 Engine::cedar_inputs(&index, r).unwrap().expect("benchmark principals and subjects exist");
-            (req, entities, quis_policy_engine::model::Action::from_str(&r.action).unwrap())
+            Prebuilt {
+                request,
+                entities,
+                action: Action::from_str(&r.action).unwrap(),
+                purpose: r.context.purpose.as_deref().map(|p| Purpose::from_str(p).unwrap()),
+            }
         })
         .collect();
     Fixture { policies, index, requests, prebuilt, load, entities }
@@ -244,18 +270,20 @@ fn decisions(c: &mut Criterion, f: &Fixture) {
     group.bench_function("bare_is_authorized", |b| {
         b.iter(|| {
             i = (i + 1) % f.prebuilt.len();
-            let (req, entities, _) = &f.prebuilt[i];
-            black_box(authorizer.is_authorized(req, f.policies.cedar(), entities))
+            let p = &f.prebuilt[i];
+            black_box(authorizer.is_authorized(&p.request, f.policies.cedar(), &p.entities))
         })
     });
-    let mut i = 0;
-    group.bench_function("bare_is_authorized_per_action", |b| {
-        b.iter(|| {
-            i = (i + 1) % f.prebuilt.len();
-            let (req, entities, action) = &f.prebuilt[i];
-            black_box(authorizer.is_authorized(req, f.policies.for_action(*action), entities))
-        })
-    });
+    for (name, by_purpose) in [("bare_is_authorized_per_action", false), ("bare_is_authorized_per_request", true)] {
+        let mut i = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % f.prebuilt.len();
+                let p = &f.prebuilt[i];
+                black_box(authorizer.is_authorized(&p.request, p.split(&f.policies, by_purpose), &p.entities))
+            })
+        });
+    }
     group.finish();
 }
 
@@ -264,7 +292,8 @@ fn decisions(c: &mut Criterion, f: &Fixture) {
 fn summary(f: &Fixture) {
     let authorizer = Authorizer::new();
     let rounds = env("QUIS_BENCH_ROUNDS", 10);
-    let (mut engine, mut bare, mut bare_split) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut engine, mut bare, mut bare_action, mut bare_request) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut allowed = 0usize;
     for _ in 0..rounds {
         let t = Instant::now();
@@ -273,15 +302,20 @@ fn summary(f: &Fixture) {
         }
         engine += t.elapsed();
         let t = Instant::now();
-        for (req, entities, _) in &f.prebuilt {
-            black_box(authorizer.is_authorized(req, f.policies.cedar(), entities));
+        for p in &f.prebuilt {
+            black_box(authorizer.is_authorized(&p.request, f.policies.cedar(), &p.entities));
         }
         bare += t.elapsed();
         let t = Instant::now();
-        for (req, entities, action) in &f.prebuilt {
-            black_box(authorizer.is_authorized(req, f.policies.for_action(*action), entities));
+        for p in &f.prebuilt {
+            black_box(authorizer.is_authorized(&p.request, p.split(&f.policies, false), &p.entities));
         }
-        bare_split += t.elapsed();
+        bare_action += t.elapsed();
+        let t = Instant::now();
+        for p in &f.prebuilt {
+            black_box(authorizer.is_authorized(&p.request, p.split(&f.policies, true), &p.entities));
+        }
+        bare_request += t.elapsed();
     }
     let n = (rounds * f.requests.len()) as f64;
     let rate = |d: Duration| n / d.as_secs_f64();
@@ -302,13 +336,16 @@ fn summary(f: &Fixture) {
         rate(bare),
         bare.as_secs_f64() * 1e6 / n
     );
-    println!(
-        "bare is_authorized, per-action split:   {:>9.0} decisions/s on one core ({:.2} us each)",
-        rate(bare_split),
-        bare_split.as_secs_f64() * 1e6 / n
-    );
-    println!("ratio engine / bare (whole pack):       {:.2}", rate(engine) / rate(bare));
-    println!("ratio engine / bare (per-action split): {:.2}", rate(engine) / rate(bare_split));
+    for (what, d) in [("per-action split:  ", bare_action), ("per-request split: ", bare_request)] {
+        println!(
+            "bare is_authorized, {what}    {:>9.0} decisions/s on one core ({:.2} us each)",
+            rate(d),
+            d.as_secs_f64() * 1e6 / n
+        );
+    }
+    println!("ratio engine / bare (whole pack):        {:.2}", rate(engine) / rate(bare));
+    println!("ratio engine / bare (per-action split):  {:.2}", rate(engine) / rate(bare_action));
+    println!("ratio engine / bare (per-request split): {:.2}", rate(engine) / rate(bare_request));
 }
 
 fn main() {

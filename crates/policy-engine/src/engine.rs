@@ -134,7 +134,8 @@ impl Engine {
             Ok(parts) => parts,
             Err(e) => return deny(NOT_AUTHORIZED, format!("denied: the entity slice could not be built: {e}")),
         };
-        let response = AUTHORIZER.is_authorized(&cedar_request, policies.for_action(req.action), &entities);
+        let response =
+            AUTHORIZER.is_authorized(&cedar_request, policies.for_request(req.action, req.purpose), &entities);
 
         let mut decided: Vec<(&PolicyId, usize)> =
             response.diagnostics().reason().map(|id| (id, policies.meta(id).map_or(usize::MAX, |m| m.order))).collect();

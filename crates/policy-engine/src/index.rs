@@ -216,6 +216,37 @@ fn grant_node(g: Grant) -> Result<Node<Grant>, EntityError> {
     Ok(Node { model: g, cedar })
 }
 
+/// An entity with its Cedar form, built before the writer lock is taken (so that
+/// changes applied from several threads build their entities in parallel).
+enum Built {
+    Staff(Node<Staff>),
+    Team(Node<Team>),
+    Subject(Node<Subject>),
+    Case(Node<Case>),
+    Conflict(Node<Conflict>),
+    Grant(Node<Grant>),
+}
+
+/// A change checked and ready to apply.
+enum Prepared {
+    Upsert(Built),
+    Delete(EntityKind, Id),
+}
+
+fn prepare(change: EntityChange) -> Result<Prepared, EntityError> {
+    Ok(match change {
+        EntityChange::Upsert(entity) => Prepared::Upsert(match entity {
+            Entity::Staff(s) => Built::Staff(staff_node(s)?),
+            Entity::Team(t) => Built::Team(team_node(t)?),
+            Entity::Subject(s) => Built::Subject(subject_node(s)?),
+            Entity::Case(c) => Built::Case(case_node(c)?),
+            Entity::Conflict(c) => Built::Conflict(conflict_node(c)?),
+            Entity::Grant(g) => Built::Grant(grant_node(g)?),
+        }),
+        EntityChange::Delete(kind, id) => Prepared::Delete(kind, id),
+    })
+}
+
 /// All entities, indexed for per-request slices. Shared by reference (`Arc<EntityIndex>`)
 /// between the change feed (writer) and any number of concurrent checks (readers).
 #[derive(Default)]
@@ -277,6 +308,7 @@ impl EntityIndex {
 
     /// Applies one change and returns the new version (the previous one plus one).
     pub fn apply(&self, change: EntityChange) -> Result<u64, EntityError> {
+        let change = prepare(change)?;
         let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.apply_locked(change)?;
         Ok(self.version.fetch_add(1, Ordering::AcqRel) + 1)
@@ -285,6 +317,7 @@ impl EntityIndex {
     /// Applies a change and sets the version to `version` (a store's change-feed sequence
     /// number, so replicas report the same version); `version` must not go backwards.
     pub fn apply_versioned(&self, change: EntityChange, version: u64) -> Result<u64, EntityError> {
+        let change = prepare(change)?;
         let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let current = self.version.load(Ordering::Acquire);
         if version < current {
@@ -300,35 +333,33 @@ impl EntityIndex {
         self.version.load(Ordering::Acquire)
     }
 
-    fn apply_locked(&self, change: EntityChange) -> Result<(), EntityError> {
+    fn apply_locked(&self, change: Prepared) -> Result<(), EntityError> {
         match change {
-            EntityChange::Upsert(entity) => self.upsert(entity),
-            EntityChange::Delete(kind, id) => {
+            Prepared::Upsert(node) => self.upsert(node),
+            Prepared::Delete(kind, id) => {
                 self.delete(kind, &id);
                 Ok(())
             }
         }
     }
 
-    fn upsert(&self, entity: Entity) -> Result<(), EntityError> {
-        match entity {
-            Entity::Staff(s) => {
-                let node = staff_node(s)?;
+    fn upsert(&self, node: Built) -> Result<(), EntityError> {
+        match node {
+            Built::Staff(node) => {
                 self.staff.insert(node.model.id.clone(), Arc::new(node));
             }
-            Entity::Team(team) => {
+            Built::Team(node) => {
+                let team = &node.model;
                 if team.parent.as_ref().is_some_and(|parent| self.reaches(parent, &team.id)) {
-                    return Err(EntityError::TeamCycle(team.id));
+                    return Err(EntityError::TeamCycle(node.model.id));
                 }
-                let node = team_node(team)?;
                 self.teams.insert(node.model.id.clone(), Arc::new(node));
             }
-            Entity::Subject(s) => {
-                let node = subject_node(s)?;
+            Built::Subject(node) => {
                 self.subjects.insert(node.model.id.clone(), Arc::new(node));
             }
-            Entity::Case(c) => {
-                let node = Arc::new(case_node(c)?);
+            Built::Case(node) => {
+                let node = Arc::new(node);
                 let id = node.model.id.clone();
                 if let Some(old) = self.cases.insert(id.clone(), node.clone()) {
                     for s in &old.model.subjects {
@@ -339,16 +370,16 @@ impl EntityIndex {
                     link(&self.cases_by_subject, s, &id);
                 }
             }
-            Entity::Conflict(c) => {
-                let node = Arc::new(conflict_node(c)?);
+            Built::Conflict(node) => {
+                let node = Arc::new(node);
                 let id = node.model.id.clone();
                 if let Some(old) = self.conflicts.insert(id.clone(), node.clone()) {
                     unlink(&self.conflicts_by_staff, &old.model.staff, &id);
                 }
                 link(&self.conflicts_by_staff, &node.model.staff, &id);
             }
-            Entity::Grant(g) => {
-                let node = Arc::new(grant_node(g)?);
+            Built::Grant(node) => {
+                let node = Arc::new(node);
                 let id = node.model.id.clone();
                 if let Some(old) = self.grants.insert(id.clone(), node.clone()) {
                     unlink(&self.grants_by_staff, &old.model.staff, &id);

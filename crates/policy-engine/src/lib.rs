@@ -48,6 +48,7 @@
 pub mod engine;
 pub mod index;
 pub mod model;
+mod partition;
 pub mod policy;
 pub mod request;
 

@@ -1,16 +1,17 @@
 //! Policy sets: parsing, validation against the Quis schema, obligations read from
-//! annotations, and a per-action split of the set so each check evaluates only the
-//! policies whose scope can match its action.
+//! annotations, and a split of the set per action and purpose so each check evaluates
+//! only the policies that can hold for it (see [`crate::partition`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 
-use cedar_policy::{ActionConstraint, Effect, PolicyId, Schema, ValidationMode, Validator};
+use cedar_policy::{Effect, PolicyId, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
 use sha2::{Digest, Sha256};
 
-use crate::model::Action;
+use crate::model::{Action, Purpose};
+use crate::partition::{admits_action, may_hold_for};
 
 /// The Cedar schema of Quis (namespace `Quis`).
 pub const SCHEMA: &str = include_str!("../pack/quis.cedarschema");
@@ -167,6 +168,8 @@ struct Compiled {
     all: cedar_policy::PolicySet,
     /// For each [`Action`] (by `Action::ALL` index): the policies whose action scope can match it.
     by_action: Vec<cedar_policy::PolicySet>,
+    /// For each [`Action`] and purpose (by [`request_slot`]): the policies that can hold.
+    by_request: Vec<cedar_policy::PolicySet>,
     meta: HashMap<PolicyId, PolicyMeta>,
 }
 
@@ -264,9 +267,16 @@ impl PolicySet {
                 .collect());
         }
 
-        let by_action = Action::ALL.iter().map(|action| split_for(&renamed, *action)).collect();
+        let by_action = Action::ALL.iter().map(|&action| subset(&renamed, |p| admits_action(p, action))).collect();
+        let by_request = Action::ALL
+            .iter()
+            .flat_map(|&action| PURPOSES.iter().map(move |&purpose| (action, purpose)))
+            .map(|(action, purpose)| subset(&renamed, |p| admits_action(p, action) && may_hold_for(p, purpose)))
+            .collect();
         let version = hex::encode(Sha256::digest(text.as_bytes()));
-        Ok(PolicySet { inner: Arc::new(Compiled { version, text: text.to_string(), all: renamed, by_action, meta }) })
+        Ok(PolicySet {
+            inner: Arc::new(Compiled { version, text: text.to_string(), all: renamed, by_action, by_request, meta }),
+        })
     }
 
     /// Hex SHA-256 of the policy text.
@@ -288,6 +298,12 @@ impl PolicySet {
     pub fn for_action(&self, action: Action) -> &cedar_policy::PolicySet {
         let index = Action::ALL.iter().position(|a| *a == action).unwrap_or(0);
         &self.inner.by_action[index]
+    }
+
+    /// The policies that can hold for a request of `action` declaring `purpose` (same
+    /// decisions, determining policies and errors as [`Self::cedar`] for such a request).
+    pub fn for_request(&self, action: Action, purpose: Option<Purpose>) -> &cedar_policy::PolicySet {
+        &self.inner.by_request[request_slot(action, purpose)]
     }
 
     /// The `@id`s of the set's policies, in source order.
@@ -326,21 +342,30 @@ pub(crate) fn action_uid(action: Action) -> cedar_policy::EntityUid {
     UIDS[index].clone()
 }
 
-/// The sub-set of policies whose action scope admits `action`. The schema declares no
-/// action groups, so `action in [..]` is plain membership.
-fn split_for(all: &cedar_policy::PolicySet, action: Action) -> cedar_policy::PolicySet {
-    let uid = action_uid(action);
+/// No purpose, then every purpose: the purposes a request can declare.
+const PURPOSES: [Option<Purpose>; 1 + Purpose::ALL.len()] = {
+    let mut all = [None; 1 + Purpose::ALL.len()];
+    let mut i = 0;
+    while i < Purpose::ALL.len() {
+        all[i + 1] = Some(Purpose::ALL[i]);
+        i += 1;
+    }
+    all
+};
+
+/// The position of (action, purpose) in `Compiled::by_request`.
+fn request_slot(action: Action, purpose: Option<Purpose>) -> usize {
+    let action = Action::ALL.iter().position(|a| *a == action).unwrap_or(0);
+    let purpose = PURPOSES.iter().position(|p| *p == purpose).unwrap_or(0);
+    action * PURPOSES.len() + purpose
+}
+
+/// The policies of `all` that `keep` admits.
+fn subset(all: &cedar_policy::PolicySet, keep: impl Fn(&cedar_policy::Policy) -> bool) -> cedar_policy::PolicySet {
     let mut out = cedar_policy::PolicySet::new();
-    for policy in all.policies() {
-        let applies = match policy.action_constraint() {
-            ActionConstraint::Any => true,
-            ActionConstraint::Eq(a) => a == uid,
-            ActionConstraint::In(list) => list.contains(&uid),
-        };
-        if applies {
-            // Ids are unique in `all`, so adding cannot collide.
-            let _ = out.add(policy.clone());
-        }
+    for policy in all.policies().filter(|p| keep(p)) {
+        // Ids are unique in `all`, so adding cannot collide.
+        let _ = out.add(policy.clone());
     }
     out
 }

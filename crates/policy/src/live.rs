@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     entities,
     error::PolicyError,
-    store::{Change, POLICY_KIND, Store},
+    store::{Change, POLICY_KIND, Store, StoredEntity},
 };
 
 /// The policy set in force and the stored version it came from.
@@ -32,6 +32,48 @@ pub struct ActivePolicy {
 
 /// Changes fetched per query while catching up.
 const PAGE: i64 = 10_000;
+/// Entities handed to a loading worker at a time.
+const LOAD_CHUNK: usize = 4_096;
+/// Threads decoding entities and building their Cedar form at start, while the store streams them.
+const LOAD_WORKERS: usize = 2;
+
+/// Every stored entity in a new index: (index, entities read, entities unusable).
+async fn load_index(store: &Store) -> Result<(EntityIndex, u64, u64), PolicyError> {
+    let index = Arc::new(EntityIndex::new());
+    let (rows, chunks) = tokio::sync::mpsc::channel::<Vec<StoredEntity>>(2 * LOAD_WORKERS);
+    let chunks = Arc::new(std::sync::Mutex::new(chunks));
+    let workers: Vec<_> = (0..LOAD_WORKERS)
+        .map(|_| {
+            let (index, chunks) = (Arc::clone(&index), Arc::clone(&chunks));
+            tokio::task::spawn_blocking(move || {
+                let mut bad = 0u64;
+                loop {
+                    let next = chunks.lock().map(|mut c| c.blocking_recv()).unwrap_or(None);
+                    let Some(chunk) = next else { return bad };
+                    for row in chunk {
+                        let applied = entities::decode(&row.body).and_then(|(_, entity)| {
+                            index.apply(EntityChange::Upsert(entity)).map_err(|e| e.to_string())
+                        });
+                        if let Err(e) = applied {
+                            // Only this service writes the table; an unusable row is skipped, loudly.
+                            bad += 1;
+                            tracing::error!(kind = row.kind, id = row.id, error = %e, "stored entity is unusable; skipped");
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let count = store.load_entities(LOAD_CHUNK, rows).await;
+    let mut bad = 0;
+    for worker in workers {
+        bad += worker.await.map_err(|e| PolicyError::Corrupt(format!("an entity loader failed: {e}")))?;
+    }
+    let count = count?;
+    let index =
+        Arc::try_unwrap(index).map_err(|_| PolicyError::Corrupt("the entity loaders still hold the index".into()))?;
+    Ok((index, count, bad))
+}
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Round {
@@ -59,20 +101,7 @@ impl Live {
     pub async fn load(store: Store) -> Result<Arc<Self>, PolicyError> {
         let started = std::time::Instant::now();
         let head = store.head().await?;
-        let index = EntityIndex::new();
-        let mut bad = 0u64;
-        let count = store
-            .load_entities(|kind, id, body| {
-                let applied = entities::decode(body)
-                    .and_then(|(_, entity)| index.apply(EntityChange::Upsert(entity)).map_err(|e| e.to_string()));
-                if let Err(e) = applied {
-                    // Only this service writes the table; an unusable row is skipped, loudly.
-                    bad += 1;
-                    tracing::error!(kind, id, error = %e, "stored entity is unusable; skipped");
-                }
-                Ok(())
-            })
-            .await?;
+        let (index, count, bad) = load_index(&store).await?;
         let live = Arc::new(Self {
             store,
             index,

@@ -91,6 +91,14 @@ pub struct EntityWrite {
     pub body: Vec<u8>,
 }
 
+/// A current entity as stored: its kind, id and encoded `quis.policy.v1.Entity`.
+#[derive(Clone, Debug)]
+pub struct StoredEntity {
+    pub kind: String,
+    pub id: String,
+    pub body: Vec<u8>,
+}
+
 /// One change of the feed; `body` is `None` for a deletion or a policy activation.
 #[derive(Clone, Debug)]
 pub struct Change {
@@ -206,20 +214,29 @@ impl Store {
         Ok(rows.into_iter().map(|(seq, kind, id, body)| Change { seq, kind, id, body }).collect())
     }
 
-    /// Streams every current entity (kind, id, body) into `each`.
+    /// Sends every current entity to `rows`, `chunk` at a time; returns how many.
     pub async fn load_entities(
         &self,
-        mut each: impl FnMut(&str, &str, &[u8]) -> Result<(), PolicyError>,
+        chunk: usize,
+        rows: tokio::sync::mpsc::Sender<Vec<StoredEntity>>,
     ) -> Result<u64, PolicyError> {
         let sql = "SELECT kind, id, body FROM policy_entities";
         let mut count = 0u64;
+        let mut batch = Vec::with_capacity(chunk);
+        let closed = || PolicyError::Corrupt("the entity loader stopped".into());
         on_pool!(&self.db, pool => {
-            let mut rows = sqlx::query_as::<_, (String, String, Vec<u8>)>(sql).fetch(pool);
-            while let Some((kind, id, body)) = rows.try_next().await? {
-                each(&kind, &id, &body)?;
+            let mut stream = sqlx::query_as::<_, (String, String, Vec<u8>)>(sql).fetch(pool);
+            while let Some((kind, id, body)) = stream.try_next().await? {
+                batch.push(StoredEntity { kind, id, body });
                 count += 1;
+                if batch.len() >= chunk {
+                    rows.send(std::mem::replace(&mut batch, Vec::with_capacity(chunk))).await.map_err(|_| closed())?;
+                }
             }
         });
+        if !batch.is_empty() {
+            rows.send(batch).await.map_err(|_| closed())?;
+        }
         Ok(count)
     }
 

@@ -55,15 +55,17 @@ async fn upserts_are_idempotent_and_fed_in_order(store: Store) {
     assert_eq!(tail.len(), 1);
     assert_eq!((tail[0].seq, tail[0].id.as_str(), tail[0].body.is_none()), (deleted.expect("deleted"), "s-0", true));
     assert_eq!(store.delete("subject", "s-0", "hr", async |p| ok(p).await).await.expect("again"), None);
-    let mut loaded = 0;
-    store
-        .load_entities(|_, _, _| {
-            loaded += 1;
-            Ok(())
-        })
-        .await
-        .expect("load");
-    assert_eq!(loaded, 2499);
+    let (rows, mut chunks) = tokio::sync::mpsc::channel(16);
+    assert_eq!(store.load_entities(1000, rows).await.expect("load"), 2499);
+    let mut loaded = Vec::new();
+    while let Some(chunk) = chunks.recv().await {
+        assert!(chunk.len() <= 1000);
+        loaded.extend(chunk);
+    }
+    assert_eq!(loaded.len(), 2499);
+    assert!(loaded.iter().all(|e| e.kind == "subject" && e.id != "s-0"));
+    // The ten changed rows, less the deleted s-0, in their changed form.
+    assert_eq!(loaded.iter().filter(|e| e.body.first() == Some(&2)).count(), 9);
     let page = store.list_entities("subject", "s-1", 3).await.expect("list");
     assert_eq!(page.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["s-10", "s-100", "s-1000"]);
 }
