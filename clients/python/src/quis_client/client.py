@@ -231,6 +231,18 @@ class Client:
         return LedgerClient(self)
 
     @property
+    def vault(self):
+        from .vault import VaultClient
+
+        return VaultClient(self)
+
+    @property
+    def sentinel(self):
+        from .sentinel import SentinelClient
+
+        return SentinelClient(self)
+
+    @property
     def identity(self):
         from .identity import IdentityClient
 
