@@ -297,7 +297,8 @@ impl Monitor {
                     cp.size
                 )));
             }
-            if cp.size > prev.size {
+            // Every tree extends the empty one (and the ledger refuses a proof from size 0).
+            if cp.size > prev.size && prev.size > 0 {
                 let proof = client
                     .get_consistency_proof(
                         self.link

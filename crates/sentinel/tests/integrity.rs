@@ -273,3 +273,17 @@ async fn an_access_missing_from_the_vault_index_is_an_alert() {
     assert!(why.contains(&format!("does not list ledger entry {}", indices[1])), "{why}");
     assert_eq!(integrity_alerts(&store).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_log_first_seen_empty_verifies_as_it_grows() {
+    let ledger = start_ledger(|_| {}).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store(dir.path(), false).await;
+    let (mut m, _samples) = monitor(&ledger, &store, &ledger.sentinel_config()).await;
+    ledger.signed(0).await;
+    assert_eq!(m.check_once().await, Outcome::Verified(0), "the empty tree's checkpoint");
+    ledger.append(events("alice", 3)).await;
+    ledger.signed(3).await;
+    assert_eq!(m.check_once().await, Outcome::Verified(3), "every tree extends the empty one");
+    assert!(integrity_alerts(&store).await.is_empty());
+}
