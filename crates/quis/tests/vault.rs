@@ -304,12 +304,13 @@ impl World {
             let Ok(checkpoint) = ledger.get_checkpoint(with_token(GetCheckpointRequest {}, &auditor)).await else {
                 return false;
             };
+            let size = checkpoint.into_inner().tree_size;
             events = Vec::new();
             let mut page_token = String::new();
             loop {
                 let request = GetEntriesRequest {
                     start_index: 0,
-                    end_index: checkpoint.into_inner().tree_size,
+                    end_index: size,
                     page_size: 1000,
                     page_token,
                 };
@@ -855,7 +856,8 @@ async fn access_history_lists_own_accesses_with_proofs(postgres: bool) {
 
     // The index is secondary: rows deleted behind the vault's back come back from the ledger.
     let store = quis_core::db::Db::connect(&w.config.store_url("vault")).await.expect("vault store");
-    quis_core::on_pool!(&store, pool => sqlx::query("DELETE FROM vault_access_index").execute(pool).await).expect("delete rows");
+    quis_core::on_pool!(&store, pool => sqlx::query("DELETE FROM vault_access_index").execute(pool).await.map(|_| ()))
+        .expect("delete rows");
     assert!(w.history(&me, "s-1", None).await.expect("own").items.is_empty());
     w.vault.rebuild_access_index().await.expect("rebuild");
     let rebuilt: Vec<u64> = w.history(&me, "s-1", None).await.expect("own").items.iter().map(|i| i.ledger_index).collect();
