@@ -80,13 +80,17 @@ impl Inner {
             Some(limit) => requested_end.min(limit.saturating_mul(1_000_000)),
             None => requested_end,
         };
-        let id = format!("bg-{}", hex::encode({
-            let mut b = [0u8; 8];
-            rand::rngs::OsRng.fill_bytes(&mut b);
-            b
-        }));
+        let id = format!(
+            "bg-{}",
+            hex::encode({
+                let mut b = [0u8; 8];
+                rand::rngs::OsRng.fill_bytes(&mut b);
+                b
+            })
+        );
         let grant = format!("grants/{id}");
-        let decision = Decision { break_glass_grant: if decision.allowed { grant.clone() } else { String::new() }, ..decision };
+        let decision =
+            Decision { break_glass_grant: if decision.allowed { grant.clone() } else { String::new() }, ..decision };
         let access =
             AccessRecord::new(&caller.audit(), ledger::Action::BreakGlassStart, ctx.purpose, &ctx.case, &decision)
                 .subject(&subject)
@@ -151,9 +155,14 @@ impl Inner {
             break_glass_expires_at: None,
             history_release_at: None,
         };
-        let access =
-            AccessRecord::new(&caller.audit(), ledger::Action::BreakGlassEnd, ledger::Purpose::Emergency, "", &decision)
-                .subject(&names::subject_name(&row.subject_id));
+        let access = AccessRecord::new(
+            &caller.audit(),
+            ledger::Action::BreakGlassEnd,
+            ledger::Purpose::Emergency,
+            "",
+            &decision,
+        )
+        .subject(&names::subject_name(&row.subject_id));
         let recorded = self.audit.record(access).await?;
         self.policy.delete(&req.name, "break-glass ended through the vault").await?;
         let now = now_us();
