@@ -311,6 +311,11 @@ impl World {
         self.vault().await.get_record(with_token(req, token)).await.map(|r| r.into_inner())
     }
 
+    /// The ledger index of an allowed read.
+    async fn read_index(&self, token: &str, req: v::GetRecordRequest) -> u64 {
+        self.get(token, req).await.expect("allowed").receipt.expect("receipt").ledger_index
+    }
+
     /// The vault's access events in the ledger, read as an auditor through the gateway, once
     /// the signed checkpoint covers at least `count` of them.
     async fn access_events(&self, count: usize) -> Vec<(u64, AccessEvent)> {
@@ -949,24 +954,12 @@ async fn access_history_lists_own_accesses_with_proofs(postgres: bool) {
     let ivy = w.staff_token("ivy", &[Role::Investigator]);
     let petra = w.staff_token("petra", &[Role::PrivacyOfficer]);
     let me = w.token("s-1", PrincipalKind::Subject, &[]);
-    let allowed = w
-        .get(&alice, read(&name, ledger::Purpose::Casework, "cases/c1"))
-        .await
-        .expect("alice")
-        .receipt
-        .expect("r")
-        .ledger_index;
+    let allowed = w.read_index(&alice, read(&name, ledger::Purpose::Casework, "cases/c1")).await;
     w.get(&bob, read(&name, ledger::Purpose::Casework, "cases/c1")).await.expect_err("bob");
     w.get(&alice, read("subjects/s-2/records/r1", ledger::Purpose::Casework, "cases/c1"))
         .await
         .expect("another subject");
-    let covert = w
-        .get(&ivy, read(&name, ledger::Purpose::FraudInvestigation, "cases/f1"))
-        .await
-        .expect("ivy")
-        .receipt
-        .expect("r")
-        .ledger_index;
+    let covert = w.read_index(&ivy, read(&name, ledger::Purpose::FraudInvestigation, "cases/f1")).await;
     w.access_events(4).await;
 
     let own = w.history(&me, "s-1", None).await.expect("own history");
@@ -1027,13 +1020,7 @@ async fn access_history_lists_own_accesses_with_proofs(postgres: bool) {
         ))
         .await
         .expect("approve");
-    let released = w
-        .get(&ivy, read(&name, ledger::Purpose::FraudInvestigation, "cases/f1"))
-        .await
-        .expect("ivy")
-        .receipt
-        .expect("r")
-        .ledger_index;
+    let released = w.read_index(&ivy, read(&name, ledger::Purpose::FraudInvestigation, "cases/f1")).await;
     let mut now_listed = Vec::new();
     let appeared = eventually(Duration::from_secs(15), async || {
         now_listed = w.history(&me, "s-1", None).await.expect("own").items.iter().map(|i| i.ledger_index).collect();
