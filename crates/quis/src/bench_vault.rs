@@ -137,17 +137,14 @@ async fn populate(config: &QuisConfig, args: &BenchVaultArgs) -> Result<()> {
 async fn organize(gateway: &str, admin: &str, args: &BenchVaultArgs) -> Result<()> {
     let mut policy = PolicyServiceClient::new(Channel::from_shared(format!("http://{gateway}"))?.connect().await?);
     let bearer: MetadataValue<_> = format!("Bearer {admin}").parse()?;
-    fn with<T>(bearer: &MetadataValue<tonic::metadata::Ascii>, message: T) -> tonic::Request<T> {
+    fn authorized<T>(message: T, bearer: &MetadataValue<tonic::metadata::Ascii>) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
         req.metadata_mut().insert("authorization", bearer.clone());
         req
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while policy
-        .get_policy_set_version(with(&bearer, pb::GetPolicySetVersionRequest { name: "policySets/active".into() }))
-        .await
-        .is_err()
-    {
+    let active = || authorized(pb::GetPolicySetVersionRequest { name: "policySets/active".into() }, &bearer);
+    while policy.get_policy_set_version(active()).await.is_err() {
         if Instant::now() > deadline {
             bail!("policy never installed its default pack");
         }
@@ -183,7 +180,10 @@ async fn organize(gateway: &str, admin: &str, args: &BenchVaultArgs) -> Result<(
     }));
     let entities = entities.into_iter().map(|k| pb::Entity { kind: Some(k) }).collect();
     policy
-        .batch_upsert_entities(with(&bearer, pb::BatchUpsertEntitiesRequest { entities, reason: "bench-vault".into() }))
+        .batch_upsert_entities(authorized(
+            pb::BatchUpsertEntitiesRequest { entities, reason: "bench-vault".into() },
+            &bearer,
+        ))
         .await
         .context("the bench organization")?;
     Ok(())

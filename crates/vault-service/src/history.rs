@@ -72,9 +72,11 @@ impl Inner {
         }
         let subject_id = subject_id.unwrap_or_default();
         let own = caller.principal.kind == PrincipalKind::Subject && caller.principal.id == subject_id;
-        // A subject reading their own history declares nothing; it is recorded as an audit.
-        let declared = match (&req.context, own) {
-            (None, true) => Some(v::AccessContext { purpose: ledger::Purpose::Audit as i32, ..Default::default() }),
+        // A data subject declares nothing; their read is recorded as an audit.
+        let declared = match (&req.context, caller.principal.kind) {
+            (None, PrincipalKind::Subject) => {
+                Some(v::AccessContext { purpose: ledger::Purpose::Audit as i32, ..Default::default() })
+            }
             (context, _) => context.clone(),
         };
         let ctx = convert::context("context", declared.as_ref(), CaseRule::Optional, &mut violations);
