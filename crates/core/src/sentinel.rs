@@ -465,7 +465,10 @@ impl SentinelConfig {
         }
         let u = &d.unexplained_access;
         if u.accesses == 0 || u.window_secs == 0 {
-            return invalid("detections.unexplained_access.accesses", "must be at least 1, over a window_secs of at least 1");
+            return invalid(
+                "detections.unexplained_access.accesses",
+                "must be at least 1, over a window_secs of at least 1",
+            );
         }
         for (i, p) in u.explaining_purposes.iter().enumerate() {
             if !PURPOSE_NAMES.contains(&p.as_str()) {

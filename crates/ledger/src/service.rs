@@ -9,10 +9,9 @@ use quis_core::FieldViolation;
 use quis_proto::ledger::{
     AppendEventsRequest, AppendEventsResponse, EraseEventDetailRequest, EraseEventDetailResponse, GetCheckpointRequest,
     GetCheckpointResponse, GetConsistencyProofRequest, GetConsistencyProofResponse, GetEntriesRequest,
-    GetEntriesResponse, GetEventDetailRequest, GetEventDetailResponse, GetEventDetailsRequest,
-    GetEventDetailsResponse, GetInclusionProofRequest,
-    GetInclusionProofResponse, LedgerEntry, StoredEntry, TailEventsRequest, TailEventsResponse,
-    ledger_service_server::LedgerService,
+    GetEntriesResponse, GetEventDetailRequest, GetEventDetailResponse, GetEventDetailsRequest, GetEventDetailsResponse,
+    GetInclusionProofRequest, GetInclusionProofResponse, LedgerEntry, StoredEntry, TailEventsRequest,
+    TailEventsResponse, ledger_service_server::LedgerService,
 };
 use rand::RngCore;
 use tonic::{Request, Response, Status};

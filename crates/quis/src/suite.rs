@@ -49,7 +49,11 @@ async fn build_backend(name: &str, ctx: &ServiceContext) -> Result<Backend> {
             Backend { grpc, http: None, notes: Vec::new() }
         }
         "echo" => Backend { grpc: quis_echo::build(), http: None, notes: Vec::new() },
-        "sentinel" => Backend { grpc: quis_sentinel::build(ctx).await.map_err(anyhow::Error::msg)?, http: None, notes: Vec::new() },
+        "sentinel" => Backend {
+            grpc: quis_sentinel::build(ctx).await.map_err(anyhow::Error::msg)?,
+            http: None,
+            notes: Vec::new(),
+        },
         other => bail!("unknown service {other:?}; known: {}", all_services().join(", ")),
     })
 }

@@ -21,9 +21,9 @@ use futures::{StreamExt as _, TryStreamExt as _, stream};
 use quis_tlog::{
     HashReader as _, MemoryHashes, TlogError,
     checkpoint::{self, Checkpoint},
+    client::TileClient,
     note::{MAX_NOTE_SIZE, Note, Verifier},
     stored_hash_index,
-    client::TileClient,
     tile::{self, FULL_WIDTH, Tile, TileHashReader},
     tree_hash,
 };

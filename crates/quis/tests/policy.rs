@@ -673,7 +673,10 @@ async fn sentinel_follows_the_entity_change_feed_but_cannot_change_entities() {
     let (mut after, mut seen) = (0, Vec::new());
     loop {
         let page = client
-            .list_entity_changes(with_token(pb::ListEntityChangesRequest { after_version: after, page_size: 2 }, &sentinel))
+            .list_entity_changes(with_token(
+                pb::ListEntityChangesRequest { after_version: after, page_size: 2 },
+                &sentinel,
+            ))
             .await
             .expect("changes")
             .into_inner();
@@ -719,10 +722,7 @@ async fn sentinel_follows_the_entity_change_feed_but_cannot_change_entities() {
         .expect_err("sentinel may not write");
     assert_refused(&err, Code::PermissionDenied, "NOT_AN_ADMIN");
     let err = client
-        .delete_entity(with_token(
-            DeleteEntityRequest { name: "subjects/s-1".into(), reason: "x".into() },
-            &sentinel,
-        ))
+        .delete_entity(with_token(DeleteEntityRequest { name: "subjects/s-1".into(), reason: "x".into() }, &sentinel))
         .await
         .expect_err("sentinel may not delete");
     assert_refused(&err, Code::PermissionDenied, "NOT_AN_ADMIN");

@@ -173,7 +173,10 @@ async fn accesses_in_the_ledger_become_alerts_read_watched_and_triaged_through_t
     .await;
     assert!(ready, "sentinel is routed by the gateway");
     let mut watch = client
-        .watch_alerts(with_token(WatchAlertsRequest { after: String::new(), min_severity: Severity::High as i32 }, &ivy))
+        .watch_alerts(with_token(
+            WatchAlertsRequest { after: String::new(), min_severity: Severity::High as i32 },
+            &ivy,
+        ))
         .await
         .expect("watch")
         .into_inner();
@@ -189,12 +192,8 @@ async fn accesses_in_the_ledger_become_alerts_read_watched_and_triaged_through_t
     assert_eq!(watched.actor, "mallory");
     assert_eq!(watched.evidence.iter().map(|e| e.index).collect::<Vec<_>>(), indices, "evidence: the ledger indices");
 
-    let listed = client
-        .list_alerts(with_token(ListAlertsRequest::default(), &ivy))
-        .await
-        .expect("list")
-        .into_inner()
-        .alerts;
+    let listed =
+        client.list_alerts(with_token(ListAlertsRequest::default(), &ivy)).await.expect("list").into_inner().alerts;
     assert_eq!(listed, vec![watched.clone()]);
     let caseworker = world.token("alice", PrincipalKind::Staff, &[Role::Caseworker]);
     assert_refused(
@@ -223,7 +222,10 @@ async fn accesses_in_the_ledger_become_alerts_read_watched_and_triaged_through_t
     let auditor = world.token("audrey", PrincipalKind::Staff, &[Role::Auditor]);
     let mut ledger = LedgerServiceClient::new(channel(world.gateway).await);
     let entries = ledger
-        .get_entries(with_token(GetEntriesRequest { start_index: at, end_index: at + 1, ..Default::default() }, &auditor))
+        .get_entries(with_token(
+            GetEntriesRequest { start_index: at, end_index: at + 1, ..Default::default() },
+            &auditor,
+        ))
         .await
         .expect("entries through the gateway")
         .into_inner()

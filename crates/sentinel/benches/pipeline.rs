@@ -42,7 +42,10 @@ fn organization() -> EntityView {
         v
     };
     for t in 0..25 {
-        view.apply(change(next(), E::Team(pb::Team { name: format!("teams/t-{t}"), site: "hq".into(), parent: String::new() })));
+        view.apply(change(
+            next(),
+            E::Team(pb::Team { name: format!("teams/t-{t}"), site: "hq".into(), parent: String::new() }),
+        ));
     }
     for s in 0..STAFF {
         view.apply(change(

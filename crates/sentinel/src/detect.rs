@@ -385,7 +385,8 @@ fn volume(
         } else {
             format!("their team's usual {team_mean:.0} per person a day over {member_days} person-days")
         };
-        let what = if cfg.count_explained { "distinct subjects" } else { "distinct subjects that no assignment explains" };
+        let what =
+            if cfg.count_explained { "distinct subjects" } else { "distinct subjects that no assignment explains" };
         alert("volume", cfg.severity, format!("{} accessed {n} {what} today, against {against}.", e.actor), evidence);
         // One alert a day; the day's set stops growing (it is bounded by the threshold).
         s.day_fired = true;

@@ -28,8 +28,12 @@ pub async fn open_details(
     link: &LedgerLink,
     accesses: &[EnrichedAccess],
 ) -> Result<HashMap<Vec<u8>, String>, tonic::Status> {
-    let digests: Vec<Vec<u8>> =
-        accesses.iter().flat_map(|a| a.subject.iter().chain(a.query.iter())).filter(|d| d.len() == 32).cloned().collect();
+    let digests: Vec<Vec<u8>> = accesses
+        .iter()
+        .flat_map(|a| a.subject.iter().chain(a.query.iter()))
+        .filter(|d| d.len() == 32)
+        .cloned()
+        .collect();
     let mut values = HashMap::with_capacity(digests.len());
     for chunk in digests.chunks(DETAILS_PER_CALL) {
         let request = link.request(GetEventDetailsRequest { digests: chunk.to_vec() })?;
@@ -45,7 +49,12 @@ fn purpose_name(p: Purpose) -> String {
 }
 
 /// Fills in the subject, the entities and the explanation of `e`.
-pub fn enrich(view: &EntityView, details: &HashMap<Vec<u8>, String>, explaining_purposes: &[String], e: &mut EnrichedAccess) {
+pub fn enrich(
+    view: &EntityView,
+    details: &HashMap<Vec<u8>, String>,
+    explaining_purposes: &[String],
+    e: &mut EnrichedAccess,
+) {
     e.subject_id = e.subject.as_ref().and_then(|d| details.get(d)).map(|v| subject_id(v).to_string());
     e.query_terms = e.query.iter().filter_map(|d| details.get(d).cloned()).collect();
     e.subject_entity = e.subject_id.as_ref().and_then(|s| view.subjects.get(s)).cloned();

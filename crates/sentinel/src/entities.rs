@@ -266,8 +266,14 @@ mod tests {
     #[test]
     fn the_view_follows_writes_and_deletions() {
         let mut view = EntityView::default();
-        view.apply(change(1, E::Team(pb::Team { name: "teams/north".into(), site: "hq".into(), parent: String::new() })));
-        view.apply(change(2, E::Team(pb::Team { name: "teams/n1".into(), site: "hq".into(), parent: "teams/north".into() })));
+        view.apply(change(
+            1,
+            E::Team(pb::Team { name: "teams/north".into(), site: "hq".into(), parent: String::new() }),
+        ));
+        view.apply(change(
+            2,
+            E::Team(pb::Team { name: "teams/n1".into(), site: "hq".into(), parent: "teams/north".into() }),
+        ));
         view.apply(change(
             3,
             E::Grant(pb::Grant {

@@ -378,7 +378,11 @@ impl Monitor {
 /// The inclusion proofs of the sampled entries in the tree of `size`, computed from the log's hash
 /// tiles (each tile fetched once per round). A tile that is missing or malformed cannot prove an
 /// entry: an integrity failure.
-async fn proofs_from_tiles(tiles: &TileClient, size: u64, due: &[Sample]) -> Result<Vec<Vec<quis_tlog::Hash>>, Problem> {
+async fn proofs_from_tiles(
+    tiles: &TileClient,
+    size: u64,
+    due: &[Sample],
+) -> Result<Vec<Vec<quis_tlog::Hash>>, Problem> {
     let cannot = |index: u64, e: quis_tlog::TlogError| {
         Problem::integrity(format!("The log's tiles cannot prove entry {index} in the tree of {size} entries: {e}."))
     };

@@ -46,12 +46,8 @@ const WATCH_BUFFER: usize = 1024;
 pub async fn build(ctx: &ServiceContext) -> Result<BuiltService, String> {
     let config = &ctx.config;
     let s = &config.sentinel;
-    let credentials = quis_auth::ServiceCredentials::configured(
-        config,
-        "sentinel",
-        s.token_file.as_deref(),
-        &s.service_principal,
-    )?;
+    let credentials =
+        quis_auth::ServiceCredentials::configured(config, "sentinel", s.token_file.as_deref(), &s.service_principal)?;
     let tls = if config.tls.enabled {
         Some(quis_core::tls::TlsMaterial::load(config).map_err(|e| e.to_string())?.tonic_client())
     } else {

@@ -273,13 +273,7 @@ impl SentinelApi {
                 d.relationship.enabled,
                 &[("max_remembered", d.relationship.max_remembered.to_string())],
             ),
-            entry(
-                "honeytoken",
-                "Any touch of a decoy subject.",
-                d.honeytoken.severity,
-                d.honeytoken.enabled,
-                &[],
-            ),
+            entry("honeytoken", "Any touch of a decoy subject.", d.honeytoken.severity, d.honeytoken.enabled, &[]),
             entry(
                 "enumeration",
                 "Many denied attempts, id walking or wide searches by one actor in a short window.",

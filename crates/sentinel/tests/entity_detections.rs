@@ -201,9 +201,11 @@ fn legitimate_look_alikes_raise_nothing_and_are_explained() {
 #[test]
 fn misuse_raises_the_named_detection_with_evidence() {
     let mut config = DetectionsConfig::default();
-    config.credential_misuse.sites =
-        [("paris".to_string(), Site { lat: 48.86, lon: 2.35 }), ("sydney".to_string(), Site { lat: -33.87, lon: 151.21 })]
-            .into();
+    config.credential_misuse.sites = [
+        ("paris".to_string(), Site { lat: 48.86, lon: 2.35 }),
+        ("sydney".to_string(), Site { lat: -33.87, lon: 151.21 }),
+    ]
+    .into();
     let mut service = access(T0 + 40 * MINUTE, "batch-export", "s-6", "");
     service.kind = "service";
     service.device = "laptop-77";
@@ -212,10 +214,10 @@ fn misuse_raises_the_named_detection_with_evidence() {
     let mut decoy = access(T0 + 5 * MINUTE, "carol", "s-3", "");
     decoy.decision = Decision::Deny;
     let cases = [
-        access(T0, "alice", "s-2", "c-1"),           // household address, even on her own case
-        decoy,                                       // a decoy, even denied
+        access(T0, "alice", "s-2", "c-1"), // household address, even on her own case
+        decoy,                             // a decoy, even denied
         access(T0 + 10 * MINUTE, "alice", "s-4", "c-4"), // a public figure without clearance
-        access(T0 + 20 * MINUTE, "tom", "s-6", "c-2"),   // a terminated account
+        access(T0 + 20 * MINUTE, "tom", "s-6", "c-2"), // a terminated account
         access(T0 + 30 * MINUTE, "bob", "s-6", "c-2"),
         travel, // paris, then sydney a minute later
         service,
@@ -252,8 +254,7 @@ fn misuse_raises_the_named_detection_with_evidence() {
 
 #[test]
 fn id_walking_and_one_alert_per_relationship() {
-    let walk: Vec<Access> =
-        (0..5).map(|i| access(T0 + i * MINUTE, "mallory", &format!("s-{}", 100 + i), "")).collect();
+    let walk: Vec<Access> = (0..5).map(|i| access(T0 + i * MINUTE, "mallory", &format!("s-{}", 100 + i), "")).collect();
     let mut config = DetectionsConfig::default();
     config.unexplained_access.enabled = false;
     let (alerts, _, _) = run(config.clone(), &walk);

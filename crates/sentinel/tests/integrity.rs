@@ -170,7 +170,8 @@ async fn an_entry_rewritten(from_tiles: bool) {
     if from_tiles {
         config.tiles_url = Some(format!("http://{}", ledger.tiles));
     }
-    let _built = quis_sentinel::build_with(config, &url, ledger.link().await, None, stop.clone()).await.expect("sentinel");
+    let _built =
+        quis_sentinel::build_with(config, &url, ledger.link().await, None, stop.clone()).await.expect("sentinel");
     let store = SentinelStore::connect(&url, 3600).await.expect("store");
     let found = eventually(Duration::from_secs(10), async || !integrity_alerts(&store).await.is_empty()).await;
     stop.cancel();
@@ -197,7 +198,8 @@ async fn an_entry_deleted_from_the_ledger_store_is_an_alert() {
     let url = sentinel_store_url(dir.path(), false).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let config = SentinelConfig { stall_alert_ms: 300, ..ledger.sentinel_config() };
-    let _built = quis_sentinel::build_with(config, &url, ledger.link().await, None, stop.clone()).await.expect("sentinel");
+    let _built =
+        quis_sentinel::build_with(config, &url, ledger.link().await, None, stop.clone()).await.expect("sentinel");
     let store = SentinelStore::connect(&url, 3600).await.expect("store");
     let found = eventually(Duration::from_secs(10), async || !integrity_alerts(&store).await.is_empty()).await;
     stop.cancel();

@@ -65,7 +65,8 @@ async fn fixture_on(postgres: bool) -> Fixture {
     let stop = CancellationToken::new();
     let mut config = ledger.sentinel_config();
     config.detections.enumeration.denials = 5;
-    let built = quis_sentinel::build_with(config, &url, ledger.link().await, None, stop.clone()).await.expect("sentinel");
+    let built =
+        quis_sentinel::build_with(config, &url, ledger.link().await, None, stop.clone()).await.expect("sentinel");
     let addr = serve_backend(&ledger.config, built, stop.clone()).await;
     let client = SentinelServiceClient::new(channel(addr).await);
     let investigator = ledger.token("ivy", &[Role::Investigator]);

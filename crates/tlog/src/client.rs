@@ -112,7 +112,10 @@ impl TileClient {
                 return Ok((candidate, data));
             }
         }
-        Err(FetchError(format!("GET {}: 404, the log does not serve a tile its checkpoint covers", self.url(&tile.path()))))
+        Err(FetchError(format!(
+            "GET {}: 404, the log does not serve a tile its checkpoint covers",
+            self.url(&tile.path())
+        )))
     }
 
     /// Several hash tiles, fetched a few at a time.
