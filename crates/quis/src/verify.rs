@@ -9,10 +9,8 @@
 //! All the format logic (notes, proofs, tile coordinates, bundles) is `quis-tlog`'s; this
 //! module only fetches bytes and decides what to believe.
 use std::{
-    collections::HashMap,
     io::Write as _,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -22,7 +20,7 @@ use quis_tlog::{
     HashReader as _, MemoryHashes, TlogError,
     checkpoint::{self, Checkpoint},
     client::TileClient,
-    note::{MAX_NOTE_SIZE, Note, Verifier},
+    note::{Note, Verifier},
     stored_hash_index,
     tile::{self, FULL_WIDTH, Tile, TileHashReader},
     tree_hash,

@@ -224,8 +224,8 @@ impl PolicyLink {
         tls: Option<tonic::transport::ClientTlsConfig>,
     ) -> Result<Self, String> {
         let channel = crate::link::lazy_channel("sentinel.policy_url", url, tls)?;
-        let client = PolicyServiceClient::with_interceptor(channel, credentials)
-            .max_decoding_message_size(64 * 1024 * 1024);
+        let client =
+            PolicyServiceClient::with_interceptor(channel, credentials).max_decoding_message_size(64 * 1024 * 1024);
         Ok(Self { client })
     }
 
