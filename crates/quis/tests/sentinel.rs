@@ -159,7 +159,10 @@ impl World {
 }
 
 fn probing(actor: &str, from: usize, n: usize) -> Vec<(Event, Vec<EventDetail>)> {
-    (from..from + n).map(|i| access(actor, "10.0.0.7", Action::Read, Decision::Deny, &format!("subject-{i}"))).collect()
+    // Ids far apart: denials alone, not id walking.
+    (from..from + n)
+        .map(|i| access(actor, "10.0.0.7", Action::Read, Decision::Deny, &format!("subject-{}", i * 7)))
+        .collect()
 }
 
 #[tokio::test]

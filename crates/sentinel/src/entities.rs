@@ -6,7 +6,6 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
-    time::Duration,
 };
 
 use quis_auth::ServiceCredentials;
@@ -224,16 +223,9 @@ impl PolicyLink {
         credentials: ServiceCredentials,
         tls: Option<tonic::transport::ClientTlsConfig>,
     ) -> Result<Self, String> {
-        let mut endpoint = Channel::from_shared(url.to_string())
-            .map_err(|e| format!("sentinel.policy_url {url:?}: {e}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(30))
-            .tcp_nodelay(true);
-        if let Some(tls) = tls {
-            endpoint = endpoint.tls_config(tls).map_err(|e| format!("policy TLS: {e}"))?;
-        }
-        let client = PolicyServiceClient::with_interceptor(endpoint.connect_lazy(), credentials)
-            .max_decoding_message_size(64 * 1024 * 1024);
+        let channel = crate::link::lazy_channel("sentinel.policy_url", url, tls)?;
+        let client =
+            PolicyServiceClient::with_interceptor(channel, credentials).max_decoding_message_size(64 * 1024 * 1024);
         Ok(Self { client })
     }
 
@@ -241,7 +233,10 @@ impl PolicyLink {
     pub async fn refresh(&self, view: &mut EntityView) -> Result<usize, tonic::Status> {
         let mut applied = 0;
         loop {
-            let request = ListEntityChangesRequest { after_version: view.version, page_size: PAGE };
+            let mut request =
+                tonic::Request::new(ListEntityChangesRequest { after_version: view.version, page_size: PAGE });
+            // A policy that hangs must not hold the consumer for long.
+            request.set_timeout(std::time::Duration::from_secs(30));
             let page = self.client.clone().list_entity_changes(request).await?.into_inner();
             applied += page.changes.len();
             for change in page.changes {

@@ -13,6 +13,18 @@ pub struct LedgerLink {
     credentials: ServiceCredentials,
 }
 
+/// A channel to `url` (the setting `key`), with TLS if given, that connects on first use.
+pub fn lazy_channel(key: &str, url: &str, tls: Option<tonic::transport::ClientTlsConfig>) -> Result<Channel, String> {
+    let mut endpoint = Channel::from_shared(url.to_string())
+        .map_err(|e| format!("{key} {url:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).map_err(|e| format!("{key}: TLS: {e}"))?;
+    }
+    Ok(endpoint.connect_lazy())
+}
+
 impl LedgerLink {
     pub fn new(channel: Channel, credentials: ServiceCredentials) -> Self {
         Self { channel, credentials }
@@ -24,14 +36,7 @@ impl LedgerLink {
         credentials: ServiceCredentials,
         tls: Option<tonic::transport::ClientTlsConfig>,
     ) -> Result<Self, String> {
-        let mut endpoint = Channel::from_shared(url.to_string())
-            .map_err(|e| format!("sentinel.ledger_url {url:?}: {e}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true);
-        if let Some(tls) = tls {
-            endpoint = endpoint.tls_config(tls).map_err(|e| format!("ledger TLS: {e}"))?;
-        }
-        Ok(Self::new(endpoint.connect_lazy(), credentials))
+        Ok(Self::new(lazy_channel("sentinel.ledger_url", url, tls)?, credentials))
     }
 
     pub fn client(&self) -> LedgerServiceClient<Channel> {
