@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -15,5 +16,6 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
 
+pub use clock::{Clock, SimClock};
 pub use config::QuisConfig;
 pub use error::{ApiError, FieldViolation};

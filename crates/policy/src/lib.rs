@@ -142,6 +142,7 @@ pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, Arc<Live>), St
         verifier: Arc::clone(&ctx.verifier),
         read_your_writes: config.policy.read_your_writes,
         max_policy_set_bytes: config.policy.max_policy_set_bytes,
+        clock: config.clock.clone(),
     };
     let server = PolicyServiceServer::new(service)
         .max_decoding_message_size(config.policy.max_message_bytes)

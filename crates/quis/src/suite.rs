@@ -135,6 +135,7 @@ pub async fn serve_one(name: &str, config: Arc<QuisConfig>, stop: CancellationTo
     if !all_services().contains(&name) {
         bail!("unknown service {name:?}; known: {}", all_services().join(", "));
     }
+    config.clock.check_allowed(&config).map_err(anyhow::Error::msg)?;
     let listen = config.listen(name)?.clone();
     let listener = bind(listen.listen, &format!("services.{name}.listen")).await?;
     let admin = bind(listen.admin_listen, &format!("services.{name}.admin_listen")).await?;
@@ -172,6 +173,7 @@ pub async fn serve_one(name: &str, config: Arc<QuisConfig>, stop: CancellationTo
 
 /// `quis up`: every backend on a loopback port of its own, the gateway in front.
 pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> {
+    config.clock.check_allowed(&config).map_err(anyhow::Error::msg)?;
     let mut tasks = JoinSet::new();
     let scheme = if config.tls.enabled { "https" } else { "http" };
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
