@@ -4,6 +4,7 @@
 mod bench;
 mod bench_ledger;
 mod bench_policy;
+mod simulate;
 mod suite;
 mod verify;
 
@@ -76,6 +77,10 @@ enum Command {
     BenchLedger(bench_ledger::BenchLedgerArgs),
     /// Benchmark the policy service: bulk upsert and loading of an organization, Check over gRPC (in-process, on loopback).
     BenchPolicy(bench_policy::BenchPolicyArgs),
+    /// Simulate an organization's working days with planted misuse through the suite, and score sentinel's detections (JSON report).
+    Simulate(simulate::SimulateArgs),
+    /// Start the suite in a temporary directory, simulate a short week and print what sentinel found.
+    Demo(simulate::DemoArgs),
     /// Audit the ledger: signatures, cosignatures, consistency with the last trusted checkpoint; --full: every entry.
     Verify(verify::VerifyArgs),
     /// Print the version.
@@ -162,6 +167,8 @@ async fn run(cli: Cli) -> Result<()> {
             bench_policy::run(args, &config.data_dir).await
         }
         Command::Verify(args) => verify::run(args).await,
+        Command::Simulate(args) => simulate::simulate(args, load_config(&cli, None)?, cli.data_dir.is_some()).await,
+        Command::Demo(args) => simulate::demo(args, load_config(&cli, None)?, cli.data_dir.is_some()).await,
         Command::Up { port, admin_port } => {
             let mut flags = Figment::new();
             if let Some(port) = port {
