@@ -77,9 +77,6 @@ async fn start(mut config: QuisConfig, data_dir_given: bool) -> Result<Started> 
             }
         }
     }
-    if config.log.level == "info" {
-        config.log.level = "warn,quis_simulate=info".into();
-    }
     devkeys::init(&config.data_dir).map_err(anyhow::Error::msg)?;
     let clock = SimClock::new(day_start_ms(0) - 7_200_000);
     config.clock = Clock::Simulated(clock.clone());
@@ -116,13 +113,17 @@ impl Started {
 }
 
 /// `quis simulate`.
-pub async fn simulate(args: &SimulateArgs, config: QuisConfig, data_dir_given: bool) -> Result<()> {
+pub async fn simulate(args: &SimulateArgs, mut config: QuisConfig, data_dir_given: bool) -> Result<()> {
     let simulation = Simulation {
         params: OrgParams { seed: args.seed, staff: args.staff, subjects: args.subjects, days: args.days },
         incidents_per_kind: args.incidents_per_kind,
         concurrency: args.concurrency.max(1),
     };
-    let _telemetry = quis_core::telemetry::init("simulate", &config.log).map_err(anyhow::Error::msg);
+    // The simulator's progress; the services only when something is wrong.
+    if config.log.level == "info" {
+        config.log.level = "warn,quis_simulate=info".into();
+    }
+    let _telemetry = quis_core::telemetry::init("simulate", &config.log).map_err(anyhow::Error::msg)?;
     let started = start(config, data_dir_given).await?;
     let report = started.simulate(&simulation).await;
     started.stop().await;
