@@ -104,7 +104,6 @@ pub fn plant(org: &Org, per_kind: usize, rng: &mut ChaCha20Rng) -> (Vec<Incident
             }
         }
     }
-    planter.incidents.sort_by_key(|i| i.start_ms);
     (planter.incidents, planter.activities)
 }
 
@@ -159,13 +158,35 @@ impl Planter<'_> {
         }
     }
 
+    /// Plants one incident of `kind` by staff member `s`, unless the organization offers no occasion for it.
     fn plant(&mut self, kind: IncidentKind, s: usize) {
+        let n = self.incidents.len();
+        let Some(description) = self.activities_of(kind, s, n) else {
+            self.activities.retain(|a| a.incident != Some(n));
+            return;
+        };
+        let times = self.activities.iter().filter(|a| a.incident == Some(n)).map(|a| a.at_ms);
+        let (start_ms, end_ms) = times.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        if start_ms > end_ms {
+            return;
+        }
+        self.incidents.push(Incident {
+            kind,
+            actor: self.org.staff[s].id.clone(),
+            start_ms,
+            end_ms,
+            ledger_indices: Vec::new(),
+            description,
+        });
+    }
+
+    /// Adds the activities of incident `n`; returns its description.
+    fn activities_of(&mut self, kind: IncidentKind, s: usize, n: usize) -> Option<String> {
         let org = self.org;
         let day = self.late_day();
-        let Some(case) = self.own_case(s, day) else { return };
+        let case = self.own_case(s, day)?;
         let host = org.staff[s].host;
         let at = in_shift(org, s, day, self.rng, 0);
-        let n = self.incidents.len();
         let description = match kind {
             IncidentKind::SnoopingNeighbour => {
                 let neighbours = self.neighbours(s);
@@ -182,7 +203,7 @@ impl Planter<'_> {
                         matches!(org.people[p].compartment, Some(Compartment::PublicFigure | Compartment::Politician))
                     })
                     .collect();
-                let Some(&p) = famous.choose(self.rng) else { return };
+                let &p = famous.choose(self.rng)?;
                 self.push(n, s, host, at, self.search_for(p, case));
                 self.push(n, s, host, at + MINUTE_MS, Op::Read { subject: p, case, purpose: Purpose::Casework });
                 self.push(n, s, host, at + 4 * MINUTE_MS, Op::Read { subject: p, case, purpose: Purpose::Casework });
@@ -190,9 +211,7 @@ impl Planter<'_> {
             }
             IncidentKind::ColleagueRecord => {
                 let team = &org.teams[org.staff[s].team].members;
-                let Some(&colleague) = team.iter().filter(|&&c| c != s).collect::<Vec<_>>().choose(self.rng) else {
-                    return;
-                };
+                let &colleague = team.iter().filter(|&&c| c != s).collect::<Vec<_>>().choose(self.rng)?;
                 let p = org.staff[*colleague].person;
                 self.push(n, s, host, at, self.search_for(p, case));
                 self.push(n, s, host, at + 2 * MINUTE_MS, Op::Read { subject: p, case, purpose: Purpose::Casework });
@@ -215,7 +234,7 @@ impl Planter<'_> {
             IncidentKind::BreakGlassAbuse => {
                 let ordinary: Vec<usize> = (0..org.people.len()).filter(|&p| org.ordinary(p)).collect();
                 for i in 0..3 {
-                    let Some(&subject) = ordinary.choose(self.rng) else { return };
+                    let &subject = ordinary.choose(self.rng)?;
                     let justification = "need to check this one quickly, thanks".to_string();
                     self.push(n, s, host, at + i * 40 * MINUTE_MS, Op::BreakGlass { subject, justification, end: false });
                 }
@@ -223,26 +242,14 @@ impl Planter<'_> {
             }
             IncidentKind::DecoyTouched => {
                 let decoys: Vec<usize> = (0..org.people.len()).filter(|&p| org.people[p].decoy).collect();
-                let Some(&p) = decoys.choose(self.rng) else { return };
+                let &p = decoys.choose(self.rng)?;
                 self.push(n, s, host, at, self.search_for(p, case));
                 self.push(n, s, host, at + MINUTE_MS, Op::Read { subject: p, case, purpose: Purpose::Casework });
                 "searched for and opened a decoy subject".to_string()
             }
-            IncidentKind::LedgerTampering => return,
+            IncidentKind::LedgerTampering => return None,
         };
-        let times = self.activities.iter().filter(|a| a.incident == Some(n)).map(|a| a.at_ms);
-        let (start_ms, end_ms) = times.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
-        if start_ms > end_ms {
-            return;
-        }
-        self.incidents.push(Incident {
-            kind,
-            actor: org.staff[s].id.clone(),
-            start_ms,
-            end_ms,
-            ledger_indices: Vec::new(),
-            description,
-        });
+        Some(description)
     }
 
     /// A team lead about to leave reads every subject of the team's open

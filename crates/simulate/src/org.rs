@@ -221,14 +221,14 @@ impl Org {
             addresses: Vec::new(),
             cases: Vec::new(),
         };
-        let mut gen = PersonGen::new();
-        org.roster(&mut rng, &mut gen);
-        org.population(&mut rng, &mut gen);
+        let mut people = PersonGen::new();
+        org.roster(&mut rng, &mut people);
+        org.population(&mut rng, &mut people);
         org.open_cases(&mut rng);
         org
     }
 
-    fn roster(&mut self, rng: &mut ChaCha20Rng, gen: &mut PersonGen) {
+    fn roster(&mut self, rng: &mut ChaCha20Rng, people: &mut PersonGen) {
         let n = self.params.staff.max(20);
         let admins = (n / 150).max(2);
         let investigators = (n / 40).max(2);
@@ -281,7 +281,7 @@ impl Org {
                 TeamKind::NightService => Shift { start_hour: 22, hours: 8 },
                 _ => Shift { start_hour: rng.gen_range(7..=9), hours: 8 },
             };
-            let person = self.household_with_staff(rng, gen, site);
+            let person = self.household_with_staff(rng, people, site);
             self.teams[team].members.push(i);
             self.staff.push(Staff {
                 id: format!("emp-{:04}", i + 1),
@@ -298,25 +298,29 @@ impl Org {
 
     /// A staff member's home: their household, sometimes sharing a building
     /// with other households; returns the staff member's own person.
-    fn household_with_staff(&mut self, rng: &mut ChaCha20Rng, gen: &mut PersonGen, site: usize) -> usize {
-        let address = self.new_address(rng, gen, site);
-        let staff_person = self.household(rng, gen, address, Some(Compartment::OwnStaff), household_size(rng));
+    fn household_with_staff(&mut self, rng: &mut ChaCha20Rng, people: &mut PersonGen, site: usize) -> usize {
+        let address = self.new_address(rng, site);
+        let size = household_size(rng);
+        let staff_person = self.household(rng, people, address, Some(Compartment::OwnStaff), size);
         if rng.gen_bool(0.6) {
             for _ in 0..rng.gen_range(1..=3) {
-                self.household(rng, gen, address, None, household_size(rng));
+                let size = household_size(rng);
+                self.household(rng, people, address, None, size);
             }
         }
         staff_person
     }
 
-    fn population(&mut self, rng: &mut ChaCha20Rng, gen: &mut PersonGen) {
+    fn population(&mut self, rng: &mut ChaCha20Rng, people: &mut PersonGen) {
         let target = self.params.subjects.max(self.people.len() + 100);
         let sites = self.teams.iter().map(|t| t.site).max().unwrap_or(0) + 1;
         while self.people.len() < target {
-            let address = self.new_address(rng, gen, rng.gen_range(0..sites));
+            let site = rng.gen_range(0..sites);
+            let address = self.new_address(rng, site);
             let households = if rng.gen_bool(0.1) { rng.gen_range(2..=4) } else { 1 };
             for _ in 0..households {
-                self.household(rng, gen, address, None, household_size(rng));
+                let size = household_size(rng);
+                self.household(rng, people, address, None, size);
             }
         }
         let per_10k = |n: usize| (target * n / 10_000).max(2);
@@ -335,13 +339,14 @@ impl Org {
         }
         // Decoys live alone at addresses of their own, indistinguishable from anyone else.
         for _ in 0..per_10k(DECOYS_PER_10K) {
-            let address = self.new_address(rng, gen, rng.gen_range(0..sites));
-            let p = self.household(rng, gen, address, None, 1);
+            let site = rng.gen_range(0..sites);
+            let address = self.new_address(rng, site);
+            let p = self.household(rng, people, address, None, 1);
             self.people[p].decoy = true;
         }
     }
 
-    fn new_address(&mut self, rng: &mut ChaCha20Rng, gen: &mut PersonGen, site: usize) -> usize {
+    fn new_address(&mut self, rng: &mut ChaCha20Rng, site: usize) -> usize {
         let (_, town, area) = SITES[site];
         let street = STREETS[rng.gen_range(0..STREETS.len())];
         let letters = [b'A' + rng.gen_range(0..26u8), b'A' + rng.gen_range(0..26u8)];
@@ -363,23 +368,23 @@ impl Org {
     fn household(
         &mut self,
         rng: &mut ChaCha20Rng,
-        gen: &mut PersonGen,
+        people: &mut PersonGen,
         address: usize,
         first: Option<Compartment>,
         size: usize,
     ) -> usize {
-        gen.households += 1;
-        let household = format!("h-{:06}", gen.households);
-        let family = gen.surname(rng);
+        people.households += 1;
+        let household = format!("h-{:06}", people.households);
+        let family = people.surname(rng);
         let start = self.people.len();
         for m in 0..size {
-            let family_name = if m > 0 && rng.gen_bool(0.15) { gen.surname(rng) } else { family.clone() };
+            let family_name = if m > 0 && rng.gen_bool(0.15) { people.surname(rng) } else { family.clone() };
             let adult = m < 2;
             let year = if adult { rng.gen_range(1945..=2000) } else { rng.gen_range(2005..=2020) };
             let id = format!("s-{:06}", self.people.len() + 1);
             let address_ref = &self.addresses[address];
             self.people.push(Person {
-                reference_number: format!("TX{:08}", gen.reference(rng)),
+                reference_number: format!("TX{:08}", people.reference(rng)),
                 given_names: GIVEN_NAMES[rng.gen_range(0..GIVEN_NAMES.len())].to_string(),
                 family_name,
                 date_of_birth: format!("{year}-{:02}-{:02}", rng.gen_range(1..=12), rng.gen_range(1..=28)),

@@ -191,7 +191,7 @@ fn scoring_matches_alerts_by_actor_evidence_and_time() {
     assert_eq!(decoy.detections, vec!["honeytoken".to_string()]);
     let unmatched: Vec<&str> = report.unmatched_alerts.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(unmatched, ["alerts/a3", "alerts/a4"]);
-    let lag = report.detection_lag.expect("lag");
+    let lag = report.detection_lag.as_ref().expect("lag");
     assert!(lag.p50_secs <= lag.max_secs);
     let json = serde_json::to_value(&report).expect("json");
     assert_eq!(json["recall_by_kind"]["decoy-touched"]["recall"], 1.0);
