@@ -36,7 +36,7 @@ impl Compartment {
         match self {
             Compartment::PublicFigure => "public-figure",
             Compartment::Politician => "politician",
-            Compartment::OwnStaff => "staff",
+            Compartment::OwnStaff => "own-staff",
             Compartment::Protected => "protected-person",
         }
     }
