@@ -34,7 +34,7 @@ use serde::Deserialize;
 /// HERE, and the test then demands it everywhere: a compose service, a k8s
 /// Deployment and Service, listen addresses in every configuration, the
 /// Dockerfile's EXPOSE and the network policies.
-const SERVICES: &[&str] = &["gateway", "identity", "ledger", "witness", "policy", "echo"];
+const SERVICES: &[&str] = &["gateway", "identity", "ledger", "witness", "policy", "vault", "echo"];
 
 /// The ledger: one sequencer per log, and a third listener, its tlog-tiles HTTP
 /// (`ledger.http_listen`), which only the gateway reads.
@@ -64,6 +64,8 @@ const KEYS_SECRET: &str = "quis-keys";
 const LEDGER_KEYS_SECRET: &str = "quis-ledger-keys";
 /// The witness's key file (`witness.key`); only the witness gets it.
 const WITNESS_KEY_SECRET: &str = "quis-witness-key";
+/// The vault's key-encryption keys and organization secret; only the vault gets it.
+const VAULT_KEYS_SECRET: &str = "quis-vault-keys";
 
 /// Where `quis init --data-dir DIR` writes the JWKS, relative to DIR.
 const INIT_JWKS: &str = "keys/jwks.json";
@@ -1508,6 +1510,11 @@ fn key_files(service: &str, config: &QuisConfig) -> Vec<(&'static str, PathBuf)>
     }
     // Every service that verifies tokens gets the JWKS from quis-keys.
     out.push((KEYS_SECRET, config.path(&config.auth.jwks_file)));
+    if service == "vault" {
+        let keys = &config.vault.keys;
+        out.push((VAULT_KEYS_SECRET, config.path(&keys.org_secret)));
+        out.push((VAULT_KEYS_SECRET, config.path(&keys.kek_dir).join("k1.hex")));
+    }
     if service == LEDGER {
         let ledger = &config.ledger;
         for key in std::iter::once(&ledger.log_key).chain(&ledger.additional_log_keys).chain([&ledger.details_key]) {

@@ -68,6 +68,31 @@ impl ServiceCredentials {
         Self(Arc::new(Source::Minted { signer, spec, cached: Mutex::new(None) }))
     }
 
+    /// The credentials of the service principal `service` as configured: its
+    /// `token_file` (relative to the data directory), or, on the embedded
+    /// default, tokens minted with the development signing key of `quis init`.
+    pub fn configured(
+        config: &quis_core::QuisConfig,
+        token_file: Option<&std::path::Path>,
+        service: &str,
+    ) -> Result<Self, String> {
+        /// Lifetime of a minted service token; renewed when a third is left.
+        const MINTED_TOKEN_TTL: Duration = Duration::from_secs(3600);
+        match token_file {
+            Some(path) => Self::from_file(config.path(path)).map_err(|e| e.to_string()),
+            None => {
+                let keys = quis_core::keys::FileKeySource::new(&config.data_dir);
+                let signer = TokenSigner::load(&keys, &config.auth.issuer, &config.auth.audience).map_err(|e| {
+                    format!(
+                        "{service} needs a service token: set its token_file, or run `quis init` so that {} exists ({e})",
+                        crate::mint::SIGNING_KEY
+                    )
+                })?;
+                Ok(Self::minted(signer, service, MINTED_TOKEN_TTL))
+            }
+        }
+    }
+
     /// The `authorization` header value for the next call.
     pub fn header(&self) -> Result<MetadataValue<tonic::metadata::Ascii>, CredentialsError> {
         match &*self.0 {

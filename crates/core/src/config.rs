@@ -16,7 +16,7 @@ pub const ENV_PREFIX: &str = "QUIS_";
 
 /// The top-level keys of [`QuisConfig`], lower case, as environment variables name them.
 const SECTIONS: &[&str] =
-    &["data_dir", "log", "auth", "tls", "shutdown", "store", "gateway", "ledger", "witness", "policy", "services"];
+    &["data_dir", "log", "auth", "tls", "shutdown", "store", "gateway", "ledger", "witness", "policy", "services", "vault"];
 
 /// The whole configuration of a Quis process.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -37,6 +37,7 @@ pub struct QuisConfig {
     pub ledger: LedgerConfig,
     pub witness: WitnessConfig,
     pub policy: PolicyConfig,
+    pub vault: crate::vault::VaultConfig,
     /// Listen addresses per service name (`gateway`, `identity`, `echo`, ...).
     pub services: BTreeMap<String, ServiceListen>,
 }
@@ -55,6 +56,7 @@ impl Default for QuisConfig {
             ledger: LedgerConfig::default(),
             witness: WitnessConfig::default(),
             policy: PolicyConfig::default(),
+            vault: crate::vault::VaultConfig::default(),
             services: default_services(),
         }
     }
@@ -62,7 +64,7 @@ impl Default for QuisConfig {
 
 /// Default loopback ports: gRPC on 74xx, admin HTTP on 75xx.
 pub const DEFAULT_PORTS: &[(&str, u16)] =
-    &[("gateway", 7400), ("identity", 7401), ("ledger", 7402), ("witness", 7403), ("policy", 7404), ("echo", 7409)];
+    &[("gateway", 7400), ("identity", 7401), ("ledger", 7402), ("witness", 7403), ("policy", 7404), ("vault", 7405), ("echo", 7409)];
 
 fn default_services() -> BTreeMap<String, ServiceListen> {
     DEFAULT_PORTS
@@ -285,10 +287,17 @@ pub struct LedgerConfig {
     pub appenders: BTreeMap<String, Vec<String>>,
     /// Service principals that may read entries (besides auditors and investigators).
     pub reader_services: Vec<String>,
+    /// Service principals that may read event details (the vault opens its own
+    /// commitments to rebuild its access index).
+    pub detail_reader_services: Vec<String>,
     /// Witnesses every new checkpoint is submitted to (c2sp.org/tlog-witness).
     pub witnesses: Vec<WitnessEndpoint>,
     /// Cosignatures a checkpoint needs to be marked witnessed.
     pub witness_quorum: usize,
+    /// How often the latest checkpoint goes back to the witnesses even if the tree did not grow,
+    /// so that its cosignature timestamps stay fresh and auditors (`quis verify --max-age-secs`)
+    /// can tell a live log from a frozen view; 0 never re-submits.
+    pub witness_refresh_secs: u64,
 }
 
 /// A witness the ledger submits checkpoints to.
@@ -316,8 +325,10 @@ impl Default for LedgerConfig {
                 .map(|(s, k)| (s.to_string(), vec![k.to_string()]))
                 .collect(),
             reader_services: vec!["sentinel".into(), "vault".into()],
+            detail_reader_services: vec!["vault".into()],
             witnesses: Vec::new(),
             witness_quorum: 0,
+            witness_refresh_secs: 300,
         }
     }
 }
@@ -479,6 +490,9 @@ impl QuisConfig {
         if rl.per_principal_per_sec == 0 || rl.per_address_per_sec == 0 {
             return invalid("gateway.rate_limit", "rates must be positive");
         }
+        if let Err((field, rule)) = self.vault.check() {
+            return invalid(field, rule);
+        }
         Ok(())
     }
 
@@ -493,6 +507,13 @@ impl QuisConfig {
             field: "services",
             rule: format!("no listen address for service {service:?}"),
         })
+    }
+
+    /// The gRPC URL of a service's configured listener (`https` with TLS on),
+    /// for a service that calls another and was not given its URL.
+    pub fn service_url(&self, service: &str) -> Result<String, ConfigError> {
+        let scheme = if self.tls.enabled { "https" } else { "http" };
+        Ok(format!("{scheme}://{}", self.listen(service)?.listen))
     }
 
     /// The revocation list's store, shared by every service.

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod vault;
 
 pub use clock::{Clock, SimClock};
 pub use config::QuisConfig;

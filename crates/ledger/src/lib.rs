@@ -78,10 +78,13 @@ impl Ledger {
     /// Signs a checkpoint of the durable tree if it grew since the last one,
     /// and has it cosigned; retries the cosigning of an unwitnessed one. With
     /// `resubmit`, the latest checkpoint goes to the witnesses even if it was
-    /// witnessed (at start: a log restored from an old backup finds out here).
+    /// witnessed (at start: a log restored from an old backup finds out here;
+    /// later: fresh cosignature timestamps show auditors the log is live).
     async fn checkpoint_if_grown(&self, resubmit: bool) -> Result<(), String> {
         let size = *self.sequencer.size().borrow();
         let last = self.latest_checkpoint();
+        // A re-cosigned checkpoint stays witnessed if its earlier cosignatures made the quorum.
+        let was_witnessed = last.as_ref().is_some_and(|c| c.size >= size && c.witnessed);
         let note = match last {
             Some(c) if c.size >= size && (c.witnessed || self.witnesses.is_empty()) && !resubmit => return Ok(()),
             // Same tree, not yet witnessed: ask again (a witness may have been down).
@@ -104,7 +107,7 @@ impl Ledger {
             (note, false)
         } else {
             let cosignatures = witnessing::collect(self, &note, &checkpoint).await;
-            let witnessed = cosignatures.len() >= self.config.ledger.witness_quorum;
+            let witnessed = was_witnessed || cosignatures.len() >= self.config.ledger.witness_quorum;
             (quis_tlog::checkpoint::add_signatures(&note, &cosignatures).map_err(|e| e.to_string())?, witnessed)
         };
         self.store.save_checkpoint(checkpoint.size, &note, witnessed).await.map_err(|e| e.to_string())?;
@@ -117,9 +120,15 @@ impl Ledger {
     fn spawn_checkpointer(self: &Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         let ledger = Arc::clone(self);
         let every = Duration::from_millis(ledger.config.ledger.checkpoint_interval_ms);
+        let refresh = Duration::from_secs(ledger.config.ledger.witness_refresh_secs);
+        let mut last_refresh = tokio::time::Instant::now();
         tokio::spawn(async move {
             loop {
-                if let Err(e) = ledger.checkpoint_if_grown(false).await {
+                let resubmit = !ledger.witnesses.is_empty() && !refresh.is_zero() && last_refresh.elapsed() >= refresh;
+                if resubmit {
+                    last_refresh = tokio::time::Instant::now();
+                }
+                if let Err(e) = ledger.checkpoint_if_grown(resubmit).await {
                     tracing::error!(error = %e, "signing a checkpoint failed");
                 }
                 tokio::select! {

@@ -260,7 +260,8 @@ impl LedgerService for LedgerApi {
         request: Request<GetEventDetailRequest>,
     ) -> Result<Response<GetEventDetailResponse>, Status> {
         let principal = quis_auth::principal(&request)?;
-        if !(principal.has_role(Role::Auditor) || principal.has_role(Role::Investigator)) {
+        let detail_reader = principal.is_service() && self.config.ledger.detail_reader_services.contains(&principal.id);
+        if !(principal.has_role(Role::Auditor) || principal.has_role(Role::Investigator) || detail_reader) {
             return Err(LedgerError::NotAReader.into());
         }
         let digest = request.into_inner().digest;

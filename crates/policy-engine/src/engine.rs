@@ -198,6 +198,10 @@ impl Engine {
                         }
                         None => {}
                     }
+                    if let Some(delay) = m.history_release {
+                        let release = req.time.saturating_add(delay);
+                        obligations.history_release_at = obligations.history_release_at.max(Some(release));
+                    }
                 }
             }
             if !req.fields.is_empty() {

@@ -149,6 +149,9 @@ pub struct PolicyMeta {
     /// `@uses_grant("true")`: the permit holds through the request's grant, which the
     /// decision then names (for the ledger).
     pub uses_grant: bool,
+    /// `@history_release("<seconds>")`: a covert access, hidden from the data
+    /// subject's access history for this long after it happened.
+    pub history_release: Option<i64>,
 }
 
 /// A compiled, validated policy set with its version.
@@ -379,8 +382,17 @@ fn read_meta(policy: &cedar_policy::Policy, order: usize) -> Result<PolicyMeta, 
         Some("true") => true,
         Some(other) => return Err(format!("@uses_grant must be \"true\", not {other:?}")),
     };
-    if effect == Effect::Forbid && (!fields.is_empty() || break_glass.is_some() || uses_grant) {
-        return Err("@fields, @break_glass and @uses_grant belong on permits, not on forbids".into());
+    let history_release = match policy.annotation("history_release") {
+        None => None,
+        Some(seconds) => match seconds.parse::<i64>() {
+            Ok(s) if s > 0 => Some(s),
+            _ => return Err(format!("@history_release must be a positive number of seconds, not {seconds:?}")),
+        },
+    };
+    if effect == Effect::Forbid
+        && (!fields.is_empty() || break_glass.is_some() || uses_grant || history_release.is_some())
+    {
+        return Err("@fields, @break_glass, @uses_grant and @history_release belong on permits, not on forbids".into());
     }
     Ok(PolicyMeta {
         effect,
@@ -391,6 +403,7 @@ fn read_meta(policy: &cedar_policy::Policy, order: usize) -> Result<PolicyMeta, 
         public_reason: policy.annotation("public_reason").map(str::to_string),
         break_glass,
         uses_grant,
+        history_release,
     })
 }
 

@@ -73,6 +73,9 @@ pub struct Obligations {
     pub alert: AlertLevel,
     /// When the break-glass this access rides on (or starts) ends.
     pub break_glass_expires_at: Option<Timestamp>,
+    /// When the data subject may see the access (a covert investigation's
+    /// release date): the latest `@history_release` of the permits that decided.
+    pub history_release_at: Option<Timestamp>,
 }
 
 /// The answer to a [`CheckRequest`].

@@ -196,6 +196,10 @@ impl Policy {
                     .obligations
                     .break_glass_expires_at
                     .map(|s| prost_types::Timestamp { seconds: s, nanos: 0 }),
+                history_release_time: decision
+                    .obligations
+                    .history_release_at
+                    .map(|s| prost_types::Timestamp { seconds: s, nanos: 0 }),
             }),
             public_reason: decision.public_reason,
             // The full reason may name a restricted compartment or a decoy: only for the enforcing service.

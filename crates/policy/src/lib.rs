@@ -16,11 +16,8 @@ pub mod store;
 use std::{sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
-use quis_auth::{
-    Principal, PrincipalKind, Role, ServiceCredentials,
-    mint::{SIGNING_KEY, TokenSigner},
-};
-use quis_core::{QuisConfig, health::ReadinessCheck, keys::FileKeySource};
+use quis_auth::{Principal, PrincipalKind, Role, ServiceCredentials};
+use quis_core::{QuisConfig, health::ReadinessCheck};
 use quis_policy_engine::PolicySet;
 use quis_proto::policy::policy_service_server::PolicyServiceServer;
 use quis_runtime::{BuiltService, ServiceContext};
@@ -30,35 +27,18 @@ pub use live::Live;
 pub use service::Policy;
 pub use store::Store;
 
-/// Lifetime of a minted service token; renewed when a third is left.
-const MINTED_TOKEN_TTL: Duration = Duration::from_secs(3600);
-
 /// The service's credentials towards the ledger: a token file, or (the embedded
 /// default) tokens minted with the development signing key.
 pub fn credentials(config: &QuisConfig) -> Result<ServiceCredentials, String> {
-    match &config.policy.token_file {
-        Some(path) => ServiceCredentials::from_file(config.path(path)).map_err(|e| e.to_string()),
-        None => {
-            let keys = FileKeySource::new(&config.data_dir);
-            let signer = TokenSigner::load(&keys, &config.auth.issuer, &config.auth.audience).map_err(|e| {
-                format!(
-                    "policy needs a token for the ledger: set policy.token_file, or run `quis init` so that \
-                     {SIGNING_KEY} exists ({e})"
-                )
-            })?;
-            Ok(ServiceCredentials::minted(signer, &config.policy.service_principal, MINTED_TOKEN_TTL))
-        }
-    }
+    ServiceCredentials::configured(config, config.policy.token_file.as_deref(), &config.policy.service_principal)
 }
 
 /// The ledger URL: `policy.ledger_url`, or the ledger's configured listener.
 pub fn ledger_url(config: &QuisConfig) -> Result<String, String> {
-    if let Some(url) = &config.policy.ledger_url {
-        return Ok(url.clone());
+    match &config.policy.ledger_url {
+        Some(url) => Ok(url.clone()),
+        None => config.service_url("ledger").map_err(|e| e.to_string()),
     }
-    let scheme = if config.tls.enabled { "https" } else { "http" };
-    let listen = config.listen("ledger").map_err(|e| e.to_string())?;
-    Ok(format!("{scheme}://{}", listen.listen))
 }
 
 /// The service principal the policy service acts as when it installs the built-in pack.

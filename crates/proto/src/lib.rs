@@ -53,6 +53,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "quis.ledger.v1.LedgerService",
     "quis.policy.v1.PolicyService",
     "quis.sentinel.v1.SentinelService",
+    "quis.vault.v1.VaultService",
 ];
 
 /// Every gRPC method path the suite serves (`/package.Service/Method`), the

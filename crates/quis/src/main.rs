@@ -5,6 +5,7 @@ mod bench;
 mod bench_ledger;
 mod bench_policy;
 mod simulate;
+mod bench_vault;
 mod suite;
 mod verify;
 
@@ -49,7 +50,7 @@ enum Command {
     },
     /// Run one service.
     Serve {
-        /// gateway, identity, ledger, policy, echo or witness.
+        /// gateway, identity, ledger, policy, vault, echo or witness.
         service: String,
     },
     /// Create the development CA, certificates, token-signing key and JWKS (existing files are kept).
@@ -81,6 +82,8 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Start the suite in a temporary directory, simulate a short week and print what sentinel found.
     Demo(simulate::DemoArgs),
+    /// Benchmark guarded GetRecord through the gateway on a pre-populated store (in-process suite, loopback), beside the gateway's trivial upstream.
+    BenchVault(bench_vault::BenchVaultArgs),
     /// Audit the ledger: signatures, cosignatures, consistency with the last trusted checkpoint; --full: every entry.
     Verify(verify::VerifyArgs),
     /// Print the version.
@@ -166,6 +169,7 @@ async fn run(cli: Cli) -> Result<()> {
             let config = load_config(&cli, None)?;
             bench_policy::run(args, &config.data_dir).await
         }
+        Command::BenchVault(args) => bench_vault::run(args, load_config(&cli, None)?).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Simulate(args) => simulate::simulate(args, load_config(&cli, None)?, cli.data_dir.is_some()).await,
         Command::Demo(args) => simulate::demo(args, load_config(&cli, None)?, cli.data_dir.is_some()).await,

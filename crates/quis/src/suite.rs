@@ -10,7 +10,7 @@ use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 /// Backend services, in start order.
-pub const BACKENDS: &[&str] = &["identity", "ledger", "policy", "echo"];
+pub const BACKENDS: &[&str] = &["identity", "ledger", "policy", "vault", "echo"];
 
 /// Every service `quis serve` accepts. The witness is no backend: it serves plain HTTP
 /// (c2sp.org/tlog-witness) and in production is run by another party; `quis up`
@@ -46,6 +46,10 @@ async fn build_backend(name: &str, ctx: &ServiceContext) -> Result<Backend> {
         }
         "policy" => {
             let (grpc, _) = quis_policy::build(ctx).await.map_err(anyhow::Error::msg)?;
+            Backend { grpc, http: None, notes: Vec::new() }
+        }
+        "vault" => {
+            let (grpc, _) = quis_vault_service::build(ctx).await.map_err(anyhow::Error::msg)?;
             Backend { grpc, http: None, notes: Vec::new() }
         }
         "echo" => Backend { grpc: quis_echo::build(), http: None, notes: Vec::new() },
@@ -194,6 +198,10 @@ pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> 
     if config.policy.ledger_url.is_none() {
         config.policy.ledger_url = upstreams.get("ledger").and_then(|u| u.first()).cloned();
     }
+    // The vault asks this process's policy and records in its ledger unless told otherwise.
+    let internal = |name: &str| upstreams.get(name).and_then(|u| u.first()).cloned();
+    config.vault.policy_url = config.vault.policy_url.take().or_else(|| internal("policy"));
+    config.vault.ledger_url = config.vault.ledger_url.take().or_else(|| internal("ledger"));
     config.gateway.upstreams = upstreams;
     config.gateway.tiles_upstream = Some(format!("http://{}", tiles.local_addr()?));
 

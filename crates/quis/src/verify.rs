@@ -56,6 +56,11 @@ pub struct VerifyArgs {
     /// Also download every entry bundle and recompute the signed root from the entries.
     #[arg(long)]
     full: bool,
+    /// Refuse a checkpoint unless the quorum of cosignatures is at most this many seconds old:
+    /// a log (or a mirror) that serves a frozen view to hide newer entries fails this. The ledger
+    /// has its checkpoint re-cosigned every `ledger.witness_refresh_secs` (default 300).
+    #[arg(long)]
+    max_age_secs: Option<u64>,
     /// Bearer token with the auditor role, for the entry bundles (only --full needs it).
     #[arg(long, env = "QUIS_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -115,6 +120,11 @@ pub async fn check(args: &VerifyArgs) -> Result<String> {
         }
     }
 
+    if let Some(max_age) = args.max_age_secs {
+        check_freshness(&verified.cosigners, args.quorum.unwrap_or(witness_keys.len()), max_age, unix_now()?)
+            .with_context(|| format!("checkpoint of size {} is stale", new.size))?;
+    }
+
     // 2. Consistency with the last trusted checkpoint.
     let consistency = match &trusted {
         None => "trusted on first use (no earlier state)".to_string(),
@@ -134,6 +144,34 @@ pub async fn check(args: &VerifyArgs) -> Result<String> {
 
     write_state(&args.state, &note)?;
     Ok(format!("verified size {} root {}, {consistency}, {cosignatures} cosignatures{full}", new.size, B64.encode(new.root)))
+}
+
+/// Cosignatures from the future beyond this many seconds are not counted as fresh.
+const MAX_CLOCK_SKEW_SECS: u64 = 300;
+
+/// Checks that at least `quorum` of the valid cosignatures were made within `max_age` seconds
+/// of `now`: a witness's timestamp says when it last saw the log at this size.
+fn check_freshness(cosigners: &[(String, u64)], quorum: usize, max_age: u64, now: u64) -> Result<()> {
+    if quorum == 0 {
+        bail!(
+            "--max-age-secs needs witness cosignatures to date the checkpoint: give --witness-key and a quorum of 1 or more"
+        );
+    }
+    let fresh = cosigners.iter().filter(|(_, t)| now.saturating_sub(max_age) <= *t && *t <= now + MAX_CLOCK_SKEW_SECS);
+    let fresh = fresh.count();
+    if fresh < quorum {
+        let ages: Vec<String> =
+            cosigners.iter().map(|(name, t)| format!("{name} cosigned {}s ago", now as i64 - *t as i64)).collect();
+        bail!("{fresh} of {quorum} cosignatures are under {max_age}s old ({})", ages.join(", "));
+    }
+    Ok(())
+}
+
+fn unix_now() -> Result<u64> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?
+        .as_secs())
 }
 
 fn parse_keys(keys: &[String], flag: &str) -> Result<Vec<Verifier>> {

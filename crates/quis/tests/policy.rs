@@ -24,7 +24,6 @@ use quis_proto::{
         UpsertEntityRequest, ValidatePolicySetRequest, entity::Kind as E, policy_service_client::PolicyServiceClient,
     },
 };
-use quis_runtime::ServiceContext;
 use support::*;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, transport::Channel};
@@ -45,23 +44,6 @@ impl Drop for World {
     fn drop(&mut self) {
         self.stop.cancel();
     }
-}
-
-/// A fresh PostgreSQL database on the local server, or `None` for the embedded SQLite default.
-async fn store_url(postgres: bool) -> Option<String> {
-    if !postgres {
-        return None;
-    }
-    let name = format!("quis_test_{}", uuid().replace('-', ""));
-    let admin = quis_core::db::Db::connect("postgres://postgres@127.0.0.1:5432/postgres").await.expect("postgres");
-    let quis_core::db::Db::Postgres(pool) = admin else { unreachable!() };
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create database");
-    Some(format!("postgres://postgres@127.0.0.1:5432/{name}"))
-}
-
-async fn ctx(config: &Arc<QuisConfig>, stop: &CancellationToken) -> ServiceContext {
-    let verifier = quis_auth::TokenVerifier::from_config(config, stop.clone()).await.expect("verifier");
-    ServiceContext { config: Arc::clone(config), verifier, shutdown: stop.clone() }
 }
 
 /// Serves one policy replica of `config`.

@@ -66,7 +66,7 @@ fn serve(dir: &Path, config: &str, service: &str, want: &[&str]) -> (Proc, Vec<S
 fn ledger_config(witness: Option<(&str, &str)>) -> String {
     let mut c = String::from(
         "[services.ledger]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n\
-         [ledger]\nhttp_listen = \"127.0.0.1:0\"\ncheckpoint_interval_ms = 50\n",
+         [ledger]\nhttp_listen = \"127.0.0.1:0\"\ncheckpoint_interval_ms = 50\nwitness_refresh_secs = 1\n",
     );
     if let Some((url, vkey)) = witness {
         c.push_str(&format!("witness_quorum = 1\nwitnesses = [{{ url = \"{url}\", vkey = \"{vkey}\" }}]\n"));
@@ -238,4 +238,92 @@ async fn a_rewritten_history_is_refused_by_the_witness_and_caught_by_verify() {
     let (ok, out) = verify(&forged_tiles, &log_vkey, &witness_vkey, "0", &state);
     assert!(!ok && out.contains("20") && out.contains("25"), "the inconsistency names the sizes: {out}");
     assert_eq!(std::fs::read(&state).expect("state"), trusted, "the trusted state is unchanged");
+}
+
+/// The cosignature timestamp on a signed checkpoint.
+fn cosigned_at(note: &str, log_vkey: &str, witness_vkey: &str) -> u64 {
+    use quis_tlog::note::Verifier;
+    let log = Verifier::from_vkey(log_vkey).expect("log key");
+    let witness = Verifier::from_vkey(witness_vkey).expect("witness key");
+    let verified = quis_tlog::checkpoint::open(note, &[log], &[witness]).expect("a valid checkpoint");
+    verified.cosigners.first().expect("cosigned").1
+}
+
+// Multi-threaded: the mirror answers while `quis verify` runs as a blocking child process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_log_stays_freshly_cosigned_and_a_frozen_view_is_refused_as_stale() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (ledger_dir, witness_dir) = (root.path().join("ledger"), root.path().join("witness"));
+    test_config(&ledger_dir);
+    test_config(&witness_dir);
+    let (first, found) = serve(&ledger_dir, &ledger_config(None), "ledger", &["log verifier key: "]);
+    let log_vkey = found[0].clone();
+    drop(first);
+    let (_witness, found) = serve(
+        &witness_dir,
+        &witness_config(&log_vkey),
+        "witness",
+        &["witness listening on ", "witness verifier key: "],
+    );
+    let (witness_url, witness_vkey) = (format!("http://{}", found[0]), found[1].clone());
+    let config = ledger_config(Some((&witness_url, &witness_vkey)));
+    let (_ledger, found) = serve(&ledger_dir, &config, "ledger", &["ledger listening on ", "tiles on "]);
+    let (addr, tiles): (SocketAddr, String) = (found[0].parse().expect("addr"), found[1].clone());
+    let sentinel = token(&ledger_dir, "sentinel", "service", "service");
+    let auditor = token(&ledger_dir, "audrey", "auditor", "staff");
+    let mut client = LedgerServiceClient::new(channel(addr).await);
+    client.append_events(with_token(events(3, "idle"), &sentinel)).await.expect("append");
+    assert!(wait_witnessed(&mut client, &auditor, 3).await, "cosigned");
+    let checkpoint = async |client: &mut LedgerServiceClient<tonic::transport::Channel>| {
+        client.get_checkpoint(with_token(GetCheckpointRequest {}, &auditor)).await.expect("checkpoint").into_inner()
+    };
+    let frozen = checkpoint(&mut client).await.checkpoint;
+    let frozen_at = cosigned_at(&frozen, &log_vkey, &witness_vkey);
+
+    // Nothing is appended, yet the witness keeps dating the same tree.
+    let refreshed = eventually(Duration::from_secs(15), async || {
+        let now = checkpoint(&mut client).await;
+        now.tree_size == 3 && now.witnessed && cosigned_at(&now.checkpoint, &log_vkey, &witness_vkey) >= frozen_at + 2
+    })
+    .await;
+    assert!(refreshed, "the idle log's checkpoint is re-cosigned with a newer timestamp");
+    let fresh = ["--max-age-secs", "1"];
+    let state = root.path().join("live-state");
+    let out = Command::new(QUIS)
+        .args(["verify", "--url", &tiles, "--log-key", &log_vkey, "--witness-key", &witness_vkey])
+        .args(["--state", state.to_str().expect("utf8"), "--max-age-secs", "30"])
+        .output()
+        .expect("verify");
+    assert!(out.status.success(), "the live log is fresh: {}", String::from_utf8_lossy(&out.stderr));
+
+    // A mirror (or the log itself) that keeps serving the old checkpoint to hide what came after.
+    let (listener, mirror) = listener().await;
+    let app = axum::Router::new().route(
+        "/checkpoint",
+        axum::routing::get(move || {
+            let note = frozen.clone();
+            async move { note }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let stale = Command::new(QUIS)
+        .args(["verify", "--url", &format!("http://{mirror}"), "--log-key", &log_vkey])
+        .args(["--witness-key", &witness_vkey, "--state", root.path().join("mirror-state").to_str().expect("utf8")])
+        .args(fresh)
+        .output()
+        .expect("verify");
+    let err = String::from_utf8_lossy(&stale.stderr);
+    assert!(!stale.status.success(), "a frozen view is refused");
+    assert!(
+        err.contains("checkpoint of size 3 is stale") && err.contains("0 of 1 cosignatures are under 1s old"),
+        "{err}"
+    );
+    assert!(!root.path().join("mirror-state").exists(), "nothing was trusted");
+    let unwitnessed = Command::new(QUIS)
+        .args(["verify", "--url", &tiles, "--log-key", &log_vkey, "--quorum", "0"])
+        .args(["--state", root.path().join("s3").to_str().expect("utf8"), "--max-age-secs", "30"])
+        .output()
+        .expect("verify");
+    let err = String::from_utf8_lossy(&unwitnessed.stderr);
+    assert!(!unwitnessed.status.success() && err.contains("--max-age-secs needs witness cosignatures"), "{err}");
 }

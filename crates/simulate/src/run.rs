@@ -178,7 +178,7 @@ async fn insider(
 /// The vault's blind indexer under the organization secret of the data
 /// directory (the vault creates the secret when it first opens).
 fn org_indexer(config: &QuisConfig) -> Result<BlindIndexer> {
-    let path = quis_vault::keyring::KeyConfig::default().org_secret;
+    let path = &config.vault.keys.org_secret;
     let secret = quis_core::keys::load_or_create_seed(&FileKeySource::new(&config.data_dir), &path.to_string_lossy())
         .map_err(anyhow::Error::msg)?;
     Ok(BlindIndexer::new(Zeroizing::new(secret)))

@@ -35,16 +35,21 @@ pub enum Term {
 }
 
 impl Term {
-    fn label(self) -> &'static [u8] {
+    /// The term's name, e.g. `family-name-prefix` (also its HMAC label).
+    pub fn as_str(self) -> &'static str {
         match self {
-            Term::FamilyName => b"family-name",
-            Term::FamilyNamePrefix => b"family-name-prefix",
-            Term::GivenName => b"given-name",
-            Term::GivenNamePrefix => b"given-name-prefix",
-            Term::DateOfBirth => b"date-of-birth",
-            Term::Postcode => b"postcode",
-            Term::ReferenceNumber => b"reference-number",
+            Term::FamilyName => "family-name",
+            Term::FamilyNamePrefix => "family-name-prefix",
+            Term::GivenName => "given-name",
+            Term::GivenNamePrefix => "given-name-prefix",
+            Term::DateOfBirth => "date-of-birth",
+            Term::Postcode => "postcode",
+            Term::ReferenceNumber => "reference-number",
         }
+    }
+
+    fn label(self) -> &'static [u8] {
+        self.as_str().as_bytes()
     }
 }
 

@@ -12,32 +12,10 @@ use std::{
 };
 
 use quis_core::keys::{FileKeySource, load_or_create_seed};
-use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-/// Where the vault's secrets live; relative paths are under the data
-/// directory, absolute ones (e.g. a mounted secrets volume) are used as they are.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct KeyConfig {
-    /// Directory of the KEK files `k1.hex`, `k2.hex`, ... (32 bytes as hex, mode 0600).
-    pub kek_dir: PathBuf,
-    /// The KEK that wraps new data keys, e.g. `k2`; unset means the highest-numbered.
-    pub active_kek: Option<String>,
-    /// The organization secret (32 bytes as hex, mode 0600) keying blind
-    /// indexes and relationship keys; separate from every KEK.
-    pub org_secret: PathBuf,
-}
-
-impl Default for KeyConfig {
-    fn default() -> Self {
-        Self {
-            kek_dir: PathBuf::from("keys/vault-kek"),
-            active_kek: None,
-            org_secret: PathBuf::from("keys/org-secret.hex"),
-        }
-    }
-}
+/// Where the vault's secrets live (the `vault.keys` section of the configuration).
+pub use quis_core::vault::VaultKeyConfig as KeyConfig;
 
 /// Why the vault's keys could not be loaded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

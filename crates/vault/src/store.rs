@@ -8,9 +8,12 @@
 //!   nonce, ciphertext, wrapped data key and the KEK id that wraps it.
 //! - `vault_search_index`: blind tokens → subject ids.
 //! - `vault_relationship_keys`: per subject, the surname, address and household keys.
-//! - `vault_access_index`: per subject, the ledger indices of accesses to it
-//!   and when each becomes visible to the subject. Secondary: rebuilt from
-//!   the ledger, never the source of truth.
+//! - `vault_access_index`: per subject, the ledger indices of accesses to it,
+//!   when each becomes visible to the subject and the salt of the entry's
+//!   commitment to the subject. Secondary: rebuilt from the ledger, never the
+//!   source of truth.
+//! - `vault_break_glass`: break-glass grants started through the vault (the
+//!   grant itself is held by policy; this is who may end it, and when).
 //! - `vault_kek_checks`: per KEK id, a check value (an HMAC under the KEK), so
 //!   that a KEK file replaced by another key is refused at start.
 use quis_core::{db::Db, on_pool};
@@ -34,8 +37,11 @@ CREATE INDEX IF NOT EXISTS vault_search_index_by_subject ON vault_search_index (
 CREATE TABLE IF NOT EXISTS vault_relationship_keys (
     subject_id TEXT NOT NULL, kind TEXT NOT NULL, rkey BLOB NOT NULL, PRIMARY KEY (subject_id, kind));
 CREATE TABLE IF NOT EXISTS vault_access_index (
-    subject_id TEXT NOT NULL, ledger_index BIGINT NOT NULL, visible_from_us BIGINT NOT NULL,
+    subject_id TEXT NOT NULL, ledger_index BIGINT NOT NULL, visible_from_us BIGINT NOT NULL, salt BLOB NOT NULL,
     PRIMARY KEY (subject_id, ledger_index));
+CREATE TABLE IF NOT EXISTS vault_break_glass (
+    id TEXT PRIMARY KEY, grantee TEXT NOT NULL, subject_id TEXT NOT NULL, start_us BIGINT NOT NULL,
+    expire_us BIGINT NOT NULL, ended_us BIGINT);
 CREATE TABLE IF NOT EXISTS vault_kek_checks (kek_id TEXT PRIMARY KEY, check_value BLOB NOT NULL)";
 
 const SCHEMA_POSTGRES: &str = "
@@ -55,8 +61,11 @@ CREATE INDEX IF NOT EXISTS vault_search_index_by_subject ON vault_search_index (
 CREATE TABLE IF NOT EXISTS vault_relationship_keys (
     subject_id TEXT NOT NULL, kind TEXT NOT NULL, rkey BYTEA NOT NULL, PRIMARY KEY (subject_id, kind));
 CREATE TABLE IF NOT EXISTS vault_access_index (
-    subject_id TEXT NOT NULL, ledger_index BIGINT NOT NULL, visible_from_us BIGINT NOT NULL,
+    subject_id TEXT NOT NULL, ledger_index BIGINT NOT NULL, visible_from_us BIGINT NOT NULL, salt BYTEA NOT NULL,
     PRIMARY KEY (subject_id, ledger_index));
+CREATE TABLE IF NOT EXISTS vault_break_glass (
+    id TEXT PRIMARY KEY, grantee TEXT NOT NULL, subject_id TEXT NOT NULL, start_us BIGINT NOT NULL,
+    expire_us BIGINT NOT NULL, ended_us BIGINT);
 CREATE TABLE IF NOT EXISTS vault_kek_checks (kek_id TEXT PRIMARY KEY, check_value BYTEA NOT NULL)";
 
 /// Rows per multi-row INSERT (SQLite allows 32,766 bound values per statement).
@@ -114,6 +123,28 @@ pub struct WrappedRow {
     pub version: i64,
     pub wrapped_key: Vec<u8>,
     pub kek_id: String,
+}
+
+/// One row of the access index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexedAccess {
+    pub subject_id: String,
+    pub ledger_index: u64,
+    /// When the subject may see it (0: at once).
+    pub visible_from_us: i64,
+    /// The salt of the entry's commitment to the subject.
+    pub salt: Vec<u8>,
+}
+
+/// A break-glass grant started through the vault.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct BreakGlassRow {
+    pub id: String,
+    pub grantee: String,
+    pub subject_id: String,
+    pub start_us: i64,
+    pub expire_us: i64,
+    pub ended_us: Option<i64>,
 }
 
 /// See the module documentation.
@@ -362,6 +393,14 @@ impl Store {
         Ok(row.map(head))
     }
 
+    /// The names of a subject's records, of `kind` if given, in order.
+    pub async fn record_names(&self, subject_id: &str, kind: Option<&str>) -> Result<Vec<String>, sqlx::Error> {
+        let rows: Vec<(String,)> = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT name FROM vault_records WHERE subject_id = $1 AND ($2 IS NULL OR kind = $2) ORDER BY name")
+            .bind(subject_id).bind(kind).fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
     /// The subjects holding every one of `tokens`, by id, at most `limit`.
     pub async fn search(&self, tokens: &[[u8; 32]], limit: usize) -> Result<Vec<String>, sqlx::Error> {
         if tokens.is_empty() {
@@ -430,21 +469,17 @@ impl Store {
     }
 
     /// Adds an access to a subject's access index (idempotent).
-    pub async fn add_access(
-        &self,
-        subject_id: &str,
-        ledger_index: u64,
-        visible_from_us: i64,
-    ) -> Result<(), sqlx::Error> {
-        let index = i64::try_from(ledger_index).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    pub async fn add_access(&self, access: &IndexedAccess) -> Result<(), sqlx::Error> {
+        let index = i64::try_from(access.ledger_index).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         on_pool!(&self.db, pool => sqlx::query(
-            "INSERT INTO vault_access_index (subject_id, ledger_index, visible_from_us) VALUES ($1, $2, $3)
+            "INSERT INTO vault_access_index (subject_id, ledger_index, visible_from_us, salt) VALUES ($1, $2, $3, $4)
              ON CONFLICT (subject_id, ledger_index) DO NOTHING")
-            .bind(subject_id).bind(index).bind(visible_from_us).execute(pool).await.map(|_| ()))?;
+            .bind(&access.subject_id).bind(index).bind(access.visible_from_us).bind(access.salt.as_slice())
+            .execute(pool).await.map(|_| ()))?;
         Ok(())
     }
 
-    /// The ledger indices of accesses to a subject visible at `now_us`, above
+    /// The accesses to a subject visible at `now_us`, above ledger index
     /// `after` (exclusive, -1 for the start), at most `limit`, in order.
     pub async fn accesses(
         &self,
@@ -452,18 +487,50 @@ impl Store {
         now_us: i64,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<u64>, sqlx::Error> {
-        let rows: Vec<(i64,)> = on_pool!(&self.db, pool => sqlx::query_as(
-            "SELECT ledger_index FROM vault_access_index
+    ) -> Result<Vec<IndexedAccess>, sqlx::Error> {
+        let rows: Vec<(i64, i64, Vec<u8>)> = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT ledger_index, visible_from_us, salt FROM vault_access_index
              WHERE subject_id = $1 AND visible_from_us <= $2 AND ledger_index > $3 ORDER BY ledger_index LIMIT $4")
             .bind(subject_id).bind(now_us).bind(after).bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(pool).await)?;
-        Ok(rows.into_iter().map(|r| r.0 as u64).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(index, visible_from_us, salt)| IndexedAccess {
+                subject_id: subject_id.to_string(),
+                ledger_index: index as u64,
+                visible_from_us,
+                salt,
+            })
+            .collect())
     }
 
     /// Empties the access index, before a rebuild from the ledger.
     pub async fn clear_access_index(&self) -> Result<(), sqlx::Error> {
         on_pool!(&self.db, pool => sqlx::query("DELETE FROM vault_access_index").execute(pool).await.map(|_| ()))?;
         Ok(())
+    }
+
+    /// Records a break-glass grant's start.
+    pub async fn add_break_glass(&self, row: &BreakGlassRow) -> Result<(), sqlx::Error> {
+        on_pool!(&self.db, pool => sqlx::query(
+            "INSERT INTO vault_break_glass (id, grantee, subject_id, start_us, expire_us, ended_us)
+             VALUES ($1, $2, $3, $4, $5, NULL)")
+            .bind(&row.id).bind(&row.grantee).bind(&row.subject_id).bind(row.start_us).bind(row.expire_us)
+            .execute(pool).await.map(|_| ()))
+    }
+
+    /// A break-glass grant by id.
+    pub async fn break_glass(&self, id: &str) -> Result<Option<BreakGlassRow>, sqlx::Error> {
+        on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT id, grantee, subject_id, start_us, expire_us, ended_us FROM vault_break_glass WHERE id = $1")
+            .bind(id).fetch_optional(pool).await)
+    }
+
+    /// Marks a grant ended at `now_us`, unless it already was; whether it changed.
+    pub async fn end_break_glass(&self, id: &str, now_us: i64) -> Result<bool, sqlx::Error> {
+        let changed = on_pool!(&self.db, pool => sqlx::query(
+            "UPDATE vault_break_glass SET ended_us = $1 WHERE id = $2 AND ended_us IS NULL")
+            .bind(now_us).bind(id).execute(pool).await.map(|done| done.rows_affected()))?;
+        Ok(changed == 1)
     }
 }

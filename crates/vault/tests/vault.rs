@@ -4,6 +4,7 @@ use quis_core::{ApiError, db::Db, on_pool};
 use quis_vault::{
     AllowedFields, Field, FieldValue, RawQuery, Sensitivity, SubjectInput, Vault, VaultConfig, VaultError,
     keyring::{KeyConfig, Keyring},
+    store::IndexedAccess,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -508,14 +509,23 @@ async fn relationship_keys_and_access_index(backend: Backend) {
     assert_eq!(c.policy.relationship_keys[0], a.policy.relationship_keys[0]);
 
     let store = h.vault.store();
-    store.add_access("a1", 5, 0).await.expect("add");
-    store.add_access("a1", 9, i64::MAX).await.expect("covert, hidden");
-    store.add_access("a1", 7, 0).await.expect("add");
-    store.add_access("a1", 7, 0).await.expect("idempotent");
-    store.add_access("b1", 6, 0).await.expect("add");
-    assert_eq!(store.accesses("a1", 1_000, -1, 10).await.expect("list"), [5, 7]);
-    assert_eq!(store.accesses("a1", i64::MAX, -1, 10).await.expect("released"), [5, 7, 9]);
-    assert_eq!(store.accesses("a1", i64::MAX, 5, 1).await.expect("page"), [7]);
+    let access = |subject: &str, ledger_index: u64, visible_from_us: i64| IndexedAccess {
+        subject_id: subject.into(),
+        ledger_index,
+        visible_from_us,
+        salt: vec![ledger_index as u8; 16],
+    };
+    store.add_access(&access("a1", 5, 0)).await.expect("add");
+    store.add_access(&access("a1", 9, i64::MAX)).await.expect("covert, hidden");
+    store.add_access(&access("a1", 7, 0)).await.expect("add");
+    store.add_access(&access("a1", 7, 0)).await.expect("idempotent");
+    store.add_access(&access("b1", 6, 0)).await.expect("add");
+    let indices = |rows: Vec<IndexedAccess>| rows.into_iter().map(|r| r.ledger_index).collect::<Vec<_>>();
+    assert_eq!(indices(store.accesses("a1", 1_000, -1, 10).await.expect("list")), [5, 7]);
+    let released = store.accesses("a1", i64::MAX, -1, 10).await.expect("released");
+    assert_eq!(released[2], access("a1", 9, i64::MAX), "the salt comes back with the row");
+    assert_eq!(indices(released), [5, 7, 9]);
+    assert_eq!(indices(store.accesses("a1", i64::MAX, 5, 1).await.expect("page")), [7]);
     store.clear_access_index().await.expect("clear");
     assert!(store.accesses("a1", i64::MAX, -1, 10).await.expect("empty").is_empty());
 }

@@ -50,6 +50,31 @@ pub async fn serve_backend(config: &Arc<QuisConfig>, service: BuiltService, stop
     addr
 }
 
+/// A fresh PostgreSQL database on the local server, or `None` for the embedded SQLite default.
+pub async fn store_url(postgres: bool) -> Option<String> {
+    if !postgres {
+        return None;
+    }
+    let name = format!("quis_test_{}", uuid().replace('-', ""));
+    let admin = quis_core::db::Db::connect("postgres://postgres@127.0.0.1:5432/postgres").await.expect("postgres");
+    let quis_core::db::Db::Postgres(pool) = admin else { unreachable!() };
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create database");
+    Some(format!("postgres://postgres@127.0.0.1:5432/{name}"))
+}
+
+/// The context a backend of `config` runs in, with its own verifier.
+pub async fn ctx(config: &Arc<QuisConfig>, stop: &CancellationToken) -> ServiceContext {
+    let verifier = TokenVerifier::from_config(config, stop.clone()).await.expect("verifier");
+    ServiceContext { config: Arc::clone(config), verifier, shutdown: stop.clone() }
+}
+
+/// Serves a built backend on `listener` until its context's shutdown; the task ends once it has stopped.
+pub fn serve_on(ctx: ServiceContext, built: BuiltService, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        quis_runtime::serve(&ctx, built, listener, Readiness::default()).await.expect("serve");
+    })
+}
+
 /// Starts the gateway for `config` (whose upstreams are already set).
 pub async fn serve_gateway(config: &Arc<QuisConfig>, stop: CancellationToken) -> SocketAddr {
     let (l, addr) = listener().await;

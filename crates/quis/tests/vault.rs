@@ -1,0 +1,909 @@
+//! The vault end to end: real ledger, policy and vault services on loopback
+//! sockets, called through the gateway with real tokens, on SQLite and on
+//! PostgreSQL. Every guarded call is checked with policy and in the ledger
+//! before any data is answered; the ledger down means no data; nothing
+//! personal is stored or logged in the clear; keys rotate; bad input and
+//! wrong roles are refused precisely; a subject's history comes with proofs
+//! that verify against the signed checkpoint, hides covert accesses until
+//! their release and survives the loss of its index.
+mod support;
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use prost::Message;
+use quis_auth::{
+    PrincipalKind, Role,
+    mint::{TokenSigner, TokenSpec},
+};
+use quis_core::{QuisConfig, keys::FileKeySource};
+use quis_proto::{
+    ledger::{
+        self, AccessEvent, GetCheckpointRequest, GetEntriesRequest, LedgerEntry, event::Kind,
+        ledger_service_client::LedgerServiceClient,
+    },
+    policy::{self as pb, entity::Kind as E, policy_service_client::PolicyServiceClient},
+    vault::{self as v, field::Value, vault_service_client::VaultServiceClient},
+};
+use quis_tlog::{Hash, note::Verifier};
+use quis_vault_service::VaultHandle;
+use support::*;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+// ------------------------------------------------------------------ logs
+
+/// Every log line of this test binary, for the plaintext scan.
+fn captured_logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        struct Sink;
+        impl Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                captured_logs().lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,h2=info,hyper=info,tower=info"))
+            .with_writer(|| Sink)
+            .with_ansi(false)
+            .finish();
+        // Another test may have installed one first; then its lines are not captured, and the scan says so.
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        Mutex::new(Vec::new())
+    })
+}
+
+// ------------------------------------------------------------------ the world
+
+struct World {
+    dir: tempfile::TempDir,
+    config: Arc<QuisConfig>,
+    signer: TokenSigner,
+    stop: CancellationToken,
+    gateway: SocketAddr,
+    ledger: SocketAddr,
+    ledger_stop: CancellationToken,
+    ledger_task: Option<JoinHandle<()>>,
+    vault: VaultHandle,
+    vault_stop: CancellationToken,
+    vault_task: Option<JoinHandle<()>>,
+    vault_addr: SocketAddr,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+const CASEWORK: i32 = ledger::Purpose::Casework as i32;
+
+fn field(name: &str, sensitivity: v::Sensitivity, value: Value) -> v::Field {
+    v::Field { name: name.into(), sensitivity: sensitivity as i32, value: Some(value) }
+}
+
+/// A tax record: income, contact, bank and notes fields.
+fn tax_record(income: &str, note: &str) -> v::Record {
+    v::Record {
+        kind: "tax-return".into(),
+        fields: vec![
+            field("income_2024", v::Sensitivity::Confidential, Value::DecimalValue(income.into())),
+            field("contact_phone", v::Sensitivity::Confidential, Value::StringValue("+44 20 7946 0000".into())),
+            field("bank_iban", v::Sensitivity::Restricted, Value::StringValue("GB82WEST12345698765432".into())),
+            field("notes", v::Sensitivity::Basic, Value::StringValue(note.into())),
+        ],
+        ..Default::default()
+    }
+}
+
+fn person(given: &str, family: &str) -> v::Subject {
+    v::Subject {
+        given_names: given.into(),
+        family_name: family.into(),
+        date_of_birth: "1980-02-29".into(),
+        postcode: "SW1A 1AA".into(),
+        reference_number: "AB 12 34 56 C".into(),
+        address_lines: vec!["10 Downing Street".into()],
+        ..Default::default()
+    }
+}
+
+fn context(purpose: ledger::Purpose, case: &str) -> Option<v::AccessContext> {
+    Some(v::AccessContext { purpose: purpose as i32, case: case.into(), justification: String::new() })
+}
+
+fn read(name: &str, purpose: ledger::Purpose, case: &str) -> v::GetRecordRequest {
+    v::GetRecordRequest { name: name.into(), context: context(purpose, case), fields: vec![] }
+}
+
+fn staff(id: &str, roles: &[&str]) -> pb::Entity {
+    pb::Entity {
+        kind: Some(E::Staff(pb::Staff {
+            name: format!("staff/{id}"),
+            team: "teams/t1".into(),
+            site: "hq".into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            clearances: vec![],
+            status: pb::StaffStatus::Active as i32,
+            ..Default::default()
+        })),
+    }
+}
+
+fn case(id: &str, subjects: &[&str], staff: &[&str], purpose: pb::Purpose) -> pb::Entity {
+    pb::Entity {
+        kind: Some(E::Case(pb::Case {
+            name: format!("cases/{id}"),
+            subjects: subjects.iter().map(|s| format!("subjects/{s}")).collect(),
+            assigned_staff: staff.iter().map(|s| format!("staff/{s}")).collect(),
+            assigned_teams: vec![],
+            status: pb::CaseStatus::Open as i32,
+            purpose: purpose as i32,
+        })),
+    }
+}
+
+#[track_caller]
+fn violation_fields(status: &Status) -> Vec<String> {
+    status.get_error_details().bad_request().map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect()).unwrap_or_default()
+}
+
+impl World {
+    async fn start(postgres: bool) -> World {
+        captured_logs();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(dir.path());
+        config.store.url = store_url(postgres).await;
+        config.ledger.checkpoint_interval_ms = 20;
+        let stop = CancellationToken::new();
+        let (ledger_listener, ledger) = listener().await;
+        let (policy_listener, policy) = listener().await;
+        let (vault_listener, vault_addr) = listener().await;
+        config.policy.ledger_url = Some(format!("http://{ledger}"));
+        config.vault.ledger_url = Some(format!("http://{ledger}"));
+        config.vault.policy_url = Some(format!("http://{policy}"));
+        config.vault.history_accessor = quis_core::vault::HistoryAccessor::Person;
+        for (name, addr) in [("ledger", ledger), ("policy", policy), ("vault", vault_addr)] {
+            config.gateway.upstreams.insert(name.into(), vec![format!("http://{addr}")]);
+        }
+        let config = Arc::new(config);
+        let ledger_stop = stop.child_token();
+        let lctx = ctx(&config, &ledger_stop).await;
+        let (built, _, _) = quis_ledger::build(&lctx).await.expect("ledger");
+        let ledger_task = serve_on(lctx, built, ledger_listener);
+        let pctx = ctx(&config, &stop).await;
+        let (built, _) = quis_policy::build(&pctx).await.expect("policy");
+        serve_on(pctx, built, policy_listener);
+        let vault_stop = stop.child_token();
+        let vctx = ctx(&config, &vault_stop).await;
+        let (built, vault) = quis_vault_service::build(&vctx).await.expect("vault");
+        let vault_task = serve_on(vctx, built, vault_listener);
+        let gateway = serve_gateway(&config, stop.clone()).await;
+        let signer = TokenSigner::load(&FileKeySource::new(dir.path()), &config.auth.issuer, &config.auth.audience)
+            .expect("signer");
+        let world = World {
+            dir,
+            config,
+            signer,
+            stop,
+            gateway,
+            ledger,
+            ledger_stop,
+            ledger_task: Some(ledger_task),
+            vault,
+            vault_stop,
+            vault_task: Some(vault_task),
+            vault_addr,
+        };
+        let admin = world.staff_token("root", &[Role::Admin]);
+        let installed = eventually(Duration::from_secs(15), async || {
+            world
+                .policy()
+                .await
+                .get_policy_set_version(with_token(
+                    pb::GetPolicySetVersionRequest { name: "policySets/active".into() },
+                    &admin,
+                ))
+                .await
+                .is_ok()
+        })
+        .await;
+        assert!(installed, "the default pack was not installed");
+        let team = pb::Entity {
+            kind: Some(E::Team(pb::Team { name: "teams/t1".into(), site: "hq".into(), parent: String::new() })),
+        };
+        world
+            .upsert(vec![
+                team,
+                staff("alice", &["caseworker"]),
+                staff("bob", &["caseworker"]),
+                staff("ivy", &["investigator"]),
+                staff("petra", &["privacy_officer"]),
+            ])
+            .await;
+        world
+    }
+
+    fn token(&self, sub: &str, kind: PrincipalKind, roles: &[Role]) -> String {
+        let spec = TokenSpec { team: Some("teams/t1".into()), ..TokenSpec::new(sub, kind, roles) };
+        self.signer.mint(&spec).expect("mint").0
+    }
+
+    fn staff_token(&self, sub: &str, roles: &[Role]) -> String {
+        self.token(sub, PrincipalKind::Staff, roles)
+    }
+
+    fn ingest(&self) -> String {
+        self.token("feed", PrincipalKind::Service, &[Role::Ingest])
+    }
+
+    async fn vault(&self) -> VaultServiceClient<Channel> {
+        VaultServiceClient::new(channel(self.gateway).await)
+    }
+
+    async fn policy(&self) -> PolicyServiceClient<Channel> {
+        PolicyServiceClient::new(channel(self.gateway).await)
+    }
+
+    async fn upsert(&self, entities: Vec<pb::Entity>) {
+        let admin = self.staff_token("root", &[Role::Admin]);
+        self.policy()
+            .await
+            .batch_upsert_entities(with_token(
+                pb::BatchUpsertEntitiesRequest { entities, reason: "test organization".into() },
+                &admin,
+            ))
+            .await
+            .expect("entities");
+    }
+
+    /// A subject with one tax record `r1`.
+    async fn subject_with_record(&self, id: &str, subject: v::Subject, income: &str, note: &str) -> String {
+        let ingest = self.ingest();
+        let mut vault = self.vault().await;
+        vault
+            .create_subject(with_token(v::CreateSubjectRequest { subject_id: id.into(), subject: Some(subject) }, &ingest))
+            .await
+            .expect("create subject");
+        vault
+            .create_record(with_token(
+                v::CreateRecordRequest {
+                    parent: format!("subjects/{id}"),
+                    record_id: "r1".into(),
+                    record: Some(tax_record(income, note)),
+                },
+                &ingest,
+            ))
+            .await
+            .expect("create record");
+        format!("subjects/{id}/records/r1")
+    }
+
+    async fn get(&self, token: &str, req: v::GetRecordRequest) -> Result<v::GetRecordResponse, Status> {
+        self.vault().await.get_record(with_token(req, token)).await.map(|r| r.into_inner())
+    }
+
+    /// The vault's access events in the ledger, read as an auditor through the gateway, once
+    /// the signed checkpoint covers at least `count` of them.
+    async fn access_events(&self, count: usize) -> Vec<(u64, AccessEvent)> {
+        let auditor = self.staff_token("audrey", &[Role::Auditor]);
+        let mut ledger = LedgerServiceClient::new(channel(self.gateway).await);
+        let mut events = Vec::new();
+        let covered = eventually(Duration::from_secs(10), async || {
+            let Ok(checkpoint) = ledger.get_checkpoint(with_token(GetCheckpointRequest {}, &auditor)).await else {
+                return false;
+            };
+            events = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let request = GetEntriesRequest {
+                    start_index: 0,
+                    end_index: checkpoint.into_inner().tree_size,
+                    page_size: 1000,
+                    page_token,
+                };
+                let Ok(page) = ledger.get_entries(with_token(request, &auditor)).await else { return false };
+                let page = page.into_inner();
+                for entry in page.entries {
+                    let decoded = LedgerEntry::decode(entry.data.as_slice()).expect("entry");
+                    if let Some(Kind::Access(access)) = decoded.event.and_then(|e| e.kind) {
+                        events.push((entry.index, access));
+                    }
+                }
+                if page.next_page_token.is_empty() {
+                    return events.len() >= count;
+                }
+                page_token = page.next_page_token;
+            }
+        })
+        .await;
+        assert!(covered, "the checkpoint never covered {count} access events: {}", events.len());
+        events
+    }
+
+    async fn history(&self, token: &str, subject: &str, ctx: Option<v::AccessContext>) -> Result<v::GetAccessHistoryResponse, Status> {
+        let req = v::GetAccessHistoryRequest { parent: format!("subjects/{subject}"), page_size: 100, page_token: String::new(), context: ctx };
+        self.vault().await.get_access_history(with_token(req, token)).await.map(|r| r.into_inner())
+    }
+
+    /// Stops the ledger and waits until its port is closed.
+    async fn stop_ledger(&mut self) {
+        self.ledger_stop.cancel();
+        if let Some(task) = self.ledger_task.take() {
+            task.await.expect("ledger stopped");
+        }
+    }
+
+    /// Starts the ledger again on its address, on the same store.
+    async fn restart_ledger(&mut self) {
+        self.ledger_stop = self.stop.child_token();
+        let lctx = ctx(&self.config, &self.ledger_stop).await;
+        let (built, _, _) = quis_ledger::build(&lctx).await.expect("ledger");
+        let listener = tokio::net::TcpListener::bind(self.ledger).await.expect("the ledger's address again");
+        self.ledger_task = Some(serve_on(lctx, built, listener));
+    }
+
+    /// Replaces the vault process with a new one on the same data directory and store.
+    async fn restart_vault(&mut self) {
+        self.vault_stop.cancel();
+        if let Some(task) = self.vault_task.take() {
+            task.await.expect("vault stopped");
+        }
+        self.vault_stop = self.stop.child_token();
+        let vctx = ctx(&self.config, &self.vault_stop).await;
+        let (built, vault) = quis_vault_service::build(&vctx).await.expect("vault");
+        let listener = tokio::net::TcpListener::bind(self.vault_addr).await.expect("the vault's address again");
+        self.vault = vault;
+        self.vault_task = Some(serve_on(vctx, built, listener));
+    }
+}
+
+fn field_names(record: &v::Record) -> Vec<&str> {
+    let mut names: Vec<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
+    names.sort_unstable();
+    names
+}
+
+// ------------------------------------------------------------------ guarded reads
+
+async fn guarded_reads_are_decided_recorded_and_minimized(postgres: bool) {
+    let w = World::start(postgres).await;
+    let real = w.subject_with_record("s-real", person("Ann", "Smith"), "54321.00", "called about a refund").await;
+    let mut vip = person("Victor", "Public");
+    vip.compartment = "public-figure".into();
+    let vip = w.subject_with_record("s-vip", vip, "1.00", "vip note").await;
+    w.upsert(vec![
+        case("c1", &["s-real"], &["alice"], pb::Purpose::Casework),
+        case("c2", &["s-vip"], &["alice"], pb::Purpose::Casework),
+    ])
+    .await;
+    let alice = w.staff_token("alice", &[Role::Caseworker]);
+    let bob = w.staff_token("bob", &[Role::Caseworker]);
+
+    let allowed = w.get(&alice, read(&real, ledger::Purpose::Casework, "cases/c1")).await.expect("alice reads");
+    let record = allowed.record.expect("record");
+    assert_eq!(field_names(&record), ["contact_phone", "income_2024", "notes"], "casework never sees bank fields");
+    assert_eq!(record.version, 1);
+    let receipt = allowed.receipt.expect("receipt");
+    assert_eq!(receipt.decision, ledger::Decision::Allow as i32);
+    let asked = v::GetRecordRequest { fields: vec!["notes".into(), "bank_iban".into()], ..read(&real, ledger::Purpose::Casework, "cases/c1") };
+    let narrowed = w.get(&alice, asked).await.expect("named fields");
+    assert_eq!(field_names(&narrowed.record.expect("record")), ["notes"]);
+
+    let no_case = w.get(&bob, read(&real, ledger::Purpose::Casework, "cases/c1")).await.expect_err("bob has no case");
+    assert_refused(&no_case, Code::PermissionDenied, "ACCESS_DENIED");
+    assert!(no_case.message().contains("no open case"), "{no_case:?}");
+    let wrong_purpose =
+        w.get(&alice, read(&real, ledger::Purpose::Compliance, "cases/c1")).await.expect_err("wrong purpose");
+    assert_refused(&wrong_purpose, Code::PermissionDenied, "ACCESS_DENIED");
+    assert!(!wrong_purpose.message().is_empty());
+    let restricted = w.get(&alice, read(&vip, ledger::Purpose::Casework, "cases/c2")).await.expect_err("restricted");
+    assert_refused(&restricted, Code::PermissionDenied, "ACCESS_DENIED");
+    assert!(!restricted.message().contains("compartment") && !restricted.message().contains("public"), "{restricted:?}");
+
+    let events = w.access_events(5).await;
+    let reads: Vec<(String, i32, i32)> = events
+        .iter()
+        .filter(|(_, e)| e.action == ledger::Action::Read as i32)
+        .map(|(_, e)| (e.actor.clone().unwrap_or_default().principal, e.purpose, e.decision))
+        .collect();
+    let (allow, deny) = (ledger::Decision::Allow as i32, ledger::Decision::Deny as i32);
+    let compliance = ledger::Purpose::Compliance as i32;
+    assert_eq!(
+        reads,
+        [
+            ("alice".into(), CASEWORK, allow),
+            ("alice".into(), CASEWORK, allow),
+            ("bob".into(), CASEWORK, deny),
+            ("alice".into(), compliance, deny),
+            ("alice".into(), CASEWORK, deny),
+        ]
+    );
+    let (index, first) = &events.iter().find(|(_, e)| e.action == ledger::Action::Read as i32).expect("first read");
+    assert_eq!(*index, receipt.ledger_index);
+    assert_eq!(first.record_version, 1, "the version read is recorded");
+    assert_eq!(first.fields_returned, ["assets", "contact", "employment", "identity", "income", "notes"]);
+    assert_eq!(first.case, "cases/c1");
+    assert!(first.subject.is_some() && first.record.is_some());
+    assert!(events.iter().all(|(_, e)| e.actor.as_ref().is_some_and(|a| !a.source_address.is_empty())));
+
+    // Decoys: the same errors and the same shapes as real subjects.
+    let decoy = v::Subject { decoy: true, ..person("Dora", "Smith") };
+    let decoy_record = w.subject_with_record("s-decoy", decoy, "54321.00", "called about a refund").await;
+    let real_denied = w.get(&bob, read(&real, ledger::Purpose::Casework, "cases/c1")).await.expect_err("real");
+    let decoy_denied = w.get(&bob, read(&decoy_record, ledger::Purpose::Casework, "cases/c1")).await.expect_err("decoy");
+    assert_eq!((real_denied.code(), real_denied.message()), (decoy_denied.code(), decoy_denied.message()));
+    assert_eq!(reason(&real_denied), reason(&decoy_denied));
+    let investigator = w.staff_token("ivy", &[Role::Investigator]);
+    let search = v::SearchSubjectsRequest {
+        query: Some(v::SubjectQuery { family_name: "Smith".into(), ..Default::default() }),
+        context: context(ledger::Purpose::FraudInvestigation, ""),
+        ..Default::default()
+    };
+    let found = w.vault().await.search_subjects(with_token(search, &investigator)).await.expect("search").into_inner();
+    let names: Vec<&str> = found.matches.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["subjects/s-decoy", "subjects/s-real"]);
+    let shape = |m: &v::SubjectMatch| {
+        let s = m.subject.clone().expect("subject");
+        (s.decoy, s.compartment.is_empty(), s.protected, s.given_names.is_empty(), s.postcode.is_empty())
+    };
+    assert_eq!(shape(&found.matches[0]), shape(&found.matches[1]), "a decoy looks like any subject");
+    assert_eq!(found.matches[0].subject.clone().expect("subject").family_name, "Smith");
+}
+
+// ------------------------------------------------------------------ fail closed
+
+#[tokio::test]
+async fn with_the_ledger_down_nothing_is_answered_and_nothing_recorded_twice() {
+    let mut w = World::start(false).await;
+    let name = w.subject_with_record("s-1", person("Ann", "Smith"), "100.00", "note").await;
+    w.upsert(vec![case("c1", &["s-1"], &["alice"], pb::Purpose::Casework)]).await;
+    let alice = w.staff_token("alice", &[Role::Caseworker]);
+    let before = w.get(&alice, read(&name, ledger::Purpose::Casework, "cases/c1")).await.expect("read");
+    w.stop_ledger().await;
+    let down = w.get(&alice, read(&name, ledger::Purpose::Casework, "cases/c1")).await.expect_err("fail closed");
+    assert_refused(&down, Code::Unavailable, "LEDGER_UNAVAILABLE");
+    assert!(!down.message().contains("100.00") && down.metadata().get("grpc-status-details-bin").is_some());
+    w.restart_ledger().await;
+    let mut after = None;
+    let recovered = eventually(Duration::from_secs(10), async || {
+        after = w.get(&alice, read(&name, ledger::Purpose::Casework, "cases/c1")).await.ok();
+        after.is_some()
+    })
+    .await;
+    assert!(recovered, "the vault answers again once the ledger is back");
+    let after = after.expect("answer").receipt.expect("receipt");
+    let events = w.access_events(2).await;
+    let reads: Vec<u64> =
+        events.iter().filter(|(_, e)| e.action == ledger::Action::Read as i32).map(|(i, _)| *i).collect();
+    assert_eq!(reads, [before.receipt.expect("receipt").ledger_index, after.ledger_index], "one entry per answered read");
+}
+
+// ------------------------------------------------------------------ plaintext
+
+/// Whether `haystack` holds `needle` as text, or as the hex PostgreSQL's text form gives bytes in.
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    let lower = haystack.to_ascii_lowercase();
+    let needle = needle.to_ascii_lowercase();
+    let hex = hex_of(&needle);
+    [needle.as_bytes(), hex.as_bytes()].iter().any(|n| lower.windows(n.len()).any(|w| w == *n))
+}
+
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn no_plaintext_at_rest_or_in_logs(postgres: bool) {
+    let w = World::start(postgres).await;
+    let mut subject = person("Zebulon", "Quixotemarple");
+    subject.postcode = "ZZ9 9ZQ".into();
+    subject.reference_number = "QX778899".into();
+    subject.address_lines = vec!["77 Wobbleberry Lane".into()];
+    let name = w.subject_with_record("s-1", subject, "987654.32", "Xylophonic secret remark").await;
+    w.upsert(vec![case("c1", &["s-1"], &["alice"], pb::Purpose::Casework)]).await;
+    let alice = w.staff_token("alice", &[Role::Caseworker]);
+    let got = w.get(&alice, read(&name, ledger::Purpose::Casework, "cases/c1")).await.expect("read");
+    let record = got.record.expect("record");
+    assert!(record.fields.iter().any(|f| f.value == Some(Value::StringValue("Xylophonic secret remark".into()))));
+    let investigator = w.staff_token("ivy", &[Role::Investigator]);
+    for query in [
+        v::SubjectQuery { family_name: "Quixotem*".into(), ..Default::default() },
+        v::SubjectQuery { postcode: "ZZ9 9ZQ".into(), ..Default::default() },
+        v::SubjectQuery { given_name: "Zebulon".into(), reference_number: "QX778899".into(), ..Default::default() },
+    ] {
+        let search = v::SearchSubjectsRequest {
+            query: Some(query),
+            context: context(ledger::Purpose::FraudInvestigation, ""),
+            ..Default::default()
+        };
+        let found = w.vault().await.search_subjects(with_token(search, &investigator)).await.expect("search");
+        assert_eq!(found.into_inner().matches.len(), 1);
+    }
+    w.access_events(4).await;
+
+    let needles = [
+        "Zebulon",
+        "Quixotemarple",
+        "quixotem",
+        "ZZ9 9ZQ",
+        "ZZ99ZQ",
+        "QX778899",
+        "Wobbleberry",
+        "987654.32",
+        "Xylophonic secret remark",
+        "GB82WEST12345698765432",
+        "+44 20 7946 0000",
+        "subjects/s-1",
+    ];
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(w.dir.path()).expect("data dir") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            stored.push((path.display().to_string(), std::fs::read(&path).expect("read")));
+        }
+    }
+    let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
+    if !postgres {
+        for file in ["vault.db", "ledger.db", "policy.db"] {
+            assert!(names.iter().any(|n| n.ends_with(file)), "{file} among {names:?}");
+        }
+        assert!(names.iter().any(|n| n.ends_with("-wal")), "the WAL files are scanned too: {names:?}");
+    }
+    if let Some(url) = &w.config.store.url {
+        let db = quis_core::db::Db::connect(url).await.expect("postgres");
+        let quis_core::db::Db::Postgres(pool) = db else { unreachable!() };
+        let tables: Vec<(String,)> =
+            sqlx::query_as("SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'")
+                .fetch_all(&pool)
+                .await
+                .expect("tables");
+        assert!(tables.iter().any(|t| t.0 == "vault_sealed") && tables.iter().any(|t| t.0 == "ledger_entries"));
+        for (table,) in tables {
+            let rows: Vec<(String,)> = sqlx::query_as(&format!("SELECT t::text FROM {table} t"))
+                .fetch_all(&pool)
+                .await
+                .expect("dump");
+            stored.push((format!("postgres table {table}"), rows.into_iter().flat_map(|r| r.0.into_bytes()).collect()));
+        }
+    }
+    let logs = captured_logs().lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert!(!logs.is_empty(), "the log capture works");
+    stored.push(("logs".into(), logs));
+    for (place, bytes) in &stored {
+        for needle in needles {
+            // Subject ids are opaque and may appear; the resource name with the id is never committed in the clear.
+            if needle == "subjects/s-1" && !place.contains("ledger") {
+                continue;
+            }
+            assert!(!holds(bytes, needle), "{needle:?} in the clear in {place}");
+        }
+    }
+}
+
+// ------------------------------------------------------------------ keys
+
+async fn key_rotation_rewraps_and_the_old_key_can_be_destroyed(postgres: bool) {
+    let mut w = World::start(postgres).await;
+    let mut names = Vec::new();
+    for i in 0..3 {
+        names.push(w.subject_with_record(&format!("s-{i}"), person("Ann", "Smith"), "10.00", "note").await);
+    }
+    let subjects: Vec<&str> = vec!["s-0", "s-1", "s-2"];
+    w.upsert(vec![case("c1", &subjects, &["alice"], pb::Purpose::Casework)]).await;
+    let admin = w.staff_token("root", &[Role::Admin]);
+    let alice = w.staff_token("alice", &[Role::Caseworker]);
+    let new_key = quis_vault::keyring::Keyring::create_next(w.dir.path(), &w.config.vault.keys).expect("k2");
+    assert_eq!(new_key, "k2");
+    let mut vault = w.vault().await;
+    loop {
+        let progress = vault
+            .rotate_keys(with_token(v::RotateKeysRequest { batch_size: 2 }, &admin))
+            .await
+            .expect("rotate")
+            .into_inner();
+        assert_eq!(progress.active_key_id, "k2");
+        if progress.remaining == 0 {
+            break;
+        }
+        assert!(progress.rewrapped > 0);
+    }
+    let keys = vault
+        .list_encryption_keys(with_token(v::ListEncryptionKeysRequest::default(), &admin))
+        .await
+        .expect("keys")
+        .into_inner()
+        .keys;
+    let usage: Vec<(&str, bool, i64)> = keys.iter().map(|k| (k.key_id.as_str(), k.active, k.wrapped_data_keys)).collect();
+    assert_eq!(usage, [("k1", false, 0), ("k2", true, 6)], "3 profiles and 3 records, all under k2");
+    for name in &names {
+        w.get(&alice, read(name, ledger::Purpose::Casework, "cases/c1")).await.expect("decrypts after rotation");
+    }
+    std::fs::remove_file(w.dir.path().join(&w.config.vault.keys.kek_dir).join("k1.hex")).expect("destroy k1");
+    w.restart_vault().await;
+    let mut read_back = 0;
+    let ok = eventually(Duration::from_secs(10), async || {
+        read_back = 0;
+        for name in &names {
+            if w.get(&alice, read(name, ledger::Purpose::Casework, "cases/c1")).await.is_ok() {
+                read_back += 1;
+            }
+        }
+        read_back == names.len()
+    })
+    .await;
+    assert!(ok, "every record decrypts without k1 ({read_back} of {})", names.len());
+}
+
+// ------------------------------------------------------------------ bad input and roles
+
+#[tokio::test]
+async fn bad_input_is_refused_precisely_and_roles_are_enforced() {
+    let w = World::start(false).await;
+    let name = w.subject_with_record("s-1", person("Ann", "Smith"), "10.00", "note").await;
+    let ingest = w.ingest();
+    let alice = w.staff_token("alice", &[Role::Caseworker]);
+    let admin = w.staff_token("root", &[Role::Admin]);
+    let mut vault = w.vault().await;
+    let invalid = |status: Status, field: &str| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(violation_fields(&status).iter().any(|f| f == field), "{field} in {status:?}");
+    };
+
+    let bad_id = v::CreateSubjectRequest { subject_id: "Bad_Id".into(), subject: Some(person("Ann", "Smith")) };
+    invalid(vault.create_subject(with_token(bad_id, &ingest)).await.expect_err("id"), "subject_id");
+    let no_mask = v::UpdateSubjectRequest { subject: Some(v::Subject { name: "subjects/s-1".into(), ..Default::default() }), update_mask: None };
+    invalid(vault.update_subject(with_token(no_mask, &ingest)).await.expect_err("mask"), "update_mask");
+    let bad_parent = v::CreateRecordRequest { parent: "people/s-1".into(), record_id: "r2".into(), record: Some(tax_record("1.00", "n")) };
+    invalid(vault.create_record(with_token(bad_parent, &ingest)).await.expect_err("parent"), "parent");
+    let mut huge = tax_record("1.00", "n");
+    huge.fields.push(field("notes_long", v::Sensitivity::Basic, Value::StringValue("x".repeat(70_000))));
+    let oversized = v::CreateRecordRequest { parent: "subjects/s-1".into(), record_id: "r2".into(), record: Some(huge) };
+    invalid(vault.create_record(with_token(oversized, &ingest)).await.expect_err("oversized"), "record.fields[4].value");
+    let unknown_parent = v::CreateRecordRequest { parent: "subjects/nobody".into(), record_id: "r2".into(), record: Some(tax_record("1.00", "n")) };
+    assert_refused(&vault.create_record(with_token(unknown_parent, &ingest)).await.expect_err("unknown"), Code::NotFound, "NOT_FOUND");
+    let no_record_mask = v::UpdateRecordRequest { record: Some(v::Record { name: name.clone(), ..Default::default() }), update_mask: None, expected_version: 0 };
+    invalid(vault.update_record(with_token(no_record_mask, &ingest)).await.expect_err("mask"), "update_mask");
+
+    let no_purpose = v::GetRecordRequest { name: name.clone(), context: None, fields: vec![] };
+    invalid(vault.get_record(with_token(no_purpose, &alice)).await.expect_err("purpose"), "context.purpose");
+    let bad_case = read(&name, ledger::Purpose::Casework, "case-1");
+    invalid(vault.get_record(with_token(bad_case, &alice)).await.expect_err("case"), "context.case");
+    invalid(vault.get_record(with_token(read("subjects/s-1", ledger::Purpose::Casework, "cases/c1"), &alice)).await.expect_err("name"), "name");
+    let long_query = v::SearchSubjectsRequest {
+        query: Some(v::SubjectQuery { family_name: "x".repeat(300), ..Default::default() }),
+        context: context(ledger::Purpose::FraudInvestigation, ""),
+        ..Default::default()
+    };
+    invalid(vault.search_subjects(with_token(long_query, &alice)).await.expect_err("long"), "query.family_name");
+    let broad = v::SearchSubjectsRequest {
+        query: Some(v::SubjectQuery { family_name: "Sm*".into(), given_name: "a*".into(), ..Default::default() }),
+        context: context(ledger::Purpose::FraudInvestigation, ""),
+        ..Default::default()
+    };
+    let refused = vault.search_subjects(with_token(broad, &alice)).await.expect_err("too broad");
+    assert_refused(&refused, Code::InvalidArgument, "QUERY_TOO_BROAD");
+    invalid(vault.export_records(with_token(v::ExportRecordsRequest { context: context(ledger::Purpose::Legal, "cases/c1"), ..Default::default() }, &alice)).await.expect_err("export"), "subjects");
+    let bad_action = v::RecordAccessRequest {
+        record: Some(v::ExternalRecord { system: "tax-core".into(), subject: "subjects/s-1".into(), reference: "T-1".into(), kind: "tax-return".into() }),
+        action: ledger::Action::Search as i32,
+        context: context(ledger::Purpose::Casework, "cases/c1"),
+        fields: vec![],
+    };
+    invalid(vault.record_access(with_token(bad_action, &alice)).await.expect_err("action"), "action");
+    let short = v::StartBreakGlassRequest { subjects: vec!["subjects/s-1".into()], justification: "hurry".into(), duration: Some(prost_types::Duration { seconds: 600, nanos: 0 }), case: String::new() };
+    invalid(vault.start_break_glass(with_token(short, &alice)).await.expect_err("justification"), "justification");
+    invalid(vault.end_break_glass(with_token(v::EndBreakGlassRequest { name: "grant-1".into() }, &alice)).await.expect_err("name"), "name");
+    let history = v::GetAccessHistoryRequest { parent: "subject/s-1".into(), ..Default::default() };
+    invalid(vault.get_access_history(with_token(history, &alice)).await.expect_err("parent"), "parent");
+    invalid(vault.list_encryption_keys(with_token(v::ListEncryptionKeysRequest { page_size: 500, page_token: String::new() }, &admin)).await.expect_err("size"), "page_size");
+    invalid(vault.rotate_keys(with_token(v::RotateKeysRequest { batch_size: 20_000 }, &admin)).await.expect_err("batch"), "batch_size");
+
+    // Wrong roles.
+    let as_caseworker = v::CreateSubjectRequest { subject_id: "s-2".into(), subject: Some(person("Bo", "Jones")) };
+    assert_refused(&vault.create_subject(with_token(as_caseworker, &alice)).await.expect_err("role"), Code::PermissionDenied, "ROLE_REQUIRED");
+    assert_refused(&vault.rotate_keys(with_token(v::RotateKeysRequest::default(), &ingest)).await.expect_err("role"), Code::PermissionDenied, "ROLE_REQUIRED");
+    assert_refused(&vault.list_encryption_keys(with_token(v::ListEncryptionKeysRequest::default(), &alice)).await.expect_err("role"), Code::PermissionDenied, "ROLE_REQUIRED");
+    let ingest_reads = vault.get_record(with_token(read(&name, ledger::Purpose::Casework, "cases/c1"), &ingest)).await.expect_err("ingest reads nothing");
+    assert_eq!(ingest_reads.code(), Code::PermissionDenied);
+
+    // Nothing changed: the refused subject does not exist, and the refused record was not written.
+    let created = v::CreateSubjectRequest { subject_id: "s-2".into(), subject: Some(person("Bo", "Jones")) };
+    vault.create_subject(with_token(created, &ingest)).await.expect("s-2 was never created");
+    let again = v::CreateRecordRequest { parent: "subjects/s-1".into(), record_id: "r2".into(), record: Some(tax_record("1.00", "n")) };
+    vault.create_record(with_token(again, &ingest)).await.expect("r2 was never written");
+    // The refused search is in the ledger, denied, with its terms as commitments.
+    let events = w.access_events(2).await;
+    let searches: Vec<&AccessEvent> = events.iter().map(|(_, e)| e).filter(|e| e.action == ledger::Action::Search as i32).collect();
+    assert_eq!(searches.len(), 1);
+    assert_eq!(searches[0].decision, ledger::Decision::Deny as i32);
+    assert_eq!(searches[0].determining_policies, ["vault-query-too-broad"]);
+    assert_eq!(searches[0].query.len(), 2);
+}
+
+// ------------------------------------------------------------------ break-glass
+
+#[tokio::test]
+async fn break_glass_is_granted_by_policy_named_in_accesses_and_ended() {
+    let w = World::start(false).await;
+    let name = w.subject_with_record("s-1", person("Ann", "Smith"), "10.00", "note").await;
+    let alice = w.staff_token("alice", &[Role::Caseworker]);
+    let bob = w.staff_token("bob", &[Role::Caseworker]);
+    let emergency = || read(&name, ledger::Purpose::Emergency, "");
+    let before = w.get(&alice, emergency()).await.expect_err("no grant yet");
+    assert_refused(&before, Code::PermissionDenied, "ACCESS_DENIED");
+    let mut vault = w.vault().await;
+    let start = v::StartBreakGlassRequest {
+        subjects: vec!["subjects/s-1".into()],
+        justification: "the subject collapsed at the counter; next of kin needed".into(),
+        duration: Some(prost_types::Duration { seconds: 900, nanos: 0 }),
+        case: String::new(),
+    };
+    let started = vault.start_break_glass(with_token(start, &alice)).await.expect("start").into_inner();
+    let grant = started.grant.expect("grant");
+    assert_eq!(grant.grantee, "staff/alice");
+    let under = w.get(&alice, emergency()).await.expect("read under the grant");
+    let receipt = under.receipt.expect("receipt");
+    assert_eq!(receipt.break_glass_grant, grant.name);
+    assert!(field_names(&under.record.expect("record")).contains(&"bank_iban"));
+    let not_grantee = vault.end_break_glass(with_token(v::EndBreakGlassRequest { name: grant.name.clone() }, &bob)).await.expect_err("bob");
+    assert_refused(&not_grantee, Code::PermissionDenied, "NOT_GRANTEE");
+    let ended = vault.end_break_glass(with_token(v::EndBreakGlassRequest { name: grant.name.clone() }, &alice)).await.expect("end").into_inner();
+    assert!(ended.grant.expect("grant").ended);
+    let after = w.get(&alice, emergency()).await.expect_err("ended");
+    assert_refused(&after, Code::PermissionDenied, "ACCESS_DENIED");
+    let events = w.access_events(5).await;
+    let story: Vec<(i32, i32, String)> = events
+        .iter()
+        .map(|(_, e)| (e.action, e.decision, e.break_glass_grant.clone()))
+        .collect();
+    let (allow, deny) = (ledger::Decision::Allow as i32, ledger::Decision::Deny as i32);
+    assert_eq!(
+        story,
+        [
+            (ledger::Action::Read as i32, deny, String::new()),
+            (ledger::Action::BreakGlassStart as i32, allow, grant.name.clone()),
+            (ledger::Action::Read as i32, allow, grant.name.clone()),
+            (ledger::Action::BreakGlassEnd as i32, allow, grant.name.clone()),
+            (ledger::Action::Read as i32, deny, String::new()),
+        ]
+    );
+    assert!(events[1].1.justification.is_some(), "the justification is committed to");
+}
+
+// ------------------------------------------------------------------ access history
+
+fn verify_items(w: &World, history: &v::GetAccessHistoryResponse, subject: &str) {
+    let verifiers: Vec<Verifier> = quis_ledger::log_verifier_keys(&w.config)
+        .expect("log keys")
+        .iter()
+        .map(|k| Verifier::from_vkey(k).expect("vkey"))
+        .collect();
+    let opened = quis_tlog::checkpoint::open(&history.checkpoint, &verifiers, &[]).expect("signed checkpoint");
+    assert_eq!(opened.checkpoint.size, history.tree_size);
+    for item in &history.items {
+        let hashes: Vec<Hash> = item.inclusion_proof.iter().map(|h| h.as_slice().try_into().expect("32 bytes")).collect();
+        quis_tlog::check_record(&hashes, history.tree_size, &opened.checkpoint.root, item.ledger_index, &quis_tlog::leaf_hash(&item.entry))
+            .expect("inclusion verifies");
+        let entry = LedgerEntry::decode(item.entry.as_slice()).expect("entry");
+        let Some(Kind::Access(access)) = entry.event.and_then(|e| e.kind) else { panic!("not an access") };
+        let mine = quis_vault_service::commit(&item.subject_salt, &format!("subjects/{subject}")).to_vec();
+        assert!(
+            access.subject.iter().chain(&access.results).any(|c| c.digest == mine),
+            "the salt opens the entry's commitment to the subject"
+        );
+        assert_eq!((access.action, access.decision), (item.action, item.decision));
+    }
+}
+
+async fn access_history_lists_own_accesses_with_proofs(postgres: bool) {
+    let w = World::start(postgres).await;
+    let name = w.subject_with_record("s-1", person("Ann", "Smith"), "10.00", "note").await;
+    w.subject_with_record("s-2", person("Bo", "Jones"), "20.00", "note").await;
+    w.upsert(vec![
+        case("c1", &["s-1", "s-2"], &["alice"], pb::Purpose::Casework),
+        case("f1", &["s-1"], &["ivy"], pb::Purpose::FraudInvestigation),
+    ])
+    .await;
+    let alice = w.staff_token("alice", &[Role::Caseworker]);
+    let bob = w.staff_token("bob", &[Role::Caseworker]);
+    let ivy = w.staff_token("ivy", &[Role::Investigator]);
+    let petra = w.staff_token("petra", &[Role::PrivacyOfficer]);
+    let me = w.token("s-1", PrincipalKind::Subject, &[]);
+    let allowed = w.get(&alice, read(&name, ledger::Purpose::Casework, "cases/c1")).await.expect("alice").receipt.expect("r").ledger_index;
+    w.get(&bob, read(&name, ledger::Purpose::Casework, "cases/c1")).await.expect_err("bob");
+    w.get(&alice, read("subjects/s-2/records/r1", ledger::Purpose::Casework, "cases/c1")).await.expect("another subject");
+    let covert = w.get(&ivy, read(&name, ledger::Purpose::FraudInvestigation, "cases/f1")).await.expect("ivy").receipt.expect("r").ledger_index;
+    w.access_events(4).await;
+
+    let own = w.history(&me, "s-1", None).await.expect("own history");
+    let seen: Vec<(String, i32)> = own.items.iter().map(|i| (i.accessor.clone(), i.decision)).collect();
+    let (allow, deny) = (ledger::Decision::Allow as i32, ledger::Decision::Deny as i32);
+    assert_eq!(seen, [("alice".into(), allow), ("bob".into(), deny)], "the covert access is hidden, s-2's is not mine");
+    assert_eq!(own.items[0].ledger_index, allowed);
+    assert_eq!(own.items[0].record, name);
+    assert_eq!(own.items[0].purpose, CASEWORK);
+    verify_items(&w, &own, "s-1");
+    let other = w.history(&me, "s-2", None).await.expect_err("not mine");
+    assert_refused(&other, Code::PermissionDenied, "ACCESS_DENIED");
+    let staff_denied = w.history(&alice, "s-1", context(ledger::Purpose::Audit, "")).await.expect_err("staff");
+    assert_eq!(staff_denied.code(), Code::PermissionDenied);
+
+    let overseen = w.history(&petra, "s-1", context(ledger::Purpose::Audit, "")).await.expect("privacy officer");
+    let indices: Vec<u64> = overseen.items.iter().map(|i| i.ledger_index).collect();
+    assert!(indices.contains(&covert), "a privacy officer sees covert accesses");
+    verify_items(&w, &overseen, "s-1");
+    let officer_read = overseen.receipt.expect("receipt").ledger_index;
+    let mut listed = Vec::new();
+    let recorded = eventually(Duration::from_secs(10), async || {
+        listed = w.history(&me, "s-1", None).await.expect("own").items.iter().map(|i| i.ledger_index).collect();
+        listed.contains(&officer_read)
+    })
+    .await;
+    assert!(recorded, "the privacy officer's read is itself in the subject's history: {listed:?}");
+    assert!(!listed.contains(&covert));
+
+    // The index is secondary: rows deleted behind the vault's back come back from the ledger.
+    let store = quis_core::db::Db::connect(&w.config.store_url("vault")).await.expect("vault store");
+    quis_core::on_pool!(&store, pool => sqlx::query("DELETE FROM vault_access_index").execute(pool).await).expect("delete rows");
+    assert!(w.history(&me, "s-1", None).await.expect("own").items.is_empty());
+    w.vault.rebuild_access_index().await.expect("rebuild");
+    let rebuilt: Vec<u64> = w.history(&me, "s-1", None).await.expect("own").items.iter().map(|i| i.ledger_index).collect();
+    assert_eq!(rebuilt, listed, "nothing is hidden after a rebuild");
+
+    // Covert accesses appear once released: a policy version releasing after one second.
+    let text = quis_policy_engine::policy::DEFAULT_POLICIES.replace("@history_release(\"15552000\")", "@history_release(\"1\")");
+    let mut policy = w.policy().await;
+    let proposed = policy
+        .create_policy_set_version(with_token(pb::CreatePolicySetVersionRequest { text, description: "release covert reads after 1 s".into() }, &w.staff_token("root", &[Role::Admin])))
+        .await
+        .expect("propose")
+        .into_inner()
+        .version
+        .expect("version");
+    policy
+        .approve_policy_set_version(with_token(pb::ApprovePolicySetVersionRequest { name: proposed.name, reason: "test".into() }, &w.staff_token("root2", &[Role::Admin])))
+        .await
+        .expect("approve");
+    let released = w.get(&ivy, read(&name, ledger::Purpose::FraudInvestigation, "cases/f1")).await.expect("ivy").receipt.expect("r").ledger_index;
+    let mut now_listed = Vec::new();
+    let appeared = eventually(Duration::from_secs(15), async || {
+        now_listed = w.history(&me, "s-1", None).await.expect("own").items.iter().map(|i| i.ledger_index).collect();
+        now_listed.contains(&released)
+    })
+    .await;
+    assert!(appeared, "a released covert access appears: {now_listed:?}");
+    assert!(!now_listed.contains(&covert), "the first stays hidden until its own release date");
+}
+
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$test(false).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$test(true).await;
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    guarded_reads_are_decided_recorded_and_minimized,
+    no_plaintext_at_rest_or_in_logs,
+    key_rotation_rewraps_and_the_old_key_can_be_destroyed,
+    access_history_lists_own_accesses_with_proofs,
+);

@@ -1,0 +1,220 @@
+//! The vault's calls to policy and the ledger, as the `vault` service
+//! principal. Anything but an answer is `UNAVAILABLE`: the caller of a guarded
+//! call then gets no data (fail closed).
+use std::{collections::BTreeSet, time::Duration};
+
+use quis_auth::ServiceCredentials;
+use quis_proto::{
+    ledger::{
+        AppendEventsRequest, Event, EventDetail, GetCheckpointRequest, GetEntriesRequest, GetEventDetailRequest,
+        GetInclusionProofRequest, ledger_service_client::LedgerServiceClient,
+    },
+    policy::{self as pb, policy_service_client::PolicyServiceClient},
+};
+use tonic::{Code, Status, service::interceptor::InterceptedService, transport::Channel};
+use tonic_types::StatusExt;
+
+use crate::error::ServiceError;
+
+type Authenticated = InterceptedService<Channel, ServiceCredentials>;
+
+fn channel(url: &str, setting: &str, tls: Option<tonic::transport::ClientTlsConfig>) -> Result<Channel, String> {
+    let mut endpoint = Channel::from_shared(url.to_string())
+        .map_err(|e| format!("{setting} {url:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).map_err(|e| format!("{setting} TLS: {e}"))?;
+    }
+    // Connects on first use, so policy and the ledger may start later.
+    Ok(endpoint.connect_lazy())
+}
+
+/// Policy's answer, as the vault enforces and records it.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub allowed: bool,
+    pub determining_policies: Vec<String>,
+    /// The field tags an allowed access may return.
+    pub fields: BTreeSet<String>,
+    /// What the caller may read; never reveals a restricted compartment or a decoy.
+    pub public_reason: String,
+    pub policy_version: String,
+    /// `grants/{grant}` the access runs under, or empty.
+    pub break_glass_grant: String,
+    /// When a break-glass started now may last until, in seconds since the epoch.
+    pub break_glass_expires_at: Option<i64>,
+    /// When the data subject may see the access, in seconds since the epoch (covert investigations).
+    pub history_release_at: Option<i64>,
+}
+
+impl Decision {
+    /// A refusal by the vault itself (a search too broad to be legitimate), recorded like policy's.
+    pub fn refused_by_vault(rule: &str, reason: String) -> Self {
+        Decision {
+            allowed: false,
+            determining_policies: vec![rule.to_string()],
+            fields: BTreeSet::new(),
+            public_reason: reason,
+            policy_version: String::new(),
+            break_glass_grant: String::new(),
+            break_glass_expires_at: None,
+            history_release_at: None,
+        }
+    }
+}
+
+impl From<pb::CheckResponse> for Decision {
+    fn from(r: pb::CheckResponse) -> Self {
+        let obligations = r.obligations.unwrap_or_default();
+        Decision {
+            allowed: r.allowed,
+            determining_policies: r.determining_policies,
+            fields: if r.allowed { obligations.fields.into_iter().collect() } else { BTreeSet::new() },
+            public_reason: r.public_reason,
+            policy_version: r.policy_version,
+            break_glass_grant: r.break_glass_grant,
+            break_glass_expires_at: obligations.break_glass_expire_time.map(|t| t.seconds),
+            history_release_at: obligations.history_release_time.map(|t| t.seconds),
+        }
+    }
+}
+
+/// Policy's refusals of a request are the caller's bad input; anything else means policy is unavailable.
+fn policy_error(status: Status) -> ServiceError {
+    if status.code() == Code::InvalidArgument {
+        let violations = status
+            .get_error_details()
+            .bad_request()
+            .map(|b| {
+                b.field_violations
+                    .iter()
+                    .map(|v| quis_core::FieldViolation::new(v.field.clone(), v.description.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return quis_vault::VaultError::InvalidArgument(violations).into();
+    }
+    ServiceError::PolicyUnavailable(format!("{:?}: {}", status.code(), status.message()))
+}
+
+fn ledger_error(status: Status) -> ServiceError {
+    ServiceError::LedgerUnavailable(format!("{:?}: {}", status.code(), status.message()))
+}
+
+/// Checks with policy and pushes subjects and grants to it.
+#[derive(Clone, Debug)]
+pub struct PolicyLink {
+    client: PolicyServiceClient<Authenticated>,
+}
+
+impl PolicyLink {
+    pub fn new(
+        url: &str,
+        credentials: ServiceCredentials,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Result<Self, String> {
+        let channel = channel(url, "vault.policy_url", tls)?;
+        Ok(Self { client: PolicyServiceClient::with_interceptor(channel, credentials) })
+    }
+
+    pub async fn check(&self, request: pb::CheckRequest) -> Result<Decision, ServiceError> {
+        let response = self.client.clone().check(request).await.map_err(policy_error)?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Up to 100 checks, answered in order.
+    pub async fn batch_check(&self, checks: Vec<pb::CheckRequest>) -> Result<Vec<Decision>, ServiceError> {
+        let response =
+            self.client.clone().batch_check(pb::BatchCheckRequest { checks }).await.map_err(policy_error)?;
+        Ok(response.into_inner().decisions.into_iter().map(Decision::from).collect())
+    }
+
+    pub async fn upsert(&self, entity: pb::entity::Kind, reason: &str) -> Result<(), ServiceError> {
+        let request = pb::UpsertEntityRequest { entity: Some(pb::Entity { kind: Some(entity) }), reason: reason.into() };
+        self.client.clone().upsert_entity(request).await.map_err(policy_error)?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, name: &str, reason: &str) -> Result<(), ServiceError> {
+        let request = pb::DeleteEntityRequest { name: name.into(), reason: reason.into() };
+        match self.client.clone().delete_entity(request).await {
+            // Already gone (e.g. removed by an administrator): the grant no longer holds either way.
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::NotFound => Ok(()),
+            Err(status) => Err(policy_error(status)),
+        }
+    }
+}
+
+/// Appends access events to the ledger and reads back entries, proofs and details.
+#[derive(Clone, Debug)]
+pub struct LedgerLink {
+    client: LedgerServiceClient<Authenticated>,
+}
+
+/// A signed checkpoint and the tree size it commits to.
+pub struct Checkpoint {
+    pub note: String,
+    pub size: u64,
+}
+
+impl LedgerLink {
+    pub fn new(
+        url: &str,
+        credentials: ServiceCredentials,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Result<Self, String> {
+        let channel = channel(url, "vault.ledger_url", tls)?;
+        Ok(Self { client: LedgerServiceClient::with_interceptor(channel, credentials) })
+    }
+
+    /// Appends one event with its details and waits until it is durable; its index.
+    pub async fn append(&self, event: Event, details: Vec<EventDetail>) -> Result<u64, ServiceError> {
+        let request = AppendEventsRequest { events: vec![event], details };
+        let response = self.client.clone().append_events(request).await.map_err(ledger_error)?.into_inner();
+        match response.indices.as_slice() {
+            [index] => Ok(*index),
+            _ => Err(ServiceError::LedgerUnavailable("the ledger did not acknowledge exactly one entry".into())),
+        }
+    }
+
+    pub async fn checkpoint(&self) -> Result<Checkpoint, ServiceError> {
+        let r = self.client.clone().get_checkpoint(GetCheckpointRequest {}).await.map_err(ledger_error)?.into_inner();
+        Ok(Checkpoint { note: r.checkpoint, size: r.tree_size })
+    }
+
+    /// Entries `[start, end)`, as stored and hashed: (index, bytes).
+    pub async fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, ServiceError> {
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = GetEntriesRequest { start_index: start, end_index: end, page_size: 1000, page_token };
+            let page = self.client.clone().get_entries(request).await.map_err(ledger_error)?.into_inner();
+            out.extend(page.entries.into_iter().map(|e| (e.index, e.data)));
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// The audit path of entry `index` in the tree of `tree_size`.
+    pub async fn inclusion_proof(&self, index: u64, tree_size: u64) -> Result<Vec<Vec<u8>>, ServiceError> {
+        let request = GetInclusionProofRequest { index, tree_size };
+        Ok(self.client.clone().get_inclusion_proof(request).await.map_err(ledger_error)?.into_inner().hashes)
+    }
+
+    /// The salt and value behind a commitment, if the ledger still holds them (not erased).
+    pub async fn detail(&self, digest: &[u8]) -> Result<Option<(Vec<u8>, String)>, ServiceError> {
+        match self.client.clone().get_event_detail(GetEventDetailRequest { digest: digest.to_vec() }).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                Ok(Some((r.salt, r.value)))
+            }
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(ledger_error(status)),
+        }
+    }
+}
