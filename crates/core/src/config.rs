@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 pub const ENV_PREFIX: &str = "QUIS_";
 
 /// The top-level keys of [`QuisConfig`], lower case, as environment variables name them.
-const SECTIONS: &[&str] =
-    &["data_dir", "log", "auth", "tls", "shutdown", "store", "gateway", "ledger", "witness", "policy", "services", "vault"];
+const SECTIONS: &[&str] = &[
+    "data_dir", "log", "auth", "tls", "shutdown", "store", "gateway", "ledger", "witness", "policy", "services",
+    "vault",
+];
 
 /// The whole configuration of a Quis process.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -63,8 +65,15 @@ impl Default for QuisConfig {
 }
 
 /// Default loopback ports: gRPC on 74xx, admin HTTP on 75xx.
-pub const DEFAULT_PORTS: &[(&str, u16)] =
-    &[("gateway", 7400), ("identity", 7401), ("ledger", 7402), ("witness", 7403), ("policy", 7404), ("vault", 7405), ("echo", 7409)];
+pub const DEFAULT_PORTS: &[(&str, u16)] = &[
+    ("gateway", 7400),
+    ("identity", 7401),
+    ("ledger", 7402),
+    ("witness", 7403),
+    ("policy", 7404),
+    ("vault", 7405),
+    ("echo", 7409),
+];
 
 fn default_services() -> BTreeMap<String, ServiceListen> {
     DEFAULT_PORTS

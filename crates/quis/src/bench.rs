@@ -93,7 +93,8 @@ async fn measure(args: &BenchArgs, addr: &str) -> Result<Outcome> {
         None => None,
     };
     let payload = vec![0x5a_u8; args.payload];
-    let load = Load { connections: args.connections, concurrency: args.concurrency, seconds: args.seconds, rate: args.rate };
+    let load =
+        Load { connections: args.connections, concurrency: args.concurrency, seconds: args.seconds, rate: args.rate };
     load.run(addr, move |channel| {
         let mut client = EchoServiceClient::new(channel);
         let (auth, payload) = (auth.clone(), payload.clone());

@@ -109,7 +109,11 @@ async fn populate(config: &QuisConfig, args: &BenchVaultArgs) -> Result<()> {
                     }
                     let fields = vec![
                         Field::new("income_2024", Sensitivity::Confidential, FieldValue::Decimal("54321.00".into())),
-                        Field::new("contact_phone", Sensitivity::Confidential, FieldValue::String("+44 20 7946 0000".into())),
+                        Field::new(
+                            "contact_phone",
+                            Sensitivity::Confidential,
+                            FieldValue::String("+44 20 7946 0000".into()),
+                        ),
                         Field::new("notes", Sensitivity::Basic, FieldValue::String("a note of some length".repeat(4))),
                     ];
                     vault.upsert_record(&name, "tax-return", fields, None).await?;
@@ -139,7 +143,11 @@ async fn organize(gateway: &str, admin: &str, args: &BenchVaultArgs) -> Result<(
         req
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while policy.get_policy_set_version(with(pb::GetPolicySetVersionRequest { name: "policySets/active".into() })).await.is_err() {
+    while policy
+        .get_policy_set_version(with(pb::GetPolicySetVersionRequest { name: "policySets/active".into() }))
+        .await
+        .is_err()
+    {
         if Instant::now() > deadline {
             bail!("policy never installed its default pack");
         }
@@ -156,9 +164,10 @@ async fn organize(gateway: &str, admin: &str, args: &BenchVaultArgs) -> Result<(
             ..Default::default()
         }),
     ];
-    entities.extend((0..args.hot_subjects).map(|s| {
-        Kind::Subject(pb::Subject { name: format!("subjects/{}", subject_id(s)), ..Default::default() })
-    }));
+    entities.extend(
+        (0..args.hot_subjects)
+            .map(|s| Kind::Subject(pb::Subject { name: format!("subjects/{}", subject_id(s)), ..Default::default() })),
+    );
     entities.extend((0..args.hot_subjects.div_ceil(SUBJECTS_PER_CASE)).map(|c| {
         let first = c * SUBJECTS_PER_CASE;
         Kind::Case(pb::Case {
@@ -221,7 +230,11 @@ pub async fn run(args: &BenchVaultArgs, config: QuisConfig) -> Result<()> {
             let (subject, record) = ((n / per_subject) % hot, n % per_subject);
             let mut req = tonic::Request::new(v::GetRecordRequest {
                 name: record_name(subject, record),
-                context: Some(v::AccessContext { purpose: Purpose::Casework as i32, case: case_of(subject), justification: String::new() }),
+                context: Some(v::AccessContext {
+                    purpose: Purpose::Casework as i32,
+                    case: case_of(subject),
+                    justification: String::new(),
+                }),
                 fields: vec![],
             });
             req.metadata_mut().insert("authorization", auth.clone());

@@ -4,8 +4,8 @@
 mod bench;
 mod bench_ledger;
 mod bench_policy;
-mod simulate;
 mod bench_vault;
+mod simulate;
 mod suite;
 mod verify;
 

@@ -108,7 +108,8 @@ impl Started {
     async fn stop(self) {
         self.stop.cancel();
         let mut tasks = self.running.tasks;
-        let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
     }
 }
 
@@ -226,7 +227,10 @@ fn summary(report: &Report) -> String {
         report.share_explained * 100.0,
     );
     if let Some(lag) = &report.detection_lag {
-        out.push_str(&format!("\nDetection lag (event time): median {:.0} s, max {:.0} s.", lag.p50_secs, lag.max_secs));
+        out.push_str(&format!(
+            "\nDetection lag (event time): median {:.0} s, max {:.0} s.",
+            lag.p50_secs, lag.max_secs
+        ));
     }
     match p.integrity_alert_wall_secs {
         Some(s) => out.push_str(&format!("\nLedger tampering raised within {s:.1} s (wall clock).")),

@@ -143,7 +143,11 @@ pub async fn check(args: &VerifyArgs) -> Result<String> {
     };
 
     write_state(&args.state, &note)?;
-    Ok(format!("verified size {} root {}, {consistency}, {cosignatures} cosignatures{full}", new.size, B64.encode(new.root)))
+    Ok(format!(
+        "verified size {} root {}, {consistency}, {cosignatures} cosignatures{full}",
+        new.size,
+        B64.encode(new.root)
+    ))
 }
 
 /// Cosignatures from the future beyond this many seconds are not counted as fresh.

@@ -156,7 +156,11 @@ fn case(id: &str, subjects: &[&str], staff: &[&str], purpose: pb::Purpose) -> pb
 
 #[track_caller]
 fn violation_fields(status: &Status) -> Vec<String> {
-    status.get_error_details().bad_request().map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect()).unwrap_or_default()
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
 }
 
 impl World {
@@ -273,7 +277,10 @@ impl World {
         let ingest = self.ingest();
         let mut vault = self.vault().await;
         vault
-            .create_subject(with_token(v::CreateSubjectRequest { subject_id: id.into(), subject: Some(subject) }, &ingest))
+            .create_subject(with_token(
+                v::CreateSubjectRequest { subject_id: id.into(), subject: Some(subject) },
+                &ingest,
+            ))
             .await
             .expect("create subject");
         vault
@@ -332,8 +339,18 @@ impl World {
         events
     }
 
-    async fn history(&self, token: &str, subject: &str, ctx: Option<v::AccessContext>) -> Result<v::GetAccessHistoryResponse, Status> {
-        let req = v::GetAccessHistoryRequest { parent: format!("subjects/{subject}"), page_size: 100, page_token: String::new(), context: ctx };
+    async fn history(
+        &self,
+        token: &str,
+        subject: &str,
+        ctx: Option<v::AccessContext>,
+    ) -> Result<v::GetAccessHistoryResponse, Status> {
+        let req = v::GetAccessHistoryRequest {
+            parent: format!("subjects/{subject}"),
+            page_size: 100,
+            page_token: String::new(),
+            context: ctx,
+        };
         self.vault().await.get_access_history(with_token(req, token)).await.map(|r| r.into_inner())
     }
 
@@ -397,7 +414,10 @@ async fn guarded_reads_are_decided_recorded_and_minimized(postgres: bool) {
     assert_eq!(record.version, 1);
     let receipt = allowed.receipt.expect("receipt");
     assert_eq!(receipt.decision, ledger::Decision::Allow as i32);
-    let asked = v::GetRecordRequest { fields: vec!["notes".into(), "bank_iban".into()], ..read(&real, ledger::Purpose::Casework, "cases/c1") };
+    let asked = v::GetRecordRequest {
+        fields: vec!["notes".into(), "bank_iban".into()],
+        ..read(&real, ledger::Purpose::Casework, "cases/c1")
+    };
     let narrowed = w.get(&alice, asked).await.expect("named fields");
     assert_eq!(field_names(&narrowed.record.expect("record")), ["notes"]);
 
@@ -410,7 +430,10 @@ async fn guarded_reads_are_decided_recorded_and_minimized(postgres: bool) {
     assert!(!wrong_purpose.message().is_empty());
     let restricted = w.get(&alice, read(&vip, ledger::Purpose::Casework, "cases/c2")).await.expect_err("restricted");
     assert_refused(&restricted, Code::PermissionDenied, "ACCESS_DENIED");
-    assert!(!restricted.message().contains("compartment") && !restricted.message().contains("public"), "{restricted:?}");
+    assert!(
+        !restricted.message().contains("compartment") && !restricted.message().contains("public"),
+        "{restricted:?}"
+    );
 
     let events = w.access_events(5).await;
     let reads: Vec<(String, i32, i32)> = events
@@ -442,7 +465,8 @@ async fn guarded_reads_are_decided_recorded_and_minimized(postgres: bool) {
     let decoy = v::Subject { decoy: true, ..person("Dora", "Smith") };
     let decoy_record = w.subject_with_record("s-decoy", decoy, "54321.00", "called about a refund").await;
     let real_denied = w.get(&bob, read(&real, ledger::Purpose::Casework, "cases/c1")).await.expect_err("real");
-    let decoy_denied = w.get(&bob, read(&decoy_record, ledger::Purpose::Casework, "cases/c1")).await.expect_err("decoy");
+    let decoy_denied =
+        w.get(&bob, read(&decoy_record, ledger::Purpose::Casework, "cases/c1")).await.expect_err("decoy");
     assert_eq!((real_denied.code(), real_denied.message()), (decoy_denied.code(), decoy_denied.message()));
     assert_eq!(reason(&real_denied), reason(&decoy_denied));
     let investigator = w.staff_token("ivy", &[Role::Investigator]);
@@ -487,7 +511,11 @@ async fn with_the_ledger_down_nothing_is_answered_and_nothing_recorded_twice() {
     let events = w.access_events(2).await;
     let reads: Vec<u64> =
         events.iter().filter(|(_, e)| e.action == ledger::Action::Read as i32).map(|(i, _)| *i).collect();
-    assert_eq!(reads, [before.receipt.expect("receipt").ledger_index, after.ledger_index], "one entry per answered read");
+    assert_eq!(
+        reads,
+        [before.receipt.expect("receipt").ledger_index, after.ledger_index],
+        "one entry per answered read"
+    );
 }
 
 // ------------------------------------------------------------------ plaintext
@@ -570,10 +598,8 @@ async fn no_plaintext_at_rest_or_in_logs(postgres: bool) {
                 .expect("tables");
         assert!(tables.iter().any(|t| t.0 == "vault_sealed") && tables.iter().any(|t| t.0 == "ledger_entries"));
         for (table,) in tables {
-            let rows: Vec<(String,)> = sqlx::query_as(&format!("SELECT t::text FROM {table} t"))
-                .fetch_all(&pool)
-                .await
-                .expect("dump");
+            let rows: Vec<(String,)> =
+                sqlx::query_as(&format!("SELECT t::text FROM {table} t")).fetch_all(&pool).await.expect("dump");
             stored.push((format!("postgres table {table}"), rows.into_iter().flat_map(|r| r.0.into_bytes()).collect()));
         }
     }
@@ -624,7 +650,8 @@ async fn key_rotation_rewraps_and_the_old_key_can_be_destroyed(postgres: bool) {
         .expect("keys")
         .into_inner()
         .keys;
-    let usage: Vec<(&str, bool, i64)> = keys.iter().map(|k| (k.key_id.as_str(), k.active, k.wrapped_data_keys)).collect();
+    let usage: Vec<(&str, bool, i64)> =
+        keys.iter().map(|k| (k.key_id.as_str(), k.active, k.wrapped_data_keys)).collect();
     assert_eq!(usage, [("k1", false, 0), ("k2", true, 6)], "3 profiles and 3 records, all under k2");
     for name in &names {
         w.get(&alice, read(name, ledger::Purpose::Casework, "cases/c1")).await.expect("decrypts after rotation");
@@ -662,24 +689,53 @@ async fn bad_input_is_refused_precisely_and_roles_are_enforced() {
 
     let bad_id = v::CreateSubjectRequest { subject_id: "Bad_Id".into(), subject: Some(person("Ann", "Smith")) };
     invalid(vault.create_subject(with_token(bad_id, &ingest)).await.expect_err("id"), "subject_id");
-    let no_mask = v::UpdateSubjectRequest { subject: Some(v::Subject { name: "subjects/s-1".into(), ..Default::default() }), update_mask: None };
+    let no_mask = v::UpdateSubjectRequest {
+        subject: Some(v::Subject { name: "subjects/s-1".into(), ..Default::default() }),
+        update_mask: None,
+    };
     invalid(vault.update_subject(with_token(no_mask, &ingest)).await.expect_err("mask"), "update_mask");
-    let bad_parent = v::CreateRecordRequest { parent: "people/s-1".into(), record_id: "r2".into(), record: Some(tax_record("1.00", "n")) };
+    let bad_parent = v::CreateRecordRequest {
+        parent: "people/s-1".into(),
+        record_id: "r2".into(),
+        record: Some(tax_record("1.00", "n")),
+    };
     invalid(vault.create_record(with_token(bad_parent, &ingest)).await.expect_err("parent"), "parent");
     let mut huge = tax_record("1.00", "n");
     huge.fields.push(field("notes_long", v::Sensitivity::Basic, Value::StringValue("x".repeat(70_000))));
-    let oversized = v::CreateRecordRequest { parent: "subjects/s-1".into(), record_id: "r2".into(), record: Some(huge) };
-    invalid(vault.create_record(with_token(oversized, &ingest)).await.expect_err("oversized"), "record.fields[4].value");
-    let unknown_parent = v::CreateRecordRequest { parent: "subjects/nobody".into(), record_id: "r2".into(), record: Some(tax_record("1.00", "n")) };
-    assert_refused(&vault.create_record(with_token(unknown_parent, &ingest)).await.expect_err("unknown"), Code::NotFound, "NOT_FOUND");
-    let no_record_mask = v::UpdateRecordRequest { record: Some(v::Record { name: name.clone(), ..Default::default() }), update_mask: None, expected_version: 0 };
+    let oversized =
+        v::CreateRecordRequest { parent: "subjects/s-1".into(), record_id: "r2".into(), record: Some(huge) };
+    invalid(
+        vault.create_record(with_token(oversized, &ingest)).await.expect_err("oversized"),
+        "record.fields[4].value",
+    );
+    let unknown_parent = v::CreateRecordRequest {
+        parent: "subjects/nobody".into(),
+        record_id: "r2".into(),
+        record: Some(tax_record("1.00", "n")),
+    };
+    assert_refused(
+        &vault.create_record(with_token(unknown_parent, &ingest)).await.expect_err("unknown"),
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    let no_record_mask = v::UpdateRecordRequest {
+        record: Some(v::Record { name: name.clone(), ..Default::default() }),
+        update_mask: None,
+        expected_version: 0,
+    };
     invalid(vault.update_record(with_token(no_record_mask, &ingest)).await.expect_err("mask"), "update_mask");
 
     let no_purpose = v::GetRecordRequest { name: name.clone(), context: None, fields: vec![] };
     invalid(vault.get_record(with_token(no_purpose, &alice)).await.expect_err("purpose"), "context.purpose");
     let bad_case = read(&name, ledger::Purpose::Casework, "case-1");
     invalid(vault.get_record(with_token(bad_case, &alice)).await.expect_err("case"), "context.case");
-    invalid(vault.get_record(with_token(read("subjects/s-1", ledger::Purpose::Casework, "cases/c1"), &alice)).await.expect_err("name"), "name");
+    invalid(
+        vault
+            .get_record(with_token(read("subjects/s-1", ledger::Purpose::Casework, "cases/c1"), &alice))
+            .await
+            .expect_err("name"),
+        "name",
+    );
     let long_query = v::SearchSubjectsRequest {
         query: Some(v::SubjectQuery { family_name: "x".repeat(300), ..Default::default() }),
         context: context(ledger::Purpose::FraudInvestigation, ""),
@@ -693,38 +749,98 @@ async fn bad_input_is_refused_precisely_and_roles_are_enforced() {
     };
     let refused = vault.search_subjects(with_token(broad, &alice)).await.expect_err("too broad");
     assert_refused(&refused, Code::InvalidArgument, "QUERY_TOO_BROAD");
-    invalid(vault.export_records(with_token(v::ExportRecordsRequest { context: context(ledger::Purpose::Legal, "cases/c1"), ..Default::default() }, &alice)).await.expect_err("export"), "subjects");
+    invalid(
+        vault
+            .export_records(with_token(
+                v::ExportRecordsRequest { context: context(ledger::Purpose::Legal, "cases/c1"), ..Default::default() },
+                &alice,
+            ))
+            .await
+            .expect_err("export"),
+        "subjects",
+    );
     let bad_action = v::RecordAccessRequest {
-        record: Some(v::ExternalRecord { system: "tax-core".into(), subject: "subjects/s-1".into(), reference: "T-1".into(), kind: "tax-return".into() }),
+        record: Some(v::ExternalRecord {
+            system: "tax-core".into(),
+            subject: "subjects/s-1".into(),
+            reference: "T-1".into(),
+            kind: "tax-return".into(),
+        }),
         action: ledger::Action::Search as i32,
         context: context(ledger::Purpose::Casework, "cases/c1"),
         fields: vec![],
     };
     invalid(vault.record_access(with_token(bad_action, &alice)).await.expect_err("action"), "action");
-    let short = v::StartBreakGlassRequest { subjects: vec!["subjects/s-1".into()], justification: "hurry".into(), duration: Some(prost_types::Duration { seconds: 600, nanos: 0 }), case: String::new() };
+    let short = v::StartBreakGlassRequest {
+        subjects: vec!["subjects/s-1".into()],
+        justification: "hurry".into(),
+        duration: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
+        case: String::new(),
+    };
     invalid(vault.start_break_glass(with_token(short, &alice)).await.expect_err("justification"), "justification");
-    invalid(vault.end_break_glass(with_token(v::EndBreakGlassRequest { name: "grant-1".into() }, &alice)).await.expect_err("name"), "name");
+    invalid(
+        vault
+            .end_break_glass(with_token(v::EndBreakGlassRequest { name: "grant-1".into() }, &alice))
+            .await
+            .expect_err("name"),
+        "name",
+    );
     let history = v::GetAccessHistoryRequest { parent: "subject/s-1".into(), ..Default::default() };
     invalid(vault.get_access_history(with_token(history, &alice)).await.expect_err("parent"), "parent");
-    invalid(vault.list_encryption_keys(with_token(v::ListEncryptionKeysRequest { page_size: 500, page_token: String::new() }, &admin)).await.expect_err("size"), "page_size");
-    invalid(vault.rotate_keys(with_token(v::RotateKeysRequest { batch_size: 20_000 }, &admin)).await.expect_err("batch"), "batch_size");
+    invalid(
+        vault
+            .list_encryption_keys(with_token(
+                v::ListEncryptionKeysRequest { page_size: 500, page_token: String::new() },
+                &admin,
+            ))
+            .await
+            .expect_err("size"),
+        "page_size",
+    );
+    invalid(
+        vault.rotate_keys(with_token(v::RotateKeysRequest { batch_size: 20_000 }, &admin)).await.expect_err("batch"),
+        "batch_size",
+    );
 
     // Wrong roles.
     let as_caseworker = v::CreateSubjectRequest { subject_id: "s-2".into(), subject: Some(person("Bo", "Jones")) };
-    assert_refused(&vault.create_subject(with_token(as_caseworker, &alice)).await.expect_err("role"), Code::PermissionDenied, "ROLE_REQUIRED");
-    assert_refused(&vault.rotate_keys(with_token(v::RotateKeysRequest::default(), &ingest)).await.expect_err("role"), Code::PermissionDenied, "ROLE_REQUIRED");
-    assert_refused(&vault.list_encryption_keys(with_token(v::ListEncryptionKeysRequest::default(), &alice)).await.expect_err("role"), Code::PermissionDenied, "ROLE_REQUIRED");
-    let ingest_reads = vault.get_record(with_token(read(&name, ledger::Purpose::Casework, "cases/c1"), &ingest)).await.expect_err("ingest reads nothing");
+    assert_refused(
+        &vault.create_subject(with_token(as_caseworker, &alice)).await.expect_err("role"),
+        Code::PermissionDenied,
+        "ROLE_REQUIRED",
+    );
+    assert_refused(
+        &vault.rotate_keys(with_token(v::RotateKeysRequest::default(), &ingest)).await.expect_err("role"),
+        Code::PermissionDenied,
+        "ROLE_REQUIRED",
+    );
+    assert_refused(
+        &vault
+            .list_encryption_keys(with_token(v::ListEncryptionKeysRequest::default(), &alice))
+            .await
+            .expect_err("role"),
+        Code::PermissionDenied,
+        "ROLE_REQUIRED",
+    );
+    let ingest_reads = vault
+        .get_record(with_token(read(&name, ledger::Purpose::Casework, "cases/c1"), &ingest))
+        .await
+        .expect_err("ingest reads nothing");
     assert_eq!(ingest_reads.code(), Code::PermissionDenied);
 
     // Nothing changed: the refused subject does not exist, and the refused record was not written.
     let created = v::CreateSubjectRequest { subject_id: "s-2".into(), subject: Some(person("Bo", "Jones")) };
     vault.create_subject(with_token(created, &ingest)).await.expect("s-2 was never created");
-    let again = v::CreateRecordRequest { parent: "subjects/s-1".into(), record_id: "r2".into(), record: Some(tax_record("1.00", "n")) };
+    let again = v::CreateRecordRequest {
+        parent: "subjects/s-1".into(),
+        record_id: "r2".into(),
+        record: Some(tax_record("1.00", "n")),
+    };
     vault.create_record(with_token(again, &ingest)).await.expect("r2 was never written");
     // The refused search is in the ledger, denied, with its terms as commitments.
     let events = w.access_events(2).await;
-    let searches: Vec<&AccessEvent> = events.iter().map(|(_, e)| e).filter(|e| e.action == ledger::Action::Search as i32).collect();
+    let searches: Vec<&AccessEvent> =
+        events.iter().map(|(_, e)| e).filter(|e| e.action == ledger::Action::Search as i32).collect();
     assert_eq!(searches.len(), 1);
     assert_eq!(searches[0].decision, ledger::Decision::Deny as i32);
     assert_eq!(searches[0].determining_policies, ["vault-query-too-broad"]);
@@ -756,17 +872,22 @@ async fn break_glass_is_granted_by_policy_named_in_accesses_and_ended() {
     let receipt = under.receipt.expect("receipt");
     assert_eq!(receipt.break_glass_grant, grant.name);
     assert!(field_names(&under.record.expect("record")).contains(&"bank_iban"));
-    let not_grantee = vault.end_break_glass(with_token(v::EndBreakGlassRequest { name: grant.name.clone() }, &bob)).await.expect_err("bob");
+    let not_grantee = vault
+        .end_break_glass(with_token(v::EndBreakGlassRequest { name: grant.name.clone() }, &bob))
+        .await
+        .expect_err("bob");
     assert_refused(&not_grantee, Code::PermissionDenied, "NOT_GRANTEE");
-    let ended = vault.end_break_glass(with_token(v::EndBreakGlassRequest { name: grant.name.clone() }, &alice)).await.expect("end").into_inner();
+    let ended = vault
+        .end_break_glass(with_token(v::EndBreakGlassRequest { name: grant.name.clone() }, &alice))
+        .await
+        .expect("end")
+        .into_inner();
     assert!(ended.grant.expect("grant").ended);
     let after = w.get(&alice, emergency()).await.expect_err("ended");
     assert_refused(&after, Code::PermissionDenied, "ACCESS_DENIED");
     let events = w.access_events(5).await;
-    let story: Vec<(i32, i32, String)> = events
-        .iter()
-        .map(|(_, e)| (e.action, e.decision, e.break_glass_grant.clone()))
-        .collect();
+    let story: Vec<(i32, i32, String)> =
+        events.iter().map(|(_, e)| (e.action, e.decision, e.break_glass_grant.clone())).collect();
     let (allow, deny) = (ledger::Decision::Allow as i32, ledger::Decision::Deny as i32);
     assert_eq!(
         story,
@@ -792,9 +913,16 @@ fn verify_items(w: &World, history: &v::GetAccessHistoryResponse, subject: &str)
     let opened = quis_tlog::checkpoint::open(&history.checkpoint, &verifiers, &[]).expect("signed checkpoint");
     assert_eq!(opened.checkpoint.size, history.tree_size);
     for item in &history.items {
-        let hashes: Vec<Hash> = item.inclusion_proof.iter().map(|h| h.as_slice().try_into().expect("32 bytes")).collect();
-        quis_tlog::check_record(&hashes, history.tree_size, &opened.checkpoint.root, item.ledger_index, &quis_tlog::leaf_hash(&item.entry))
-            .expect("inclusion verifies");
+        let hashes: Vec<Hash> =
+            item.inclusion_proof.iter().map(|h| h.as_slice().try_into().expect("32 bytes")).collect();
+        quis_tlog::check_record(
+            &hashes,
+            history.tree_size,
+            &opened.checkpoint.root,
+            item.ledger_index,
+            &quis_tlog::leaf_hash(&item.entry),
+        )
+        .expect("inclusion verifies");
         let entry = LedgerEntry::decode(item.entry.as_slice()).expect("entry");
         let Some(Kind::Access(access)) = entry.event.and_then(|e| e.kind) else { panic!("not an access") };
         let mine = quis_vault_service::commit(&item.subject_salt, &format!("subjects/{subject}")).to_vec();
@@ -820,10 +948,24 @@ async fn access_history_lists_own_accesses_with_proofs(postgres: bool) {
     let ivy = w.staff_token("ivy", &[Role::Investigator]);
     let petra = w.staff_token("petra", &[Role::PrivacyOfficer]);
     let me = w.token("s-1", PrincipalKind::Subject, &[]);
-    let allowed = w.get(&alice, read(&name, ledger::Purpose::Casework, "cases/c1")).await.expect("alice").receipt.expect("r").ledger_index;
+    let allowed = w
+        .get(&alice, read(&name, ledger::Purpose::Casework, "cases/c1"))
+        .await
+        .expect("alice")
+        .receipt
+        .expect("r")
+        .ledger_index;
     w.get(&bob, read(&name, ledger::Purpose::Casework, "cases/c1")).await.expect_err("bob");
-    w.get(&alice, read("subjects/s-2/records/r1", ledger::Purpose::Casework, "cases/c1")).await.expect("another subject");
-    let covert = w.get(&ivy, read(&name, ledger::Purpose::FraudInvestigation, "cases/f1")).await.expect("ivy").receipt.expect("r").ledger_index;
+    w.get(&alice, read("subjects/s-2/records/r1", ledger::Purpose::Casework, "cases/c1"))
+        .await
+        .expect("another subject");
+    let covert = w
+        .get(&ivy, read(&name, ledger::Purpose::FraudInvestigation, "cases/f1"))
+        .await
+        .expect("ivy")
+        .receipt
+        .expect("r")
+        .ledger_index;
     w.access_events(4).await;
 
     let own = w.history(&me, "s-1", None).await.expect("own history");
@@ -855,27 +997,42 @@ async fn access_history_lists_own_accesses_with_proofs(postgres: bool) {
 
     // The index is secondary: rows deleted behind the vault's back come back from the ledger.
     let store = quis_core::db::Db::connect(&w.config.store_url("vault")).await.expect("vault store");
-    quis_core::on_pool!(&store, pool => sqlx::query("DELETE FROM vault_access_index").execute(pool).await).expect("delete rows");
+    quis_core::on_pool!(&store, pool => sqlx::query("DELETE FROM vault_access_index").execute(pool).await)
+        .expect("delete rows");
     assert!(w.history(&me, "s-1", None).await.expect("own").items.is_empty());
     w.vault.rebuild_access_index().await.expect("rebuild");
-    let rebuilt: Vec<u64> = w.history(&me, "s-1", None).await.expect("own").items.iter().map(|i| i.ledger_index).collect();
+    let rebuilt: Vec<u64> =
+        w.history(&me, "s-1", None).await.expect("own").items.iter().map(|i| i.ledger_index).collect();
     assert_eq!(rebuilt, listed, "nothing is hidden after a rebuild");
 
     // Covert accesses appear once released: a policy version releasing after one second.
-    let text = quis_policy_engine::policy::DEFAULT_POLICIES.replace("@history_release(\"15552000\")", "@history_release(\"1\")");
+    let text = quis_policy_engine::policy::DEFAULT_POLICIES
+        .replace("@history_release(\"15552000\")", "@history_release(\"1\")");
     let mut policy = w.policy().await;
     let proposed = policy
-        .create_policy_set_version(with_token(pb::CreatePolicySetVersionRequest { text, description: "release covert reads after 1 s".into() }, &w.staff_token("root", &[Role::Admin])))
+        .create_policy_set_version(with_token(
+            pb::CreatePolicySetVersionRequest { text, description: "release covert reads after 1 s".into() },
+            &w.staff_token("root", &[Role::Admin]),
+        ))
         .await
         .expect("propose")
         .into_inner()
         .version
         .expect("version");
     policy
-        .approve_policy_set_version(with_token(pb::ApprovePolicySetVersionRequest { name: proposed.name, reason: "test".into() }, &w.staff_token("root2", &[Role::Admin])))
+        .approve_policy_set_version(with_token(
+            pb::ApprovePolicySetVersionRequest { name: proposed.name, reason: "test".into() },
+            &w.staff_token("root2", &[Role::Admin]),
+        ))
         .await
         .expect("approve");
-    let released = w.get(&ivy, read(&name, ledger::Purpose::FraudInvestigation, "cases/f1")).await.expect("ivy").receipt.expect("r").ledger_index;
+    let released = w
+        .get(&ivy, read(&name, ledger::Purpose::FraudInvestigation, "cases/f1"))
+        .await
+        .expect("ivy")
+        .receipt
+        .expect("r")
+        .ledger_index;
     let mut now_listed = Vec::new();
     let appeared = eventually(Duration::from_secs(15), async || {
         now_listed = w.history(&me, "s-1", None).await.expect("own").items.iter().map(|i| i.ledger_index).collect();

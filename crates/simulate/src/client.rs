@@ -68,8 +68,9 @@ pub struct Tokens {
 impl Tokens {
     /// The signer of `config`'s data directory (created by `devkeys::init`).
     pub fn load(config: &QuisConfig) -> Result<Self> {
-        let signer = TokenSigner::load(&FileKeySource::new(&config.data_dir), &config.auth.issuer, &config.auth.audience)
-            .with_context(|| format!("no token-signing key in {}", config.data_dir.display()))?;
+        let signer =
+            TokenSigner::load(&FileKeySource::new(&config.data_dir), &config.auth.issuer, &config.auth.audience)
+                .with_context(|| format!("no token-signing key in {}", config.data_dir.display()))?;
         Ok(Self { signer })
     }
 
@@ -105,4 +106,3 @@ pub fn refused_index(status: &tonic::Status) -> Option<u64> {
     use tonic_types::StatusExt;
     status.get_details_error_info()?.metadata.get("ledger_index")?.parse().ok()
 }
-

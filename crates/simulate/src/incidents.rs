@@ -125,8 +125,9 @@ impl Planter<'_> {
 
     /// One of the actor's cases open on `day` (the cover misuse hides behind).
     fn own_case(&mut self, s: usize, day: u32) -> Option<usize> {
-        let cases: Vec<usize> =
-            (0..self.org.cases.len()).filter(|&c| self.org.cases[c].staff == s && self.org.cases[c].open_on(day)).collect();
+        let cases: Vec<usize> = (0..self.org.cases.len())
+            .filter(|&c| self.org.cases[c].staff == s && self.org.cases[c].open_on(day))
+            .collect();
         cases.choose(self.rng).copied()
     }
 
@@ -223,11 +224,23 @@ impl Planter<'_> {
                 let first = self.rng.gen_range(1..org.people.len().saturating_sub(40).max(2));
                 for i in 0..30 {
                     let subject_id = format!("s-{:06}", first + i);
-                    self.push(n, s, host, at + i as i64 * 15_000, Op::ReadId { subject_id, case, purpose: Purpose::Casework });
+                    self.push(
+                        n,
+                        s,
+                        host,
+                        at + i as i64 * 15_000,
+                        Op::ReadId { subject_id, case, purpose: Purpose::Casework },
+                    );
                 }
                 for (i, prefix) in ["A*", "B*", "S*"].into_iter().enumerate() {
                     let query = Query { family_name: prefix.into(), ..Default::default() };
-                    self.push(n, s, host, at + (8 + i as i64) * MINUTE_MS, Op::Search { case, purpose: Purpose::Casework, query });
+                    self.push(
+                        n,
+                        s,
+                        host,
+                        at + (8 + i as i64) * MINUTE_MS,
+                        Op::Search { case, purpose: Purpose::Casework, query },
+                    );
                 }
                 "read 30 consecutive subject ids under one case and tried one-letter wildcard searches".to_string()
             }
@@ -236,7 +249,13 @@ impl Planter<'_> {
                 for i in 0..3 {
                     let &subject = ordinary.choose(self.rng)?;
                     let justification = "need to check this one quickly, thanks".to_string();
-                    self.push(n, s, host, at + i * 40 * MINUTE_MS, Op::BreakGlass { subject, justification, end: false });
+                    self.push(
+                        n,
+                        s,
+                        host,
+                        at + i * 40 * MINUTE_MS,
+                        Op::BreakGlass { subject, justification, end: false },
+                    );
                 }
                 "three break-glass grants in one afternoon on people on no case, with a stock justification".to_string()
             }
@@ -295,20 +314,16 @@ impl Planter<'_> {
                 Ipv4Addr::new(127, 10 + site as u8, 250, self.rng.gen_range(1..=250))
             })
             .collect();
-        let cases: Vec<usize> = (0..org.cases.len())
-            .filter(|&c| org.cases[c].staff == victim && org.cases[c].open_on(day))
-            .collect();
+        let cases: Vec<usize> =
+            (0..org.cases.len()).filter(|&c| org.cases[c].staff == victim && org.cases[c].open_on(day)).collect();
         let ordinary: Vec<usize> = (0..org.people.len()).filter(|&p| org.ordinary(p)).collect();
         let night = day_start_ms(day) + 60 * MINUTE_MS;
         for i in 0..24 {
             let at = night + i * 6 * MINUTE_MS + self.rng.gen_range(0..MINUTE_MS);
             let host = hosts[i as usize % hosts.len()];
             let Some(&case) = cases.choose(self.rng) else { break };
-            let subject = if i % 3 == 0 {
-                org.cases[case].subjects[0]
-            } else {
-                ordinary[self.rng.gen_range(0..ordinary.len())]
-            };
+            let subject =
+                if i % 3 == 0 { org.cases[case].subjects[0] } else { ordinary[self.rng.gen_range(0..ordinary.len())] };
             self.push(n, victim, host, at, self.search_for(subject, case));
             self.push(n, victim, host, at + 20_000, Op::Read { subject, case, purpose: Purpose::Casework });
         }

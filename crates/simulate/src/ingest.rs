@@ -106,7 +106,8 @@ impl Loader<'_> {
             &person.postcode,
             &person.household,
         );
-        let key = |kind: Relationship| keys.iter().find(|(k, _)| *k == kind).map(|(_, v)| v.to_vec()).unwrap_or_default();
+        let key =
+            |kind: Relationship| keys.iter().find(|(k, _)| *k == kind).map(|(_, v)| v.to_vec()).unwrap_or_default();
         Entity {
             kind: Some(Kind::Staff(pb::Staff {
                 name: staff.name(),
@@ -149,9 +150,16 @@ impl Loader<'_> {
             ..Default::default()
         };
         let request = CreateSubjectRequest { subject_id: person.id.clone(), subject: Some(subject) };
-        vault.create_subject(authed(request, &self.ingest_token)?).await.with_context(|| format!("vault: subject {}", person.id))?;
-        let request = CreateRecordRequest { parent: person.name(), record_id: RECORD_ID.into(), record: Some(record(p)) };
-        vault.create_record(authed(request, &self.ingest_token)?).await.with_context(|| format!("vault: record of {}", person.id))?;
+        vault
+            .create_subject(authed(request, &self.ingest_token)?)
+            .await
+            .with_context(|| format!("vault: subject {}", person.id))?;
+        let request =
+            CreateRecordRequest { parent: person.name(), record_id: RECORD_ID.into(), record: Some(record(p)) };
+        vault
+            .create_record(authed(request, &self.ingest_token)?)
+            .await
+            .with_context(|| format!("vault: record of {}", person.id))?;
         Ok(())
     }
 }
@@ -199,4 +207,3 @@ pub fn administrators(org: &Org) -> Result<[usize; 2]> {
         _ => bail!("the organization needs two administrators"),
     }
 }
-

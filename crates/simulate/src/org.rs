@@ -486,7 +486,9 @@ impl Org {
 
     /// Staff members with this role and team kind.
     pub fn staff_where(&self, role: StaffRole, kind: TeamKind) -> Vec<usize> {
-        (0..self.staff.len()).filter(|&s| self.staff[s].role == role && self.teams[self.staff[s].team].kind == kind).collect()
+        (0..self.staff.len())
+            .filter(|&s| self.staff[s].role == role && self.teams[self.staff[s].team].kind == kind)
+            .collect()
     }
 }
 

@@ -98,10 +98,13 @@ fn staff_day(org: &Org, s: usize, day: u32, rng: &mut ChaCha20Rng, out: &mut Vec
         return;
     }
     let overtime = if staff.overtime && rng.gen_bool(0.4) { rng.gen_range(60..=150) } else { 0 };
-    let mine: Vec<usize> = (0..org.cases.len()).filter(|&c| org.cases[c].staff == s && org.cases[c].open_on(day)).collect();
+    let mine: Vec<usize> =
+        (0..org.cases.len()).filter(|&c| org.cases[c].staff == s && org.cases[c].open_on(day)).collect();
     let worked: Vec<usize> = match kind {
         // Every call of the day is worked.
-        TeamKind::Service | TeamKind::NightService => mine.iter().copied().filter(|&c| org.cases[c].opened_day == day).collect(),
+        TeamKind::Service | TeamKind::NightService => {
+            mine.iter().copied().filter(|&c| org.cases[c].opened_day == day).collect()
+        }
         _ => {
             // New cases (a busy day brings many) and a few of the backlog.
             let mut worked: Vec<usize> =
@@ -128,10 +131,22 @@ fn staff_day(org: &Org, s: usize, day: u32, rng: &mut ChaCha20Rng, out: &mut Vec
             },
         };
         let purpose = purpose(case.purpose);
-        out.push(Activity { at_ms: at, actor: s, host: staff.host, op: Op::Search { case: c, purpose, query }, incident: None });
+        out.push(Activity {
+            at_ms: at,
+            actor: s,
+            host: staff.host,
+            op: Op::Search { case: c, purpose, query },
+            incident: None,
+        });
         for (i, &subject) in case.subjects.iter().enumerate() {
             let at = at + (i as i64 + 1) * rng.gen_range(MINUTE_MS..5 * MINUTE_MS);
-            out.push(Activity { at_ms: at, actor: s, host: staff.host, op: Op::Read { subject, case: c, purpose }, incident: None });
+            out.push(Activity {
+                at_ms: at,
+                actor: s,
+                host: staff.host,
+                op: Op::Read { subject, case: c, purpose },
+                incident: None,
+            });
         }
     }
     if staff.role == StaffRole::TeamLead {

@@ -66,12 +66,8 @@ impl Player<'_> {
         let mut outcomes = Vec::with_capacity(activities.len());
         let mut rest = activities;
         while let Some(first) = rest.first() {
-            let n = rest
-                .iter()
-                .take(self.concurrency)
-                .take_while(|a| a.at_ms < first.at_ms + GROUP_SPAN_MS)
-                .count()
-                .max(1);
+            let n =
+                rest.iter().take(self.concurrency).take_while(|a| a.at_ms < first.at_ms + GROUP_SPAN_MS).count().max(1);
             let (group, tail) = rest.split_at(n);
             rest = tail;
             self.clock.set_ms(first.at_ms);
@@ -111,13 +107,17 @@ impl Player<'_> {
                     page_size: 20,
                     page_token: String::new(),
                 };
-                vault.search_subjects(authed(request, token).map_err(internal)?).await.map(|r| receipt(r.into_inner().receipt))
+                vault
+                    .search_subjects(authed(request, token).map_err(internal)?)
+                    .await
+                    .map(|r| receipt(r.into_inner().receipt))
             }
             Op::Read { subject, case, purpose } => {
                 read(&mut vault, token, org.people[*subject].record_name(), context(*case, *purpose)).await
             }
             Op::ReadId { subject_id, case, purpose } => {
-                read(&mut vault, token, format!("subjects/{subject_id}/records/{RECORD_ID}"), context(*case, *purpose)).await
+                read(&mut vault, token, format!("subjects/{subject_id}/records/{RECORD_ID}"), context(*case, *purpose))
+                    .await
             }
             Op::Export { subjects, case, purpose } => {
                 let request = ExportRecordsRequest {
@@ -167,11 +167,17 @@ impl Player<'_> {
             Err(status) => return settle(Err(status)),
         };
         let mut indices = receipt(started.receipt);
-        let context = AccessContext { purpose: Purpose::Emergency as i32, case: String::new(), justification: justification.into() };
+        let context = AccessContext {
+            purpose: Purpose::Emergency as i32,
+            case: String::new(),
+            justification: justification.into(),
+        };
         let read = settle(read(vault, token, person.record_name(), context).await)?;
         indices.extend(read.indices);
         if end && let Some(grant) = started.grant {
-            let ended = vault.end_break_glass(authed(EndBreakGlassRequest { name: grant.name }, token).map_err(internal)?).await?;
+            let ended = vault
+                .end_break_glass(authed(EndBreakGlassRequest { name: grant.name }, token).map_err(internal)?)
+                .await?;
             indices.extend(receipt(ended.into_inner().receipt));
         }
         Ok(Outcome { indices, denied: read.denied })

@@ -53,8 +53,11 @@ pub struct Suite<'a> {
 pub async fn run(sim: &Simulation, suite: &Suite<'_>) -> Result<Report> {
     let org = Org::generate(&sim.params);
     let mut activities = plan::legitimate(&org, &mut ChaCha20Rng::seed_from_u64(sim.params.seed ^ PLAN_STREAM));
-    let (mut incidents, planted) =
-        incidents::plant(&org, sim.incidents_per_kind, &mut ChaCha20Rng::seed_from_u64(sim.params.seed ^ INCIDENT_STREAM));
+    let (mut incidents, planted) = incidents::plant(
+        &org,
+        sim.incidents_per_kind,
+        &mut ChaCha20Rng::seed_from_u64(sim.params.seed ^ INCIDENT_STREAM),
+    );
     activities.extend(planted);
     activities.sort_by_key(|a| a.at_ms);
     tracing::info!(
@@ -95,7 +98,13 @@ pub async fn run(sim: &Simulation, suite: &Suite<'_>) -> Result<Report> {
     loader.load().await.context("loading the organization")?;
     tracing::info!("organization loaded");
 
-    let player = Player { org: &org, gateway: &gateway, tokens: &staff_tokens, clock: &suite.clock, concurrency: sim.concurrency };
+    let player = Player {
+        org: &org,
+        gateway: &gateway,
+        tokens: &staff_tokens,
+        clock: &suite.clock,
+        concurrency: sim.concurrency,
+    };
     let mut tally = Tally::default();
     for day in 0..sim.params.days {
         suite.clock.set_ms(day_start_ms(day) - 300_000);
@@ -122,7 +131,8 @@ pub async fn run(sim: &Simulation, suite: &Suite<'_>) -> Result<Report> {
         .first()
         .copied()
         .context("the organization needs an investigator")?;
-    let mut sentinel = Sentinel::new(gateway.channel(org.staff[investigator].host)?, staff_tokens[investigator].clone());
+    let mut sentinel =
+        Sentinel::new(gateway.channel(org.staff[investigator].host)?, staff_tokens[investigator].clone());
     if let Some(last) = tally.max_index {
         sentinel.catch_up(last, CATCH_UP).await?;
     }
@@ -151,10 +161,8 @@ async fn insider(
     suite: &Suite<'_>,
     sentinel: &mut Sentinel,
 ) -> Result<Option<f64>> {
-    let Some(target) = incidents
-        .iter()
-        .find(|i| i.kind == IncidentKind::SnoopingCelebrity && i.ledger_indices.len() >= 2)
-        .cloned()
+    let Some(target) =
+        incidents.iter().find(|i| i.kind == IncidentKind::SnoopingCelebrity && i.ledger_indices.len() >= 2).cloned()
     else {
         return Ok(None);
     };
@@ -170,7 +178,10 @@ async fn insider(
         start_ms: now,
         end_ms: now,
         ledger_indices: [Some(rewrite), delete].into_iter().flatten().collect(),
-        description: format!("a database user rewrote entry {rewrite} to name {cover} and deleted entry {delete:?}, hiding {}'s trail", target.actor),
+        description: format!(
+            "a database user rewrote entry {rewrite} to name {cover} and deleted entry {delete:?}, hiding {}'s trail",
+            target.actor
+        ),
     });
     Ok(sentinel.integrity_alert(before, INTEGRITY_DEADLINE).await?.map(|d| d.as_secs_f64()))
 }
@@ -183,4 +194,3 @@ fn org_indexer(config: &QuisConfig) -> Result<BlindIndexer> {
         .map_err(anyhow::Error::msg)?;
     Ok(BlindIndexer::new(Zeroizing::new(secret)))
 }
-

@@ -109,8 +109,7 @@ pub fn score(played: Played, incidents: Vec<Incident>, alerts: &[Alert], share_e
     let mut matched = vec![false; alerts.len()];
     let mut outcomes = Vec::with_capacity(incidents.len());
     for incident in incidents {
-        let mut mine: Vec<(usize, &Alert)> =
-            alerts.iter().enumerate().filter(|(_, a)| belongs(a, &incident)).collect();
+        let mut mine: Vec<(usize, &Alert)> = alerts.iter().enumerate().filter(|(_, a)| belongs(a, &incident)).collect();
         mine.sort_by_key(|(_, a)| event_ms(a));
         for (i, _) in &mine {
             matched[*i] = true;
@@ -141,7 +140,8 @@ pub fn score(played: Played, incidents: Vec<Incident>, alerts: &[Alert], share_e
     let alerts_matched = matched.iter().filter(|m| **m).count();
     let mut lags: Vec<f64> = outcomes.iter().filter_map(|o| o.lag_secs).collect();
     lags.sort_by(f64::total_cmp);
-    let detection_lag = (!lags.is_empty()).then(|| Lag { p50_secs: lags[lags.len() / 2], max_secs: lags[lags.len() - 1] });
+    let detection_lag =
+        (!lags.is_empty()).then(|| Lag { p50_secs: lags[lags.len() / 2], max_secs: lags[lags.len() - 1] });
     let unmatched_alerts = alerts
         .iter()
         .zip(&matched)

@@ -12,7 +12,10 @@ use quis_vault::{names, store::IndexedAccess};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::{error::ServiceError, links::{Decision, LedgerLink}};
+use crate::{
+    error::ServiceError,
+    links::{Decision, LedgerLink},
+};
 
 /// A value with a fresh random salt: its commitment goes into the entry, both into the details.
 struct Salted {

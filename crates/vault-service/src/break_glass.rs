@@ -21,7 +21,6 @@ const MIN_SECONDS: i64 = 60;
 /// The longest break-glass the vault starts, whatever policy allows.
 const MAX_SECONDS: i64 = 12 * 3600;
 
-
 fn grant_view(row: &BreakGlassRow) -> v::BreakGlassGrant {
     v::BreakGlassGrant {
         name: format!("grants/{}", row.id),
@@ -76,13 +75,17 @@ impl Inner {
             Some(limit) => requested_end.min(limit.saturating_mul(1_000_000)),
             None => requested_end,
         };
-        let id = format!("bg-{}", hex::encode({
-            let mut b = [0u8; 8];
-            rand::rngs::OsRng.fill_bytes(&mut b);
-            b
-        }));
+        let id = format!(
+            "bg-{}",
+            hex::encode({
+                let mut b = [0u8; 8];
+                rand::rngs::OsRng.fill_bytes(&mut b);
+                b
+            })
+        );
         let grant = format!("grants/{id}");
-        let decision = Decision { break_glass_grant: if decision.allowed { grant.clone() } else { String::new() }, ..decision };
+        let decision =
+            Decision { break_glass_grant: if decision.allowed { grant.clone() } else { String::new() }, ..decision };
         let access =
             AccessRecord::new(&caller.audit(), ledger::Action::BreakGlassStart, ctx.purpose, &ctx.case, &decision)
                 .subject(&subject)
@@ -147,9 +150,14 @@ impl Inner {
             break_glass_expires_at: None,
             history_release_at: None,
         };
-        let access =
-            AccessRecord::new(&caller.audit(), ledger::Action::BreakGlassEnd, ledger::Purpose::Emergency, "", &decision)
-                .subject(&names::subject_name(&row.subject_id));
+        let access = AccessRecord::new(
+            &caller.audit(),
+            ledger::Action::BreakGlassEnd,
+            ledger::Purpose::Emergency,
+            "",
+            &decision,
+        )
+        .subject(&names::subject_name(&row.subject_id));
         let recorded = self.audit.record(access).await?;
         self.policy.delete(&req.name, "break-glass ended through the vault").await?;
         let now = self.clock.now_ms().saturating_mul(1000);

@@ -24,7 +24,9 @@ pub fn field_to_proto(f: Field) -> v::Field {
         FieldValue::Decimal(d) => Value::DecimalValue(d),
         FieldValue::Bool(b) => Value::BoolValue(b),
         FieldValue::Date(d) => Value::DateValue(d),
-        FieldValue::Timestamp(t) => Value::TimestampValue(prost_types::Timestamp { seconds: t.seconds, nanos: t.nanos }),
+        FieldValue::Timestamp(t) => {
+            Value::TimestampValue(prost_types::Timestamp { seconds: t.seconds, nanos: t.nanos })
+        }
         FieldValue::Bytes(b) => Value::BytesValue(b),
     });
     v::Field { name: f.name, sensitivity: f.sensitivity, value }
@@ -155,7 +157,10 @@ pub fn context(field: &str, ctx: Option<&v::AccessContext>, rule: CaseRule, viol
         violations.add(at("purpose"), "is required: a known purpose of use");
     }
     if ctx.case.is_empty() {
-        if rule == CaseRule::Required && purpose != ledger::Purpose::Emergency && purpose != ledger::Purpose::Unspecified {
+        if rule == CaseRule::Required
+            && purpose != ledger::Purpose::Emergency
+            && purpose != ledger::Purpose::Unspecified
+        {
             violations.add(at("case"), "is required: the case the work belongs to, cases/{case}");
         }
     } else if !ctx.case.strip_prefix("cases/").is_some_and(names::is_valid_id) {
@@ -164,10 +169,8 @@ pub fn context(field: &str, ctx: Option<&v::AccessContext>, rule: CaseRule, viol
     if ctx.justification.chars().count() > MAX_JUSTIFICATION_CHARS
         || ctx.justification.chars().any(|c| c.is_control() && c != '\n')
     {
-        violations.add(
-            at("justification"),
-            format!("at most {MAX_JUSTIFICATION_CHARS} characters, no control characters"),
-        );
+        violations
+            .add(at("justification"), format!("at most {MAX_JUSTIFICATION_CHARS} characters, no control characters"));
     }
     Context { purpose, case: ctx.case, justification: ctx.justification }
 }

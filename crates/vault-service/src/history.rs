@@ -164,7 +164,12 @@ impl Inner {
                     if actor.kind == "subject" && actor.principal == subject_id {
                         continue; // a subject's reads of their own history are not listed to them
                     }
-                    let row = IndexedAccess { subject_id: subject_id.to_string(), ledger_index: index, visible_from_us, salt };
+                    let row = IndexedAccess {
+                        subject_id: subject_id.to_string(),
+                        ledger_index: index,
+                        visible_from_us,
+                        salt,
+                    };
                     store.add_access(&row).await.map_err(quis_vault::VaultError::from)?;
                     indexed += 1;
                 }

@@ -201,8 +201,7 @@ impl Inner {
         }
         violations.check()?;
         let written: Vec<_> = record.fields.into_iter().map(field_from_proto).collect();
-        let removed: BTreeSet<String> =
-            named.into_iter().filter(|n| !written.iter().any(|f| &f.name == n)).collect();
+        let removed: BTreeSet<String> = named.into_iter().filter(|n| !written.iter().any(|f| &f.name == n)).collect();
         let expected = (req.expected_version > 0).then_some(req.expected_version);
         let stored = self.vault.update_record(&record.name, kind, written, &removed, expected).await?;
         Ok(v::UpdateRecordResponse { record: Some(record_to_proto(stored)) })

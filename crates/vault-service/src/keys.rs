@@ -22,7 +22,8 @@ impl Inner {
         if !req.page_token.is_empty() && !keys.iter().any(|k| k.kek_id == req.page_token) {
             return Err(ServiceError::invalid("page_token", "must be a token from a previous response"));
         }
-        let after: Vec<_> = keys.into_iter().filter(|k| req.page_token.is_empty() || k.kek_id > req.page_token).collect();
+        let after: Vec<_> =
+            keys.into_iter().filter(|k| req.page_token.is_empty() || k.kek_id > req.page_token).collect();
         let more = after.len() > size;
         let page: Vec<v::EncryptionKey> = after
             .into_iter()

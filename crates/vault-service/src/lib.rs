@@ -71,11 +71,11 @@ pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, VaultHandle), 
     } else {
         None
     };
-    let policy = links::PolicyLink::new(&url(config, &settings.policy_url, "policy")?, credentials.clone(), tls.clone())?;
+    let policy =
+        links::PolicyLink::new(&url(config, &settings.policy_url, "policy")?, credentials.clone(), tls.clone())?;
     let ledger = links::LedgerLink::new(&url(config, &settings.ledger_url, "ledger")?, credentials, tls)?;
     let db = quis_core::db::Db::connect(&config.store_url("vault")).await.map_err(|e| format!("vault store: {e}"))?;
-    let vault =
-        Vault::open(db, &config.data_dir, library_config(config)).await.map_err(|e| format!("vault: {e}"))?;
+    let vault = Vault::open(db, &config.data_dir, library_config(config)).await.map_err(|e| format!("vault: {e}"))?;
     let store = vault.store().clone();
     let inner = Arc::new(Inner {
         vault: guarded::GuardedVault::new(vault),

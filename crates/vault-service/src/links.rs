@@ -126,13 +126,13 @@ impl PolicyLink {
 
     /// Up to 100 checks, answered in order.
     pub async fn batch_check(&self, checks: Vec<pb::CheckRequest>) -> Result<Vec<Decision>, ServiceError> {
-        let response =
-            self.client.clone().batch_check(pb::BatchCheckRequest { checks }).await.map_err(policy_error)?;
+        let response = self.client.clone().batch_check(pb::BatchCheckRequest { checks }).await.map_err(policy_error)?;
         Ok(response.into_inner().decisions.into_iter().map(Decision::from).collect())
     }
 
     pub async fn upsert(&self, entity: pb::entity::Kind, reason: &str) -> Result<(), ServiceError> {
-        let request = pb::UpsertEntityRequest { entity: Some(pb::Entity { kind: Some(entity) }), reason: reason.into() };
+        let request =
+            pb::UpsertEntityRequest { entity: Some(pb::Entity { kind: Some(entity) }), reason: reason.into() };
         self.client.clone().upsert_entity(request).await.map_err(policy_error)?;
         Ok(())
     }

@@ -101,7 +101,8 @@ impl Inner {
             Ok(parsed) => parsed,
             Err(VaultError::QueryTooBroad(rule)) => {
                 // Refused as enumeration: recorded like any other denial.
-                let decision = Decision::refused_by_vault("vault-query-too-broad", format!("{} {}", rule.field, rule.rule));
+                let decision =
+                    Decision::refused_by_vault("vault-query-too-broad", format!("{} {}", rule.field, rule.rule));
                 let access =
                     AccessRecord::new(&caller.audit(), ledger::Action::Search, ctx.purpose, &ctx.case, &decision)
                         .query(raw_terms(&raw))
@@ -116,8 +117,11 @@ impl Inner {
         let found = if decision.allowed { Some(self.vault_search(&raw).await?) } else { None };
         let (page, truncated, more) = match &found {
             Some(found) => {
-                let after: Vec<&String> =
-                    found.subjects.iter().filter(|s| req.page_token.is_empty() || **s > names::subject_name(&req.page_token)).collect();
+                let after: Vec<&String> = found
+                    .subjects
+                    .iter()
+                    .filter(|s| req.page_token.is_empty() || **s > names::subject_name(&req.page_token))
+                    .collect();
                 let more = after.len() > size;
                 (after.into_iter().take(size).cloned().collect::<Vec<_>>(), found.truncated, more)
             }
@@ -217,7 +221,10 @@ impl Inner {
                 for record in records {
                     batch.push(record_to_proto(record));
                     if batch.len() == EXPORT_BATCH {
-                        let message = v::ExportRecordsResponse { records: std::mem::take(&mut batch), receipt: Some(receipt.clone()) };
+                        let message = v::ExportRecordsResponse {
+                            records: std::mem::take(&mut batch),
+                            receipt: Some(receipt.clone()),
+                        };
                         if tx.send(Ok(message)).await.is_err() {
                             return; // the caller went away
                         }

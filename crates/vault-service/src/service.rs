@@ -152,7 +152,10 @@ impl VaultService for VaultApi {
         answer(self.0.update_record(&caller, request.into_inner()).await)
     }
 
-    async fn get_record(&self, request: Request<v::GetRecordRequest>) -> Result<Response<v::GetRecordResponse>, Status> {
+    async fn get_record(
+        &self,
+        request: Request<v::GetRecordRequest>,
+    ) -> Result<Response<v::GetRecordResponse>, Status> {
         let caller = CallerInfo::of(&request)?;
         answer(self.0.get_record(&caller, request.into_inner()).await)
     }
