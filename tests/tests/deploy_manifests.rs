@@ -34,7 +34,7 @@ use serde::Deserialize;
 /// HERE, and the test then demands it everywhere: a compose service, a k8s
 /// Deployment and Service, listen addresses in every configuration, the
 /// Dockerfile's EXPOSE and the network policies.
-const SERVICES: &[&str] = &["gateway", "identity", "ledger", "witness", "policy", "vault", "echo"];
+const SERVICES: &[&str] = &["gateway", "identity", "ledger", "witness", "policy", "vault", "sentinel", "echo"];
 
 /// The ledger: one sequencer per log, and a third listener, its tlog-tiles HTTP
 /// (`ledger.http_listen`), which only the gateway reads.
@@ -45,7 +45,9 @@ const LEDGER: &str = "ledger";
 const WITNESS: &str = "witness";
 /// Services whose state one process writes: exactly one replica, `Recreate`, and a
 /// store that survives a restart (a database, or SQLite on a persistent volume).
-const SINGLETONS: &[&str] = &[LEDGER, WITNESS];
+const SINGLETONS: &[&str] = &[LEDGER, WITNESS, SENTINEL];
+/// Sentinel: one consumer of the ledger per store (its cursor and alerts are written by one process).
+const SENTINEL: &str = "sentinel";
 /// The services the gateway does not route to; it routes to every other one.
 const NOT_ROUTED: &[&str] = &[PUBLIC_SERVICE, WITNESS];
 /// Services call it on the ledger directly; the gateway must never route it.

@@ -26,6 +26,9 @@ pub enum CredentialsError {
     Mint(String),
 }
 
+/// Lifetime of a minted service token; renewed when a third is left.
+const MINTED_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
 enum Source {
     File { path: PathBuf, cached: Mutex<Option<FileToken>> },
     Minted { signer: TokenSigner, spec: TokenSpec, cached: Mutex<Option<(String, Instant)>> },
@@ -68,23 +71,23 @@ impl ServiceCredentials {
         Self(Arc::new(Source::Minted { signer, spec, cached: Mutex::new(None) }))
     }
 
-    /// The credentials of the service principal `service` as configured: its
-    /// `token_file` (relative to the data directory), or, on the embedded
-    /// default, tokens minted with the development signing key of `quis init`.
+    /// The credentials a service reads from its configuration: `token_file` (relative to
+    /// `data_dir`) when set, else tokens for `service` minted with the development signing
+    /// key (the embedded default, `quis init`). `section` names the setting in errors.
     pub fn configured(
         config: &quis_core::QuisConfig,
+        section: &str,
         token_file: Option<&std::path::Path>,
         service: &str,
     ) -> Result<Self, String> {
-        /// Lifetime of a minted service token; renewed when a third is left.
-        const MINTED_TOKEN_TTL: Duration = Duration::from_secs(3600);
         match token_file {
             Some(path) => Self::from_file(config.path(path)).map_err(|e| e.to_string()),
             None => {
                 let keys = quis_core::keys::FileKeySource::new(&config.data_dir);
                 let signer = TokenSigner::load(&keys, &config.auth.issuer, &config.auth.audience).map_err(|e| {
                     format!(
-                        "{service} needs a service token: set its token_file, or run `quis init` so that {} exists ({e})",
+                        "{section} needs a service token: set {section}.token_file, or run `quis init` so that \
+                         {} exists ({e})",
                         crate::mint::SIGNING_KEY
                     )
                 })?;

@@ -17,7 +17,7 @@ pub const ENV_PREFIX: &str = "QUIS_";
 /// The top-level keys of [`QuisConfig`], lower case, as environment variables name them.
 const SECTIONS: &[&str] = &[
     "data_dir", "log", "auth", "tls", "shutdown", "store", "gateway", "ledger", "witness", "policy", "services",
-    "vault",
+    "vault", "sentinel",
 ];
 
 /// The whole configuration of a Quis process.
@@ -40,6 +40,7 @@ pub struct QuisConfig {
     pub witness: WitnessConfig,
     pub policy: PolicyConfig,
     pub vault: crate::vault::VaultConfig,
+    pub sentinel: crate::sentinel::SentinelConfig,
     /// Listen addresses per service name (`gateway`, `identity`, `echo`, ...).
     pub services: BTreeMap<String, ServiceListen>,
 }
@@ -59,6 +60,7 @@ impl Default for QuisConfig {
             witness: WitnessConfig::default(),
             policy: PolicyConfig::default(),
             vault: crate::vault::VaultConfig::default(),
+            sentinel: Default::default(),
             services: default_services(),
         }
     }
@@ -72,6 +74,7 @@ pub const DEFAULT_PORTS: &[(&str, u16)] = &[
     ("witness", 7403),
     ("policy", 7404),
     ("vault", 7405),
+    ("sentinel", 7406),
     ("echo", 7409),
 ];
 
@@ -296,8 +299,9 @@ pub struct LedgerConfig {
     pub appenders: BTreeMap<String, Vec<String>>,
     /// Service principals that may read entries (besides auditors and investigators).
     pub reader_services: Vec<String>,
-    /// Service principals that may read event details (the vault opens its own
-    /// commitments to rebuild its access index).
+    /// Service principals that may open event details (besides auditors and investigators):
+    /// the vault, which opens its own commitments to rebuild its access index, and sentinel,
+    /// which compares subjects with policy's entities to explain accesses.
     pub detail_reader_services: Vec<String>,
     /// Witnesses every new checkpoint is submitted to (c2sp.org/tlog-witness).
     pub witnesses: Vec<WitnessEndpoint>,
@@ -334,7 +338,7 @@ impl Default for LedgerConfig {
                 .map(|(s, k)| (s.to_string(), vec![k.to_string()]))
                 .collect(),
             reader_services: vec!["sentinel".into(), "vault".into()],
-            detail_reader_services: vec!["vault".into()],
+            detail_reader_services: vec!["vault".into(), "sentinel".into()],
             witnesses: Vec::new(),
             witness_quorum: 0,
             witness_refresh_secs: 300,
@@ -383,6 +387,8 @@ pub struct PolicyConfig {
     pub max_policy_set_bytes: usize,
     /// Largest request message accepted (bulk upserts), in bytes.
     pub max_message_bytes: usize,
+    /// Service principals that may read entities and their change feed but never change them.
+    pub read_only_services: Vec<String>,
 }
 
 impl Default for PolicyConfig {
@@ -395,6 +401,7 @@ impl Default for PolicyConfig {
             poll_interval_ms: 1_000,
             max_policy_set_bytes: 256 * 1024,
             max_message_bytes: 64 * 1024 * 1024,
+            read_only_services: vec!["sentinel".into()],
         }
     }
 }
@@ -431,6 +438,8 @@ pub enum ConfigError {
     Load(#[from] Box<figment::Error>),
     #[error("configuration: {field}: {rule}")]
     Invalid { field: &'static str, rule: String },
+    #[error(transparent)]
+    Sentinel(#[from] crate::sentinel::SentinelConfigError),
 }
 
 impl QuisConfig {
@@ -502,6 +511,7 @@ impl QuisConfig {
         if let Err((field, rule)) = self.vault.check() {
             return invalid(field, rule);
         }
+        self.sentinel.validate()?;
         Ok(())
     }
 
@@ -518,9 +528,12 @@ impl QuisConfig {
         })
     }
 
-    /// The gRPC URL of a service's configured listener (`https` with TLS on),
-    /// for a service that calls another and was not given its URL.
-    pub fn service_url(&self, service: &str) -> Result<String, ConfigError> {
+    /// The gRPC URL of `service` as another service reaches it: `explicit` when set, else
+    /// `http://<services.<service>.listen>` (`https://` when `tls.enabled`).
+    pub fn service_url(&self, explicit: Option<&str>, service: &str) -> Result<String, ConfigError> {
+        if let Some(url) = explicit {
+            return Ok(url.to_string());
+        }
         let scheme = if self.tls.enabled { "https" } else { "http" };
         Ok(format!("{scheme}://{}", self.listen(service)?.listen))
     }

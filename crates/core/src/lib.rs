@@ -12,6 +12,7 @@ pub mod grpc_body;
 pub mod health;
 pub mod keys;
 pub mod metrics;
+pub mod sentinel;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

@@ -9,9 +9,9 @@ use quis_core::FieldViolation;
 use quis_proto::ledger::{
     AppendEventsRequest, AppendEventsResponse, EraseEventDetailRequest, EraseEventDetailResponse, GetCheckpointRequest,
     GetCheckpointResponse, GetConsistencyProofRequest, GetConsistencyProofResponse, GetEntriesRequest,
-    GetEntriesResponse, GetEventDetailRequest, GetEventDetailResponse, GetInclusionProofRequest,
-    GetInclusionProofResponse, LedgerEntry, StoredEntry, TailEventsRequest, TailEventsResponse,
-    ledger_service_server::LedgerService,
+    GetEntriesResponse, GetEventDetailRequest, GetEventDetailResponse, GetEventDetailsRequest, GetEventDetailsResponse,
+    GetInclusionProofRequest, GetInclusionProofResponse, LedgerEntry, StoredEntry, TailEventsRequest,
+    TailEventsResponse, ledger_service_server::LedgerService,
 };
 use rand::RngCore;
 use tonic::{Request, Response, Status};
@@ -37,9 +37,22 @@ fn internal(e: impl std::fmt::Display) -> Status {
     LedgerError::Internal(e.to_string()).into()
 }
 
+/// Most commitments opened by one `GetEventDetails`.
+const MAX_DETAILS: usize = 1000;
+
 impl Ledger {
     fn may_read(&self, p: &Principal) -> Result<(), Status> {
         let service_reader = p.is_service() && self.config.ledger.reader_services.contains(&p.id);
+        if p.has_role(Role::Auditor) || p.has_role(Role::Investigator) || service_reader {
+            Ok(())
+        } else {
+            Err(LedgerError::NotAReader.into())
+        }
+    }
+
+    /// Auditors, investigators and the services of `ledger.detail_reader_services` open details.
+    fn may_read_details(&self, p: &Principal) -> Result<(), Status> {
+        let service_reader = p.is_service() && self.config.ledger.detail_reader_services.contains(&p.id);
         if p.has_role(Role::Auditor) || p.has_role(Role::Investigator) || service_reader {
             Ok(())
         } else {
@@ -260,10 +273,7 @@ impl LedgerService for LedgerApi {
         request: Request<GetEventDetailRequest>,
     ) -> Result<Response<GetEventDetailResponse>, Status> {
         let principal = quis_auth::principal(&request)?;
-        let detail_reader = principal.is_service() && self.config.ledger.detail_reader_services.contains(&principal.id);
-        if !(principal.has_role(Role::Auditor) || principal.has_role(Role::Investigator) || detail_reader) {
-            return Err(LedgerError::NotAReader.into());
-        }
+        self.may_read_details(&principal)?;
         let digest = request.into_inner().digest;
         if digest.len() != 32 {
             return Err(LedgerError::Invalid(vec![FieldViolation::new("digest", "must be 32 bytes")]).into());
@@ -273,6 +283,34 @@ impl LedgerService for LedgerApi {
         let (salt, value) = self.decrypt_detail(&digest, &nonce, &ciphertext)?;
         tracing::info!(principal = %principal.id, entry_index, "event detail read");
         Ok(Response::new(GetEventDetailResponse { digest, salt, value, entry_index }))
+    }
+
+    async fn get_event_details(
+        &self,
+        request: Request<GetEventDetailsRequest>,
+    ) -> Result<Response<GetEventDetailsResponse>, Status> {
+        let principal = quis_auth::principal(&request)?;
+        self.may_read_details(&principal)?;
+        let digests = request.into_inner().digests;
+        let mut v = Vec::new();
+        if digests.is_empty() || digests.len() > MAX_DETAILS {
+            v.push(FieldViolation::new("digests", format!("must hold 1 to {MAX_DETAILS} digests")));
+        }
+        for (i, _) in digests.iter().enumerate().filter(|(_, d)| d.len() != 32) {
+            v.push(FieldViolation::new(format!("digests[{i}]"), "must be 32 bytes"));
+        }
+        if !v.is_empty() {
+            return Err(LedgerError::Invalid(v).into());
+        }
+        let mut details = Vec::with_capacity(digests.len());
+        for digest in digests {
+            if let Some((entry_index, nonce, ciphertext)) = self.store.read_detail(&digest).await.map_err(internal)? {
+                let (salt, value) = self.decrypt_detail(&digest, &nonce, &ciphertext)?;
+                details.push(GetEventDetailResponse { digest, salt, value, entry_index });
+            }
+        }
+        tracing::info!(principal = %principal.id, count = details.len(), "event details read");
+        Ok(Response::new(GetEventDetailsResponse { details }))
     }
 
     async fn erase_event_detail(

@@ -30,15 +30,17 @@ pub use store::Store;
 /// The service's credentials towards the ledger: a token file, or (the embedded
 /// default) tokens minted with the development signing key.
 pub fn credentials(config: &QuisConfig) -> Result<ServiceCredentials, String> {
-    ServiceCredentials::configured(config, config.policy.token_file.as_deref(), &config.policy.service_principal)
+    ServiceCredentials::configured(
+        config,
+        "policy",
+        config.policy.token_file.as_deref(),
+        &config.policy.service_principal,
+    )
 }
 
 /// The ledger URL: `policy.ledger_url`, or the ledger's configured listener.
 pub fn ledger_url(config: &QuisConfig) -> Result<String, String> {
-    match &config.policy.ledger_url {
-        Some(url) => Ok(url.clone()),
-        None => config.service_url("ledger").map_err(|e| e.to_string()),
-    }
+    config.service_url(config.policy.ledger_url.as_deref(), "ledger").map_err(|e| e.to_string())
 }
 
 /// The service principal the policy service acts as when it installs the built-in pack.
@@ -123,6 +125,7 @@ pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, Arc<Live>), St
         read_your_writes: config.policy.read_your_writes,
         max_policy_set_bytes: config.policy.max_policy_set_bytes,
         clock: config.clock.clone(),
+        read_only_services: Arc::new(config.policy.read_only_services.clone()),
     };
     let server = PolicyServiceServer::new(service)
         .max_decoding_message_size(config.policy.max_message_bytes)

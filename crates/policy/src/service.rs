@@ -34,6 +34,8 @@ pub struct Policy {
     pub(crate) max_policy_set_bytes: usize,
     /// The check time: the system clock, or the simulator's.
     pub(crate) clock: quis_core::Clock,
+    /// Service principals that read entities but never change them (`policy.read_only_services`).
+    pub(crate) read_only_services: Arc<Vec<String>>,
 }
 
 fn request_id<T>(request: &Request<T>) -> String {
@@ -52,8 +54,22 @@ fn admin(principal: &Principal) -> Result<(), PolicyError> {
 
 /// Entities are administered by administrators and by service principals (the
 /// vault pushes subjects and break-glass grants, HR and case management feeds).
-fn entity_admin(principal: &Principal) -> Result<(), PolicyError> {
+fn entity_reader(principal: &Principal) -> Result<(), PolicyError> {
     if principal.has_role(Role::Admin) || principal.is_service() { Ok(()) } else { Err(PolicyError::NotAnAdmin) }
+}
+
+/// Most feed positions one `ListEntityChanges` reads.
+const MAX_CHANGES_PAGE: i64 = 10_000;
+
+impl Policy {
+    /// Who may change entities: every entity reader but the read-only services (sentinel).
+    fn entity_admin(&self, principal: &Principal) -> Result<(), PolicyError> {
+        entity_reader(principal)?;
+        if principal.is_service() && self.read_only_services.contains(&principal.id) {
+            return Err(PolicyError::NotAnAdmin);
+        }
+        Ok(())
+    }
 }
 
 fn check_reason(field: &str, reason: &str, max: usize, required: bool) -> Result<(), PolicyError> {
@@ -376,7 +392,7 @@ impl PolicyService for Policy {
         request: Request<pb::UpsertEntityRequest>,
     ) -> Result<Response<pb::UpsertEntityResponse>, Status> {
         let caller = quis_auth::principal(&request)?;
-        entity_admin(&caller)?;
+        self.entity_admin(&caller)?;
         let request_id = request_id(&request);
         let req = request.into_inner();
         check_reason("reason", &req.reason, 512, false)?;
@@ -420,7 +436,7 @@ impl PolicyService for Policy {
         request: Request<pb::BatchUpsertEntitiesRequest>,
     ) -> Result<Response<pb::BatchUpsertEntitiesResponse>, Status> {
         let caller = quis_auth::principal(&request)?;
-        entity_admin(&caller)?;
+        self.entity_admin(&caller)?;
         let request_id = request_id(&request);
         let req = request.into_inner();
         check_reason("reason", &req.reason, 512, false)?;
@@ -468,7 +484,7 @@ impl PolicyService for Policy {
         request: Request<pb::DeleteEntityRequest>,
     ) -> Result<Response<pb::DeleteEntityResponse>, Status> {
         let caller = quis_auth::principal(&request)?;
-        entity_admin(&caller)?;
+        self.entity_admin(&caller)?;
         let request_id = request_id(&request);
         let req = request.into_inner();
         check_reason("reason", &req.reason, 512, false)?;
@@ -512,7 +528,7 @@ impl PolicyService for Policy {
         request: Request<pb::ListEntitiesRequest>,
     ) -> Result<Response<pb::ListEntitiesResponse>, Status> {
         let caller = quis_auth::principal(&request)?;
-        entity_admin(&caller)?;
+        entity_reader(&caller)?;
         let req = request.into_inner();
         let kind = entities::kind_of_type(req.r#type)
             .ok_or_else(|| invalid("type", "must be a known EntityType other than UNSPECIFIED"))?;
@@ -539,5 +555,41 @@ impl PolicyService for Policy {
             entities,
             next_page_token: if more { last } else { String::new() },
         }))
+    }
+
+    async fn list_entity_changes(
+        &self,
+        request: Request<pb::ListEntityChangesRequest>,
+    ) -> Result<Response<pb::ListEntityChangesResponse>, Status> {
+        let caller = quis_auth::principal(&request)?;
+        if !caller.is_service() {
+            return Err(PolicyError::NotAService.into());
+        }
+        let req = request.into_inner();
+        let size = page_size(req.page_size, 1000, MAX_CHANGES_PAGE)?;
+        let after = i64::try_from(req.after_version)
+            .map_err(|_| invalid("after_version", "must be an entity version from this service"))?;
+        let rows = self.live.store().changes_since(after, size + 1).await.map_err(PolicyError::from)?;
+        let more = rows.len() as i64 > size;
+        let mut next = after;
+        let mut changes = Vec::new();
+        for row in rows.into_iter().take(size as usize) {
+            next = row.seq;
+            let Some(kind) = row.kind.parse::<EntityKind>().ok() else { continue }; // a policy-set change
+            let version = row.seq as u64;
+            changes.push(match row.body {
+                Some(body) => pb::EntityChange {
+                    version,
+                    entity: Some(pb::Entity::decode(body.as_slice()).map_err(|e| PolicyError::Corrupt(e.to_string()))?),
+                    deleted: String::new(),
+                },
+                None => pb::EntityChange {
+                    version,
+                    entity: None,
+                    deleted: format!("{}/{}", entities::collection(kind), row.id),
+                },
+            });
+        }
+        Ok(Response::new(pb::ListEntityChangesResponse { changes, next_after_version: next as u64, more }))
     }
 }

@@ -137,14 +137,14 @@ async fn populate(config: &QuisConfig, args: &BenchVaultArgs) -> Result<()> {
 async fn organize(gateway: &str, admin: &str, args: &BenchVaultArgs) -> Result<()> {
     let mut policy = PolicyServiceClient::new(Channel::from_shared(format!("http://{gateway}"))?.connect().await?);
     let bearer: MetadataValue<_> = format!("Bearer {admin}").parse()?;
-    let with = |message| {
+    fn with<T>(bearer: &MetadataValue<tonic::metadata::Ascii>, message: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
         req.metadata_mut().insert("authorization", bearer.clone());
         req
-    };
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     while policy
-        .get_policy_set_version(with(pb::GetPolicySetVersionRequest { name: "policySets/active".into() }))
+        .get_policy_set_version(with(&bearer, pb::GetPolicySetVersionRequest { name: "policySets/active".into() }))
         .await
         .is_err()
     {
@@ -183,7 +183,7 @@ async fn organize(gateway: &str, admin: &str, args: &BenchVaultArgs) -> Result<(
     }));
     let entities = entities.into_iter().map(|k| pb::Entity { kind: Some(k) }).collect();
     policy
-        .batch_upsert_entities(with(pb::BatchUpsertEntitiesRequest { entities, reason: "bench-vault".into() }))
+        .batch_upsert_entities(with(&bearer, pb::BatchUpsertEntitiesRequest { entities, reason: "bench-vault".into() }))
         .await
         .context("the bench organization")?;
     Ok(())

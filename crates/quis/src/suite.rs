@@ -10,7 +10,7 @@ use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 /// Backend services, in start order.
-pub const BACKENDS: &[&str] = &["identity", "ledger", "policy", "vault", "echo"];
+pub const BACKENDS: &[&str] = &["identity", "ledger", "policy", "vault", "echo", "sentinel"];
 
 /// Every service `quis serve` accepts. The witness is no backend: it serves plain HTTP
 /// (c2sp.org/tlog-witness) and in production is run by another party; `quis up`
@@ -53,6 +53,11 @@ async fn build_backend(name: &str, ctx: &ServiceContext) -> Result<Backend> {
             Backend { grpc, http: None, notes: Vec::new() }
         }
         "echo" => Backend { grpc: quis_echo::build(), http: None, notes: Vec::new() },
+        "sentinel" => Backend {
+            grpc: quis_sentinel::build(ctx).await.map_err(anyhow::Error::msg)?,
+            http: None,
+            notes: Vec::new(),
+        },
         other => bail!("unknown service {other:?}; known: {}", all_services().join(", ")),
     })
 }
@@ -214,6 +219,24 @@ pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> 
         vkey: witness.verifier_key(),
     }];
     config.ledger.witness_quorum = 1;
+    // Sentinel follows this process's ledger and trusts its keys and witness unless told otherwise.
+    let sentinel = &mut config.sentinel;
+    if sentinel.ledger_url.is_none() {
+        sentinel.ledger_url = config.gateway.upstreams.get("ledger").and_then(|u| u.first()).cloned();
+    }
+    if sentinel.policy_url.is_none() {
+        sentinel.policy_url = config.gateway.upstreams.get("policy").and_then(|u| u.first()).cloned();
+    }
+    if sentinel.tiles_url.is_none() {
+        sentinel.tiles_url = config.gateway.tiles_upstream.clone();
+    }
+    if sentinel.log_vkeys.is_empty() {
+        sentinel.log_vkeys = log_keys.clone();
+    }
+    if sentinel.witness_vkeys.is_empty() {
+        sentinel.witness_vkeys = vec![witness.verifier_key()];
+        sentinel.witness_quorum = 1;
+    }
     let mut notes = vec![format!("log verifier key: {}", log_keys.join(" "))];
     notes.push(format!("witness verifier key: {}", witness.verifier_key()));
     let witness_keys = vec![witness.verifier_key()];

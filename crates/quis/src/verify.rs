@@ -9,10 +9,8 @@
 //! All the format logic (notes, proofs, tile coordinates, bundles) is `quis-tlog`'s; this
 //! module only fetches bytes and decides what to believe.
 use std::{
-    collections::HashMap,
     io::Write as _,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -21,7 +19,8 @@ use futures::{StreamExt as _, TryStreamExt as _, stream};
 use quis_tlog::{
     HashReader as _, MemoryHashes, TlogError,
     checkpoint::{self, Checkpoint},
-    note::{MAX_NOTE_SIZE, Note, Verifier},
+    client::TileClient,
+    note::{Note, Verifier},
     stored_hash_index,
     tile::{self, FULL_WIDTH, Tile, TileHashReader},
     tree_hash,
@@ -29,12 +28,6 @@ use quis_tlog::{
 
 /// Requests in flight at once while downloading tiles and bundles.
 const PARALLEL_FETCHES: usize = 8;
-
-/// The largest entry bundle: 256 entries of at most 65,535 bytes, each with a 2-byte length.
-const MAX_BUNDLE_BYTES: usize = FULL_WIDTH as usize * (2 + u16::MAX as usize);
-
-/// The largest hash tile.
-const MAX_TILE_BYTES: usize = FULL_WIDTH as usize * quis_tlog::HASH_SIZE;
 
 #[derive(clap::Args)]
 pub struct VerifyArgs {
@@ -93,7 +86,7 @@ pub async fn check(args: &VerifyArgs) -> Result<String> {
         (_, false) => None,
     };
     let trusted = load_state(&args.state)?;
-    let log = TileClient::new(&args.url, token)?;
+    let log = TileClient::new(&args.url, token.map(str::to_string)).context("--url")?;
 
     // 1. The latest checkpoint, its log signature and its cosignatures.
     let note = log.checkpoint().await?;
@@ -214,7 +207,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Proves from hash tiles that the tree of `new` extends the tree of `old`.
-async fn check_consistency(log: &TileClient<'_>, new: &Checkpoint, old: &Checkpoint) -> Result<()> {
+async fn check_consistency(log: &TileClient, new: &Checkpoint, old: &Checkpoint) -> Result<()> {
     if new.origin != old.origin {
         bail!("the log's origin is {:?}, the trusted state's is {:?}: not the same log", new.origin, old.origin);
     }
@@ -261,7 +254,7 @@ fn bundles(size: u64) -> impl Iterator<Item = (u64, u16)> {
 
 /// Downloads every entry and recomputes the root; on a mismatch, finds the first entry that
 /// differs from the leaf hashes the log committed to.
-async fn recompute_from_entries(log: &TileClient<'_>, cp: &Checkpoint) -> Result<()> {
+async fn recompute_from_entries(log: &TileClient, cp: &Checkpoint) -> Result<()> {
     let mut tree = MemoryHashes::new();
     let mut fetched = stream::iter(bundles(cp.size)).map(|(n, w)| log.entry_bundle(n, w)).buffered(PARALLEL_FETCHES);
     while let Some(entries) = fetched.try_next().await? {
@@ -362,115 +355,4 @@ fn write_state(path: &Path, note: &str) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.with_context(|| format!("writing the state file {}", path.display()))
-}
-
-/// Fetches from a c2sp.org/tlog-tiles log.
-struct TileClient<'a> {
-    http: reqwest::Client,
-    base: String,
-    token: Option<&'a str>,
-}
-
-impl<'a> TileClient<'a> {
-    fn new(url: &str, token: Option<&'a str>) -> Result<Self> {
-        let base = url.trim_end_matches('/').to_string();
-        let parsed = reqwest::Url::parse(&base).with_context(|| format!("--url {url:?} is not a URL"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            bail!("--url {url:?} must be http or https");
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
-            // The token must not follow a redirect anywhere else.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .context("building the HTTP client")?;
-        Ok(Self { http, base, token })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/{path}", self.base)
-    }
-
-    /// GETs `path`; `None` on 404. Bodies larger than `max` are refused.
-    async fn get(&self, path: &str, max: usize, auth: bool) -> Result<Option<Vec<u8>>> {
-        let url = self.url(path);
-        let mut request = self.http.get(&url);
-        if auth && let Some(token) = self.token {
-            request = request.bearer_auth(token);
-        }
-        let mut response = request.send().await.with_context(|| format!("GET {url}"))?;
-        let status = response.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            let hint = match status.as_u16() {
-                401 | 403 => " (entry bundles need a token with the auditor role: --token or QUIS_TOKEN)",
-                _ => "",
-            };
-            let body = response.text().await.unwrap_or_default();
-            bail!("GET {url}: {status}{hint}: {}", body.trim().chars().take(200).collect::<String>());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.with_context(|| format!("GET {url}: reading the body"))? {
-            if body.len() + chunk.len() > max {
-                bail!("GET {url}: the body exceeds {max} bytes");
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Some(body))
-    }
-
-    async fn checkpoint(&self) -> Result<String> {
-        let body = self
-            .get("checkpoint", MAX_NOTE_SIZE, false)
-            .await?
-            .ok_or_else(|| anyhow!("GET {}: 404, the log has no checkpoint yet", self.url("checkpoint")))?;
-        String::from_utf8(body).with_context(|| format!("GET {}: the checkpoint is not UTF-8", self.url("checkpoint")))
-    }
-
-    /// A hash tile; a partial tile the log no longer serves may be replaced by the full tile.
-    /// Returns the tile actually fetched.
-    async fn hash_tile(&self, tile: Tile) -> Result<(Tile, Vec<u8>)> {
-        let mut candidates = vec![tile];
-        if tile.width < FULL_WIDTH {
-            candidates.push(Tile { width: FULL_WIDTH, ..tile });
-        }
-        for candidate in candidates {
-            if let Some(data) = self.get(&candidate.path(), MAX_TILE_BYTES, false).await? {
-                return Ok((candidate, data));
-            }
-        }
-        bail!("GET {}: 404, the log does not serve a tile its checkpoint covers", self.url(&tile.path()))
-    }
-
-    async fn hash_tiles(&self, tiles: &[Tile]) -> Result<HashMap<Tile, Vec<u8>>> {
-        stream::iter(tiles.iter().copied()).map(|t| self.hash_tile(t)).buffered(PARALLEL_FETCHES).try_collect().await
-    }
-
-    /// The `width` entries of bundle `n`, from the partial bundle or, failing that, the full one.
-    async fn entry_bundle(&self, n: u64, width: u16) -> Result<Vec<Vec<u8>>> {
-        let mut candidates = vec![width];
-        if width < FULL_WIDTH {
-            candidates.push(FULL_WIDTH);
-        }
-        for w in candidates {
-            let path = tile::entries_path(n, w);
-            let Some(data) = self.get(&path, MAX_BUNDLE_BYTES, true).await? else {
-                continue;
-            };
-            let mut entries =
-                tile::decode_bundle(&data).with_context(|| format!("GET {}: malformed bundle", self.url(&path)))?;
-            if entries.len() != usize::from(w) {
-                bail!("GET {}: the bundle holds {} entries, expected {w}", self.url(&path), entries.len());
-            }
-            entries.truncate(usize::from(width));
-            return Ok(entries);
-        }
-        bail!(
-            "GET {}: 404, the log does not serve entries its checkpoint covers",
-            self.url(&tile::entries_path(n, width))
-        )
-    }
 }

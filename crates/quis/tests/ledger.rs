@@ -39,14 +39,7 @@ impl Drop for LedgerUnderTest {
 
 /// A fresh PostgreSQL database on the local server, or the embedded SQLite default.
 async fn store_url(postgres: bool) -> Option<String> {
-    if !postgres {
-        return None;
-    }
-    let name = format!("quis_test_{}", uuid().replace('-', ""));
-    let admin = quis_core::db::Db::connect("postgres://postgres@127.0.0.1:5432/postgres").await.expect("postgres");
-    let quis_core::db::Db::Postgres(pool) = admin else { unreachable!() };
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create database");
-    Some(format!("postgres://postgres@127.0.0.1:5432/{name}"))
+    if postgres { Some(postgres_url().await) } else { None }
 }
 
 async fn start(postgres: bool) -> LedgerUnderTest {
@@ -419,7 +412,7 @@ async fn tiles_serve_the_signed_tree_and_entries_need_an_auditor() {
 
 #[tokio::test]
 async fn details_decrypt_for_investigators_and_erasure_leaves_proofs_valid() {
-    use quis_proto::ledger::{EraseEventDetailRequest, GetEventDetailRequest};
+    use quis_proto::ledger::{EraseEventDetailRequest, GetEventDetailRequest, GetEventDetailsRequest};
     let l = start(false).await;
     let mut client = l.client().await;
     let (event, detail) = access("subject-42");
@@ -453,6 +446,34 @@ async fn details_decrypt_for_investigators_and_erasure_leaves_proofs_valid() {
         .await
         .expect_err("not a reader");
     assert_refused(&err, Code::PermissionDenied, "ROLE_REQUIRED");
+    // Of the services, only those of ledger.detail_reader_services (sentinel) open details.
+    let err = client
+        .get_event_detail(with_token(GetEventDetailRequest { digest: digest.clone() }, &l.service("vault")))
+        .await
+        .expect_err("the vault reads entries, not details");
+    assert_refused(&err, Code::PermissionDenied, "ROLE_REQUIRED");
+    let by_sentinel = client
+        .get_event_detail(with_token(GetEventDetailRequest { digest: digest.clone() }, &l.service("sentinel")))
+        .await
+        .expect("sentinel opens details")
+        .into_inner();
+    assert_eq!(by_sentinel.value, "subject-42");
+    let batch = client
+        .get_event_details(with_token(
+            GetEventDetailsRequest { digests: vec![vec![7; 32], digest.clone()] },
+            &l.service("sentinel"),
+        ))
+        .await
+        .expect("sentinel opens details in bulk")
+        .into_inner()
+        .details;
+    assert_eq!(batch.len(), 1, "an unknown commitment is left out");
+    assert_eq!((batch[0].digest.as_slice(), batch[0].value.as_str()), (digest.as_slice(), "subject-42"));
+    let err = client
+        .get_event_details(with_token(GetEventDetailsRequest { digests: vec![vec![1; 3]] }, &investigator))
+        .await
+        .expect_err("a short digest");
+    assert_refused(&err, Code::InvalidArgument, "INVALID_ARGUMENT");
     let err = client
         .erase_event_detail(with_token(
             EraseEventDetailRequest { digest: digest.clone(), reason: "erasure request 7".into() },

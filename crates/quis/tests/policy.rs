@@ -642,3 +642,83 @@ async fn bad_input_names_the_field() {
     let d = client.clone().check(with_token(no_purpose, &vault)).await.expect("decided").into_inner();
     assert!(!d.allowed);
 }
+
+#[tokio::test]
+async fn sentinel_follows_the_entity_change_feed_but_cannot_change_entities() {
+    let world = World::start(false).await;
+    organization(&world).await;
+    let mut client = world.client(world.b).await;
+    let admin = world.admin("root");
+    client
+        .delete_entity(with_token(
+            DeleteEntityRequest { name: "cases/c-1".into(), reason: "closed and purged".into() },
+            &admin,
+        ))
+        .await
+        .expect("delete");
+    let sentinel = world.token("sentinel", PrincipalKind::Service, &[Role::Service]);
+
+    // The whole feed, a page of two positions at a time: every write in order, the deletion by name.
+    let (mut after, mut seen) = (0, Vec::new());
+    loop {
+        let page = client
+            .list_entity_changes(with_token(
+                pb::ListEntityChangesRequest { after_version: after, page_size: 2 },
+                &sentinel,
+            ))
+            .await
+            .expect("changes")
+            .into_inner();
+        assert!(page.next_after_version > after || !page.more, "the feed moves on");
+        after = page.next_after_version;
+        seen.extend(page.changes.into_iter().map(|c| match c.entity.and_then(|e| e.kind) {
+            Some(E::Staff(s)) => s.name,
+            Some(E::Team(t)) => t.name,
+            Some(E::Subject(s)) => s.name,
+            Some(E::Case(c)) => c.name,
+            _ => format!("deleted {}", c.deleted),
+        }));
+        if !page.more {
+            break;
+        }
+    }
+    let expected = ["teams/north", "staff/alice", "staff/bob", "subjects/s-1", "cases/c-1", "deleted cases/c-1"];
+    assert_eq!(seen.iter().filter(|n| expected.contains(&n.as_str())).count(), expected.len(), "{seen:?}");
+    assert_eq!(seen.last().map(String::as_str), Some("deleted cases/c-1"));
+    client
+        .list_entities(with_token(
+            ListEntitiesRequest { r#type: pb::EntityType::Staff as i32, ..Default::default() },
+            &sentinel,
+        ))
+        .await
+        .expect("sentinel lists entities");
+
+    // Read-only: no write of any kind.
+    let err = client
+        .upsert_entity(with_token(
+            UpsertEntityRequest { entity: Some(subject("s-2")), reason: String::new() },
+            &sentinel,
+        ))
+        .await
+        .expect_err("sentinel may not write");
+    assert_refused(&err, Code::PermissionDenied, "NOT_AN_ADMIN");
+    let err = client
+        .batch_upsert_entities(with_token(
+            BatchUpsertEntitiesRequest { entities: vec![subject("s-3")], reason: String::new() },
+            &sentinel,
+        ))
+        .await
+        .expect_err("sentinel may not write");
+    assert_refused(&err, Code::PermissionDenied, "NOT_AN_ADMIN");
+    let err = client
+        .delete_entity(with_token(DeleteEntityRequest { name: "subjects/s-1".into(), reason: "x".into() }, &sentinel))
+        .await
+        .expect_err("sentinel may not delete");
+    assert_refused(&err, Code::PermissionDenied, "NOT_AN_ADMIN");
+    // Staff read no feed: it is for services.
+    let err = client
+        .list_entity_changes(with_token(pb::ListEntityChangesRequest::default(), &admin))
+        .await
+        .expect_err("not a service");
+    assert_refused(&err, Code::PermissionDenied, "NOT_A_SERVICE");
+}

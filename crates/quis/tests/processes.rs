@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use quis_proto::echo::{EchoRequest, echo_service_client::EchoServiceClient};
+use quis_proto::{
+    echo::{EchoRequest, echo_service_client::EchoServiceClient},
+    sentinel::{ListDetectionsRequest, sentinel_service_client::SentinelServiceClient},
+};
 use support::*;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
@@ -110,6 +113,19 @@ async fn quis_up_from_nothing_serves_through_the_gateway_and_stops_on_sigterm() 
     let reply =
         client.echo(with_token(EchoRequest { message: "hello".into(), payload: vec![] }, &token)).await.expect("echo");
     assert_eq!(reply.into_inner().principal, "alice");
+
+    // Sentinel runs in the suite and is routed by the gateway, for investigators only.
+    let investigator = quis_token(data, "ivy", "investigator");
+    let mut sentinel = SentinelServiceClient::new(channel(gateway).await);
+    let detections = sentinel
+        .list_detections(with_token(ListDetectionsRequest {}, &investigator))
+        .await
+        .expect("sentinel through the gateway")
+        .into_inner()
+        .detections;
+    assert!(detections.iter().any(|d| d.id == "ledger-integrity"), "{detections:?}");
+    let refused = sentinel.list_detections(with_token(ListDetectionsRequest {}, &token)).await.expect_err("caseworker");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
 
     assert_eq!(http_get(admin, "/livez").await.0, 200);
     assert_eq!(http_get(admin, "/readyz").await.0, 200);

@@ -1,363 +1,43 @@
-//! Sentinel's configuration: where the ledger is and which keys it must be
-//! signed by, and every detection's thresholds and severity. Every setting has
-//! a default; unknown keys are refused so that a typo never silently disables
-//! a detection, and [`SentinelConfig::validate`] names the key it refuses.
-use serde::{Deserialize, Serialize};
+//! Sentinel's configuration is the `sentinel` section of the suite's
+//! configuration (`quis_core::sentinel`); this module adds the check of the
+//! verifier keys, which needs the signed-note parser.
+pub use quis_core::sentinel::*;
 
-/// How urgent an alert is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
+/// Refuses a configuration that cannot work, naming the key: the section's own
+/// rules, then the syntax and type of every verifier key.
+pub fn validate(config: &SentinelConfig) -> Result<(), SentinelConfigError> {
+    config.validate()?;
+    let refuse = |key: String, rule: &str| Err(SentinelConfigError { key, rule: rule.to_string() });
+    for (i, k) in config.log_vkeys.iter().enumerate() {
+        if quis_tlog::note::Verifier::from_vkey(k).is_err() {
+            return refuse(format!("log_vkeys[{i}]"), "is not a verifier key <name>+<hex id>+<base64>");
+        }
+    }
+    for (i, k) in config.witness_vkeys.iter().enumerate() {
+        let v = quis_tlog::note::Verifier::from_vkey(k);
+        if v.is_err() || v.is_ok_and(|v| v.key_type() != quis_tlog::note::KEY_TYPE_COSIGNATURE_V1) {
+            return refuse(format!("witness_vkeys[{i}]"), "is not a cosignature/v1 (type 0x04) verifier key");
+        }
+    }
+    Ok(())
 }
 
-impl Severity {
-    /// The `quis.sentinel.v1.Severity` value.
-    pub fn to_proto(self) -> i32 {
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severities_carry_the_numbers_of_the_api() {
         use quis_proto::sentinel::Severity as P;
-        (match self {
-            Severity::Low => P::Low,
-            Severity::Medium => P::Medium,
-            Severity::High => P::High,
-            Severity::Critical => P::Critical,
-        }) as i32
-    }
-
-    /// From a stored or requested value; `None` for unspecified or unknown.
-    pub fn from_proto(v: i32) -> Option<Self> {
-        use quis_proto::sentinel::Severity as P;
-        match P::try_from(v).ok()? {
-            P::Unspecified => None,
-            P::Low => Some(Severity::Low),
-            P::Medium => Some(Severity::Medium),
-            P::High => Some(Severity::High),
-            P::Critical => Some(Severity::Critical),
+        for (ours, theirs) in [
+            (Severity::Low, P::Low),
+            (Severity::Medium, P::Medium),
+            (Severity::High, P::High),
+            (Severity::Critical, P::Critical),
+        ] {
+            assert_eq!(ours.to_proto(), theirs as i32);
+            assert_eq!(Severity::from_proto(theirs as i32), Some(ours));
         }
-    }
-}
-
-/// A setting that breaks a rule, named by its key.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("sentinel configuration: `{key}` {rule}")]
-pub struct ConfigError {
-    pub key: String,
-    pub rule: String,
-}
-
-fn invalid(key: &str, rule: &str) -> Result<(), ConfigError> {
-    Err(ConfigError { key: key.to_string(), rule: rule.to_string() })
-}
-
-/// See the module documentation.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SentinelConfig {
-    /// The ledger's verifier keys (`<origin>+<key id>+<base64>`); at least one must have signed each checkpoint.
-    pub log_vkeys: Vec<String>,
-    /// The witnesses' cosigner keys (type 0x04) sentinel trusts.
-    pub witness_vkeys: Vec<String>,
-    /// How many of those witnesses must have cosigned each checkpoint.
-    pub witness_quorum: usize,
-    /// How often the integrity monitor fetches the latest checkpoint.
-    pub integrity_interval_ms: u64,
-    /// One tailed entry in this many is checked against an inclusion proof (1 checks every entry).
-    pub sample_every: u64,
-    /// The tail standing still this long behind the verified tree raises a `ledger-integrity`
-    /// alert (the ledger cannot serve an entry: deleted or corrupt rows).
-    pub stall_alert_ms: u64,
-    /// Most entries processed and committed in one transaction.
-    pub batch_max: usize,
-    /// First wait before reconnecting a broken tail; doubles up to `reconnect_max_ms`.
-    pub reconnect_min_ms: u64,
-    /// Longest wait before reconnecting.
-    pub reconnect_max_ms: u64,
-    /// Alerts on one actor less than this apart join the same incident.
-    pub incident_window_secs: u64,
-    /// The detections.
-    pub detections: DetectionsConfig,
-}
-
-impl Default for SentinelConfig {
-    fn default() -> Self {
-        Self {
-            log_vkeys: Vec::new(),
-            witness_vkeys: Vec::new(),
-            witness_quorum: 0,
-            integrity_interval_ms: 1000,
-            sample_every: 16,
-            stall_alert_ms: 30_000,
-            batch_max: 500,
-            reconnect_min_ms: 100,
-            reconnect_max_ms: 10_000,
-            incident_window_secs: 24 * 3600,
-            detections: DetectionsConfig::default(),
-        }
-    }
-}
-
-/// Every detection that needs only the ledger's events.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DetectionsConfig {
-    pub enumeration: EnumerationConfig,
-    pub volume: VolumeConfig,
-    pub off_hours: OffHoursConfig,
-    pub bulk_export: BulkExportConfig,
-    pub credential_misuse: CredentialMisuseConfig,
-    pub break_glass_abuse: BreakGlassAbuseConfig,
-    pub ledger_integrity: LedgerIntegrityConfig,
-    /// Most actors whose behaviour is tracked; the least recently active is forgotten first.
-    pub max_actors: usize,
-}
-
-impl Default for DetectionsConfig {
-    fn default() -> Self {
-        Self {
-            enumeration: Default::default(),
-            volume: Default::default(),
-            off_hours: Default::default(),
-            bulk_export: Default::default(),
-            credential_misuse: Default::default(),
-            break_glass_abuse: Default::default(),
-            ledger_integrity: Default::default(),
-            max_actors: 100_000,
-        }
-    }
-}
-
-/// `enumeration`: many denials by one actor in a short window.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EnumerationConfig {
-    pub enabled: bool,
-    pub severity: Severity,
-    /// Denied attempts within `window_secs` that raise the alert.
-    pub denials: usize,
-    pub window_secs: u64,
-}
-
-impl Default for EnumerationConfig {
-    fn default() -> Self {
-        Self { enabled: true, severity: Severity::High, denials: 10, window_secs: 600 }
-    }
-}
-
-/// `volume`: distinct subjects per day far above the actor's own baseline.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VolumeConfig {
-    pub enabled: bool,
-    pub severity: Severity,
-    /// Days of history kept for the baseline (the mean of the active days among them).
-    pub baseline_days: usize,
-    /// Active days needed before the baseline is trusted.
-    pub min_baseline_days: usize,
-    /// The alert fires above this multiple of the baseline...
-    pub factor: f64,
-    /// ...and above this many distinct subjects in the day, whatever the baseline.
-    pub min_subjects: usize,
-}
-
-impl Default for VolumeConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            severity: Severity::High,
-            baseline_days: 20,
-            min_baseline_days: 3,
-            factor: 3.0,
-            min_subjects: 30,
-        }
-    }
-}
-
-/// `off-hours`: activity in an hour in which the actor is rarely active.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OffHoursConfig {
-    pub enabled: bool,
-    pub severity: Severity,
-    /// Events seen from the actor before its usual hours are trusted.
-    pub min_history: u64,
-    /// An hour (with its neighbours) holding less than this share of the actor's history is unusual.
-    pub max_share: f64,
-    /// The organization's offset from UTC, in minutes, for hours of the day.
-    pub utc_offset_minutes: i32,
-}
-
-impl Default for OffHoursConfig {
-    fn default() -> Self {
-        Self { enabled: true, severity: Severity::Medium, min_history: 200, max_share: 0.01, utc_offset_minutes: 0 }
-    }
-}
-
-/// `bulk-export`: an export or search returning far more than the actor's norm.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BulkExportConfig {
-    pub enabled: bool,
-    pub severity: Severity,
-    /// Results in one export or search that always raise the alert.
-    pub max_results: u32,
-    /// Results above this multiple of the actor's mean also raise it...
-    pub factor: f64,
-    /// ...once the mean rests on this many exports and searches,
-    pub min_history: u64,
-    /// ...and the result count is at least this.
-    pub min_results: u32,
-}
-
-impl Default for BulkExportConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            severity: Severity::High,
-            max_results: 500,
-            factor: 10.0,
-            min_history: 20,
-            min_results: 50,
-        }
-    }
-}
-
-/// `credential-misuse`: one principal from many hosts in a short window, or from a new host.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CredentialMisuseConfig {
-    pub enabled: bool,
-    pub severity: Severity,
-    /// Distinct source addresses or devices within `window_secs` that raise the alert.
-    pub hosts: usize,
-    pub window_secs: u64,
-    /// Raise a (lower) alert on a host never seen for an actor with an established history.
-    pub new_host: bool,
-    pub new_host_severity: Severity,
-    /// Events needed before an actor's known hosts are trusted.
-    pub min_history: u64,
-    /// Most hosts remembered per actor.
-    pub max_known_hosts: usize,
-}
-
-impl Default for CredentialMisuseConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            severity: Severity::High,
-            hosts: 3,
-            window_secs: 900,
-            new_host: true,
-            new_host_severity: Severity::Low,
-            min_history: 50,
-            max_known_hosts: 16,
-        }
-    }
-}
-
-/// `break-glass-abuse`: repeated break-glass, or break-glass without justification.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BreakGlassAbuseConfig {
-    pub enabled: bool,
-    pub severity: Severity,
-    /// Break-glass starts within `window_secs` that raise the alert.
-    pub uses: usize,
-    pub window_secs: u64,
-}
-
-impl Default for BreakGlassAbuseConfig {
-    fn default() -> Self {
-        Self { enabled: true, severity: Severity::High, uses: 3, window_secs: 7 * 24 * 3600 }
-    }
-}
-
-/// `ledger-integrity`: always on; only its severity is configurable (critical by default).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LedgerIntegrityConfig {
-    pub severity: Severity,
-}
-
-impl Default for LedgerIntegrityConfig {
-    fn default() -> Self {
-        Self { severity: Severity::Critical }
-    }
-}
-
-impl SentinelConfig {
-    /// Refuses a configuration that cannot work, naming the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        for (i, k) in self.log_vkeys.iter().enumerate() {
-            if quis_tlog::note::Verifier::from_vkey(k).is_err() {
-                return invalid(&format!("log_vkeys[{i}]"), "is not a verifier key <name>+<hex id>+<base64>");
-            }
-        }
-        for (i, k) in self.witness_vkeys.iter().enumerate() {
-            let v = quis_tlog::note::Verifier::from_vkey(k);
-            if v.is_err() || v.is_ok_and(|v| v.key_type() != quis_tlog::note::KEY_TYPE_COSIGNATURE_V1) {
-                return invalid(&format!("witness_vkeys[{i}]"), "is not a cosignature/v1 (type 0x04) verifier key");
-            }
-        }
-        if self.witness_quorum > self.witness_vkeys.len() {
-            return invalid("witness_quorum", "must not exceed the number of witness_vkeys");
-        }
-        if self.integrity_interval_ms < 10 {
-            return invalid("integrity_interval_ms", "must be at least 10");
-        }
-        if self.sample_every == 0 {
-            return invalid("sample_every", "must be at least 1");
-        }
-        if self.stall_alert_ms < 100 {
-            return invalid("stall_alert_ms", "must be at least 100");
-        }
-        if self.batch_max == 0 || self.batch_max > 10_000 {
-            return invalid("batch_max", "must be 1 to 10000");
-        }
-        if self.reconnect_min_ms == 0 || self.reconnect_max_ms < self.reconnect_min_ms {
-            return invalid("reconnect_min_ms", "must be at least 1 and at most reconnect_max_ms");
-        }
-        if self.incident_window_secs == 0 {
-            return invalid("incident_window_secs", "must be at least 1");
-        }
-        let d = &self.detections;
-        if d.max_actors == 0 {
-            return invalid("detections.max_actors", "must be at least 1");
-        }
-        if d.enumeration.denials < 2 || d.enumeration.window_secs == 0 {
-            return invalid("detections.enumeration.denials", "must be at least 2, over a window_secs of at least 1");
-        }
-        if d.volume.baseline_days == 0 || d.volume.min_baseline_days > d.volume.baseline_days {
-            return invalid("detections.volume.min_baseline_days", "must not exceed baseline_days (at least 1)");
-        }
-        if !(d.volume.factor.is_finite() && d.volume.factor >= 1.0) {
-            return invalid("detections.volume.factor", "must be a number of at least 1");
-        }
-        if !(d.off_hours.max_share.is_finite() && (0.0..1.0).contains(&d.off_hours.max_share)) {
-            return invalid("detections.off_hours.max_share", "must be at least 0 and below 1");
-        }
-        if d.off_hours.utc_offset_minutes.abs() > 14 * 60 {
-            return invalid("detections.off_hours.utc_offset_minutes", "must be within -840 to 840");
-        }
-        if !(d.bulk_export.factor.is_finite() && d.bulk_export.factor >= 1.0) {
-            return invalid("detections.bulk_export.factor", "must be a number of at least 1");
-        }
-        if d.credential_misuse.hosts < 2 || d.credential_misuse.window_secs == 0 {
-            return invalid(
-                "detections.credential_misuse.hosts",
-                "must be at least 2, over a window_secs of at least 1",
-            );
-        }
-        if d.credential_misuse.max_known_hosts == 0 {
-            return invalid("detections.credential_misuse.max_known_hosts", "must be at least 1");
-        }
-        if d.break_glass_abuse.uses < 2 || d.break_glass_abuse.window_secs == 0 {
-            return invalid(
-                "detections.break_glass_abuse.uses",
-                "must be at least 2, over a window_secs of at least 1",
-            );
-        }
-        Ok(())
+        assert_eq!(Severity::from_proto(P::Unspecified as i32), None);
     }
 }

@@ -1,19 +1,26 @@
 //! The ledger consumer: follows `TailEvents` from the persisted cursor,
-//! decodes each entry from its stored bytes, runs the detections, and commits
-//! the new cursor in the same transaction as what the batch produced. After
-//! any failure it reloads its state from the store and reconnects with a
-//! jittered exponential backoff, so that the store is the only truth.
+//! decodes each entry from its stored bytes, enriches the accesses (policy's
+//! entities, refreshed from policy's change feed whenever the ledger shows an
+//! admin event, so an access is judged on the entities it was decided on; its
+//! subject opened through the ledger's event details), runs the detections,
+//! and commits the new cursor in the same transaction as what the batch
+//! produced. After any failure it reloads its state from the store and
+//! reconnects with a jittered exponential backoff, so that the store is the
+//! only truth.
 use std::time::Duration;
 
 use futures::FutureExt;
-use quis_proto::ledger::TailEventsRequest;
+use quis_proto::ledger::{Action, Decision, TailEventsRequest, event::Kind};
 use rand::Rng;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    access_index::AccessSample,
     config::SentinelConfig,
     detect::{Engine, Evidence, NewAlert},
+    enrich,
+    entities::{EntityView, PolicyLink},
     event::{self, EnrichedAccess},
     link::LedgerLink,
     store::{AlertRow, SentinelStore, StoreError, now_ms},
@@ -38,6 +45,17 @@ enum FollowError {
     Gap { expected: u64, got: u64 },
 }
 
+/// Where the consumer reads from and what it feeds.
+pub struct Links {
+    pub ledger: LedgerLink,
+    /// Policy, for the entities; without it the entity detections do not run.
+    pub policy: Option<PolicyLink>,
+    /// Entries to check against the verified tree.
+    pub samples: mpsc::Sender<Sample>,
+    /// Accesses to look for in the vault's access index, if it is checked.
+    pub accesses: Option<mpsc::Sender<AccessSample>>,
+}
+
 /// See the module documentation.
 pub struct Consumer {
     link: LedgerLink,
@@ -49,19 +67,39 @@ pub struct Consumer {
     samples: mpsc::Sender<Sample>,
     /// The last gap reported, so that a persistent gap is reported once.
     gap_reported: Option<(u64, u64)>,
+    policy: Option<PolicyLink>,
+    accesses: Option<mpsc::Sender<AccessSample>>,
+    entities: EntityView,
+    /// An admin event was seen since the entities were last refreshed.
+    entities_stale: bool,
+    /// The entities were read at least once (before that, accesses are not judged on them).
+    entities_loaded: bool,
 }
 
 impl Consumer {
     /// A consumer resuming from the store.
     pub async fn new(
-        link: LedgerLink,
+        links: Links,
         store: SentinelStore,
         config: SentinelConfig,
         alerts: broadcast::Sender<AlertRow>,
-        samples: mpsc::Sender<Sample>,
     ) -> Result<Self, StoreError> {
         let engine = Engine::new(config.detections.clone());
-        let mut consumer = Self { link, store, config, engine, cursor: 0, alerts, samples, gap_reported: None };
+        let mut consumer = Self {
+            link: links.ledger,
+            store,
+            config,
+            engine,
+            cursor: 0,
+            alerts,
+            samples: links.samples,
+            gap_reported: None,
+            policy: links.policy,
+            accesses: links.accesses,
+            entities: EntityView::default(),
+            entities_stale: true,
+            entities_loaded: false,
+        };
         consumer.reload().await?;
         Ok(consumer)
     }
@@ -140,6 +178,8 @@ impl Consumer {
         let from = self.cursor;
         let mut next = from;
         let mut accesses = Vec::with_capacity(entries.len());
+        // Accesses since the last admin event: enriched on the entities as they were then.
+        let mut pending = Vec::new();
         let mut integrity = Vec::new();
         let mut gap = None;
         let severity = self.config.detections.ledger_integrity.severity;
@@ -167,7 +207,12 @@ impl Consumer {
                         // A full queue drops the sample: the monitor checks what it can keep up with.
                         let _ = self.samples.try_send(Sample { index, leaf_hash: observed.leaf_hash });
                     }
-                    accesses.extend(EnrichedAccess::from_observed(&observed));
+                    if matches!(observed.event, Kind::Admin(_)) {
+                        self.enrich(&mut pending).await?;
+                        accesses.append(&mut pending);
+                        self.entities_stale = true;
+                    }
+                    pending.extend(EnrichedAccess::from_observed(&observed));
                 }
                 Err(e) => integrity.push(NewAlert {
                     detection: "ledger-integrity",
@@ -184,6 +229,8 @@ impl Consumer {
             }
             next = index + 1;
         }
+        self.enrich(&mut pending).await?;
+        accesses.append(&mut pending);
         let mut out = self.engine.process(&accesses);
         out.alerts.extend(integrity);
         if next > from || !out.alerts.is_empty() {
@@ -198,5 +245,44 @@ impl Consumer {
             Some(g) => Err(g),
             None => Ok(()),
         }
+    }
+
+    /// Sends a sampled allowed access to a known subject to be looked for in the vault's index.
+    fn sample_for_access_index(&self, e: &EnrichedAccess) {
+        let (Some(tx), Some(subject)) = (&self.accesses, &e.subject_id) else { return };
+        let indexed = matches!(e.action, Action::Read | Action::Export | Action::Update | Action::RecordAccess);
+        if indexed && e.decision == Decision::Allow && e.index % self.config.sample_every == 0 {
+            let sample =
+                AccessSample { index: e.index, leaf_hash: e.leaf_hash, subject: subject.clone(), time_ms: e.time_ms };
+            // A full queue drops the sample, as for the tree samples.
+            let _ = tx.try_send(sample);
+        }
+    }
+
+    /// Brings the entities up to date if an admin event was seen, opens the accesses'
+    /// commitments and enriches them. Policy or the details being unreachable does not stop
+    /// detection: the accesses are judged on the entities last read (or, before any, not on
+    /// entities at all), and the refresh is tried again with the next accesses.
+    async fn enrich(&mut self, accesses: &mut [EnrichedAccess]) -> Result<(), FollowError> {
+        let Some(policy) = &self.policy else { return Ok(()) };
+        if accesses.is_empty() {
+            return Ok(());
+        }
+        if self.entities_stale {
+            match policy.refresh(&mut self.entities).await {
+                Ok(_) => (self.entities_stale, self.entities_loaded) = (false, true),
+                Err(e) => tracing::warn!(code = ?e.code(), message = e.message(), "policy's entities not refreshed"),
+            }
+        }
+        if !self.entities_loaded {
+            return Ok(());
+        }
+        let details = enrich::open_details(&self.link, accesses).await?;
+        let purposes = &self.config.detections.unexplained_access.explaining_purposes;
+        for e in accesses.iter_mut() {
+            enrich::enrich(&self.entities, &details, purposes, e);
+            self.sample_for_access_index(e);
+        }
+        Ok(())
     }
 }

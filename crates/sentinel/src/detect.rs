@@ -1,12 +1,15 @@
-//! The detections that need only the ledger's events: enumeration, volume
-//! against the actor's own baseline, off-hours against the actor's usual
-//! hours, bulk export, credential misuse (many hosts, new host), break-glass
-//! (a review item for every use; an alert for abuse).
+//! The detection engine. Here, the detections on the events themselves:
+//! enumeration (denials), volume against the actor's own and the team's
+//! baseline, off-hours against the actor's usual hours, bulk export,
+//! credential misuse (many hosts, new host), break-glass (a review item for
+//! every use; an alert for abuse); those on policy's entities are in
+//! [`crate::detect_entities`].
 //!
-//! Per-actor state is small and bounded by configuration (windows hold at most
-//! their threshold, known hosts and tracked actors are capped); the actors a
-//! batch changed are returned so the store can save them in the same
-//! transaction as the cursor and the alerts, which makes a restart exact.
+//! Per-actor and per-team state is small and bounded by configuration
+//! (windows hold at most their threshold, known hosts, remembered subjects,
+//! a day's subjects and tracked actors are capped); the states a batch
+//! changed are returned so the store can save them in the same transaction as
+//! the cursor and the alerts, which makes a restart exact.
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use quis_proto::ledger::{Action, Decision};
@@ -14,8 +17,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{DetectionsConfig, Severity},
+    detect_entities,
     event::EnrichedAccess,
 };
+
+/// Saved team states are keyed `team:<id>` beside the actors (staff ids cannot contain `:`).
+const TEAM_PREFIX: &str = "team:";
 
 /// Most evidence entries kept on one alert (the first ones and the one that fired).
 pub const MAX_EVIDENCE: usize = 20;
@@ -77,7 +84,7 @@ pub struct Output {
     pub staff_days: HashSet<(String, i64)>,
     /// Allowed accesses seen.
     pub accesses: u64,
-    /// Of which the access itself declares a reason (see [`EnrichedAccess::declares_reason`]).
+    /// Of which something explains (see [`EnrichedAccess::explained`]).
     pub explained: u64,
     /// Actors whose state changed, serialized, to save.
     pub changed: Vec<(String, String)>,
@@ -86,27 +93,28 @@ pub struct Output {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Seen {
-    time_ms: i64,
+pub(crate) struct Seen {
+    pub(crate) time_ms: i64,
     index: u64,
     #[serde(with = "hex32")]
     leaf_hash: [u8; 32],
 }
 
 impl Seen {
-    fn of(e: &EnrichedAccess) -> Self {
+    pub(crate) fn of(e: &EnrichedAccess) -> Self {
         Seen { time_ms: e.time_ms, index: e.index, leaf_hash: e.leaf_hash }
     }
-    fn evidence(&self, note: &str) -> Evidence {
+    pub(crate) fn evidence(&self, note: &str) -> Evidence {
         Evidence { index: self.index, leaf_hash: self.leaf_hash, note: note.to_string() }
     }
 }
 
 /// What sentinel remembers about one actor.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ActorState {
-    last_seen_ms: i64,
-    events: u64,
+    pub(crate) last_seen_ms: i64,
+    pub(crate) events: u64,
     denials: VecDeque<Seen>,
     day: i64,
     /// The first 8 bytes of each distinct subject commitment today: SHA-256 outputs, so
@@ -123,12 +131,45 @@ pub struct ActorState {
     known_hosts: VecDeque<String>,
     hosts_quiet_until: i64,
     break_glass: VecDeque<Seen>,
+    #[serde(flatten)]
+    pub(crate) entity: detect_entities::EntityState,
+}
+
+/// A team's daily volume: (day, member-days, distinct subjects summed over them), oldest first.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TeamState {
+    days: VecDeque<(i64, u32, u64)>,
+}
+
+impl TeamState {
+    fn add(&mut self, day: i64, subjects: u32, keep: usize) {
+        match self.days.iter_mut().find(|(d, _, _)| *d == day) {
+            Some(entry) => {
+                entry.1 += 1;
+                entry.2 += u64::from(subjects);
+            }
+            None => self.days.push_back((day, 1, u64::from(subjects))),
+        }
+        self.days.make_contiguous().sort_by_key(|(d, _, _)| *d);
+        while self.days.len() > keep {
+            self.days.pop_front();
+        }
+    }
+
+    /// The mean distinct subjects per member-day, and how many member-days it rests on.
+    fn mean(&self) -> (f64, u64) {
+        let member_days: u64 = self.days.iter().map(|(_, m, _)| u64::from(*m)).sum();
+        let subjects: u64 = self.days.iter().map(|(_, _, s)| *s).sum();
+        if member_days == 0 { (0.0, 0) } else { (subjects as f64 / member_days as f64, member_days) }
+    }
 }
 
 /// The detection engine. See the module documentation.
 pub struct Engine {
     config: DetectionsConfig,
     actors: HashMap<String, ActorState>,
+    teams: HashMap<String, TeamState>,
 }
 
 /// Local day number and hour of the day of a time.
@@ -146,14 +187,17 @@ fn describe(e: &EnrichedAccess) -> String {
 impl Engine {
     /// An engine with no history.
     pub fn new(config: DetectionsConfig) -> Self {
-        Self { config, actors: HashMap::new() }
+        Self { config, actors: HashMap::new(), teams: HashMap::new() }
     }
 
-    /// An engine with the actor states saved by earlier batches.
+    /// An engine with the actor and team states saved by earlier batches.
     pub fn restore(config: DetectionsConfig, saved: Vec<(String, String)>) -> Result<Self, serde_json::Error> {
         let mut engine = Self::new(config);
-        for (actor, json) in saved {
-            engine.actors.insert(actor, serde_json::from_str(&json)?);
+        for (key, json) in saved {
+            match key.strip_prefix(TEAM_PREFIX) {
+                Some(team) => engine.teams.insert(team.to_string(), serde_json::from_str(&json)?).map(drop),
+                None => engine.actors.insert(key, serde_json::from_str(&json)?).map(drop),
+            };
         }
         Ok(engine)
     }
@@ -162,6 +206,7 @@ impl Engine {
     pub fn process(&mut self, events: &[EnrichedAccess]) -> Output {
         let mut out = Output::default();
         let mut changed = HashSet::new();
+        let mut changed_teams = HashSet::new();
         for e in events {
             if e.actor.is_empty() {
                 continue;
@@ -182,9 +227,9 @@ impl Engine {
             if e.actor_kind == "staff" {
                 out.staff_days.insert((e.actor.clone(), day));
             }
-            if e.decision == Decision::Allow {
+            if e.decision == Decision::Allow && e.actor_kind == "staff" {
                 out.accesses += 1;
-                if e.declares_reason() {
+                if e.explained() {
                     out.explained += 1;
                 }
             }
@@ -200,11 +245,14 @@ impl Engine {
                         event_time_ms: e.time_ms,
                     });
                 };
+            detect_entities::run(c, state, e, &mut alert);
             if c.enumeration.enabled {
                 enumeration(c, state, e, &mut alert);
             }
-            if c.volume.enabled {
-                volume(c, state, e, day, &mut alert);
+            if c.volume.enabled
+                && let Some(team) = volume(c, state, e, day, &mut self.teams, &mut alert)
+            {
+                changed_teams.insert(team);
             }
             if c.off_hours.enabled {
                 off_hours(c, state, e, hour, &mut alert);
@@ -238,11 +286,16 @@ impl Engine {
                 out.changed.push((actor, serde_json::to_string(state).unwrap_or_default()));
             }
         }
+        for team in changed_teams {
+            if let Some(state) = self.teams.get(&team) {
+                out.changed.push((format!("{TEAM_PREFIX}{team}"), serde_json::to_string(state).unwrap_or_default()));
+            }
+        }
         out
     }
 }
 
-type Raise<'a> = dyn FnMut(&'static str, Severity, String, Vec<Evidence>) + 'a;
+pub(crate) type Raise<'a> = dyn FnMut(&'static str, Severity, String, Vec<Evidence>) + 'a;
 
 fn enumeration(c: &DetectionsConfig, s: &mut ActorState, e: &EnrichedAccess, alert: &mut Raise<'_>) {
     if e.decision != Decision::Deny {
@@ -270,13 +323,28 @@ fn enumeration(c: &DetectionsConfig, s: &mut ActorState, e: &EnrichedAccess, ale
     }
 }
 
-fn volume(c: &DetectionsConfig, s: &mut ActorState, e: &EnrichedAccess, day: i64, alert: &mut Raise<'_>) {
+/// Returns the team whose baseline this event's day rollover changed.
+fn volume(
+    c: &DetectionsConfig,
+    s: &mut ActorState,
+    e: &EnrichedAccess,
+    day: i64,
+    teams: &mut HashMap<String, TeamState>,
+    alert: &mut Raise<'_>,
+) -> Option<String> {
     let cfg = &c.volume;
+    let team = e.actor_entity.as_ref().map(|a| a.team.clone()).filter(|t| !t.is_empty());
+    let mut changed_team = None;
     if day != s.day {
         if !s.day_subjects.is_empty() {
-            s.past_days.push_back(s.day_subjects.len() as u32);
+            let count = s.day_subjects.len() as u32;
+            s.past_days.push_back(count);
             while s.past_days.len() > cfg.baseline_days {
                 s.past_days.pop_front();
+            }
+            if let Some(team) = &team {
+                teams.entry(team.clone()).or_default().add(s.day, count, cfg.baseline_days);
+                changed_team = team.clone().into();
             }
         }
         s.day = day;
@@ -284,43 +352,46 @@ fn volume(c: &DetectionsConfig, s: &mut ActorState, e: &EnrichedAccess, day: i64
         s.day_evidence.clear();
         s.day_fired = false;
     }
-    let Some(subject) = e.subject.as_deref().and_then(|d| d.get(..8)).and_then(|d| <[u8; 8]>::try_from(d).ok()) else {
-        return;
-    };
+    let subject = e.subject.as_deref().and_then(|d| d.get(..8)).and_then(|d| <[u8; 8]>::try_from(d).ok())?;
     let subject = u64::from_be_bytes(subject);
-    if e.decision != Decision::Allow || s.day_fired {
-        return;
+    // Busy days on assigned work are work: by default only what no assignment explains counts.
+    let counted = cfg.count_explained || !e.assigned();
+    if e.decision != Decision::Allow || s.day_fired || !counted || s.day_subjects.len() >= cfg.max_day_subjects {
+        return changed_team;
     }
     let baseline = if s.past_days.is_empty() {
         0.0
     } else {
         s.past_days.iter().map(|&d| f64::from(d)).sum::<f64>() / s.past_days.len() as f64
     };
-    let threshold = (cfg.factor * baseline).max(cfg.min_subjects as f64);
     if s.day_subjects.insert(subject) && s.day_evidence.len() < MAX_EVIDENCE - 1 {
         s.day_evidence.push(Seen::of(e));
     }
-    if s.past_days.len() >= cfg.min_baseline_days && s.day_subjects.len() as f64 > threshold {
+    let n = s.day_subjects.len() as f64;
+    let floor = cfg.min_subjects as f64;
+    let own = s.past_days.len() >= cfg.min_baseline_days && n > (cfg.factor * baseline).max(floor);
+    let (team_mean, member_days) = team.as_ref().and_then(|t| teams.get(t)).map_or((0.0, 0), TeamState::mean);
+    let above_team = cfg.team_factor > 0.0
+        && member_days >= cfg.team_min_member_days as u64
+        && n > (cfg.team_factor * team_mean).max(floor);
+    if own || above_team {
         let mut evidence: Vec<Evidence> =
             s.day_evidence.iter().map(|d| d.evidence("access to a distinct subject")).collect();
         if evidence.last().is_none_or(|l| l.index != e.index) {
             evidence.push(Seen::of(e).evidence("access that crossed the threshold"));
         }
-        alert(
-            "volume",
-            cfg.severity,
-            format!(
-                "{} accessed {} distinct subjects today, against a usual {:.0} a day over their last {} active days.",
-                e.actor,
-                s.day_subjects.len(),
-                baseline,
-                s.past_days.len()
-            ),
-            evidence,
-        );
+        let against = if own {
+            format!("a usual {baseline:.0} a day over their last {} active days", s.past_days.len())
+        } else {
+            format!("their team's usual {team_mean:.0} per person a day over {member_days} person-days")
+        };
+        let what =
+            if cfg.count_explained { "distinct subjects" } else { "distinct subjects that no assignment explains" };
+        alert("volume", cfg.severity, format!("{} accessed {n} {what} today, against {against}.", e.actor), evidence);
         // One alert a day; the day's set stops growing (it is bounded by the threshold).
         s.day_fired = true;
     }
+    changed_team
 }
 
 fn off_hours(c: &DetectionsConfig, s: &mut ActorState, e: &EnrichedAccess, hour: usize, alert: &mut Raise<'_>) {

@@ -2,19 +2,28 @@
 //! the witness quorum (with the configured witness keys, not the ledger's own
 //! `witnessed` flag) and consistency with the last checkpoint it verified
 //! (kept in the store, so a rollback or a fork across restarts is caught);
-//! then checks entries received on the tail against inclusion proofs of the
-//! verified tree. Any failure is a `ledger-integrity` alert, raised once per
+//! then checks entries received on the tail against the verified tree: proved
+//! from the log's public hash tiles (`sentinel.tiles_url`, what any outside
+//! auditor sees) or else from the ledger's gRPC inclusion proofs. Any failure is a `ledger-integrity` alert, raised once per
 //! distinct failure, and the verified state does not move past it. A tail
 //! that stands still behind the verified tree (the ledger cannot serve an
 //! entry, e.g. a deleted row) is a failure too.
 use std::time::{Duration, Instant};
 
 use quis_proto::ledger::{GetCheckpointRequest, GetConsistencyProofRequest, GetInclusionProofRequest};
-use quis_tlog::{checkpoint, note::Verifier};
+use quis_tlog::{
+    checkpoint,
+    client::TileClient,
+    note::Verifier,
+    tile::{self, TileHashReader},
+};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use crate::{
+    access_index::{AccessIndex, AccessSample},
     config::{SentinelConfig, Severity},
     consumer::Sample,
     detect::{Evidence, NewAlert},
@@ -53,6 +62,12 @@ pub struct Monitor {
     /// The consumer's cursor when last seen behind the verified tree, and since when.
     progress: Option<(u64, Instant)>,
     stall_reported: Option<u64>,
+    /// The log's tiles, when sampled entries are proved from them.
+    tiles: Option<TileClient>,
+    /// The vault's access index and the sampled accesses to look for in it.
+    access_index: Option<(Arc<dyn AccessIndex>, mpsc::Receiver<AccessSample>)>,
+    pending_accesses: Vec<AccessSample>,
+    access_grace_ms: i64,
 }
 
 impl Monitor {
@@ -62,11 +77,16 @@ impl Monitor {
         config: &SentinelConfig,
         samples: mpsc::Receiver<Sample>,
         alerts: broadcast::Sender<AlertRow>,
+        access_index: Option<(Arc<dyn AccessIndex>, mpsc::Receiver<AccessSample>)>,
     ) -> Result<Self, String> {
         let parse = |keys: &[String]| {
             keys.iter().map(|k| Verifier::from_vkey(k).map_err(|e| format!("{k}: {e}"))).collect::<Result<Vec<_>, _>>()
         };
         let log = parse(&config.log_vkeys)?;
+        let tiles = match &config.tiles_url {
+            Some(url) => Some(TileClient::new(url, None).map_err(|e| format!("sentinel.tiles_url: {e}"))?),
+            None => None,
+        };
         if log.is_empty() {
             return Err("sentinel needs the ledger's verifier key (log_vkeys)".into());
         }
@@ -85,6 +105,10 @@ impl Monitor {
             stall_after: Duration::from_millis(config.stall_alert_ms),
             progress: None,
             stall_reported: None,
+            tiles,
+            access_index,
+            pending_accesses: Vec::new(),
+            access_grace_ms: config.access_index_grace_ms as i64,
         })
     }
 
@@ -102,6 +126,7 @@ impl Monitor {
                     _ = &mut sleep => break,
                     Some(s) = self.samples.recv() => self.queue(s),
                 }
+                self.drain_accesses();
             }
         }
     }
@@ -112,13 +137,55 @@ impl Monitor {
         }
     }
 
+    fn drain_accesses(&mut self) {
+        let Some((_, rx)) = &mut self.access_index else { return };
+        while let Ok(a) = rx.try_recv() {
+            if self.pending_accesses.len() < MAX_PENDING_SAMPLES {
+                self.pending_accesses.push(a);
+            }
+        }
+    }
+
+    /// Looks for the sampled accesses old enough in the vault's index.
+    async fn check_access_index(&mut self, verified_size: u64) -> Result<(), Problem> {
+        self.drain_accesses();
+        let Some((index, _)) = &self.access_index else { return Ok(()) };
+        let ripe = now_ms() - self.access_grace_ms;
+        let (due, later): (Vec<AccessSample>, Vec<AccessSample>) =
+            self.pending_accesses.drain(..).partition(|a| a.time_ms <= ripe && a.index < verified_size);
+        self.pending_accesses = later;
+        for (i, a) in due.iter().enumerate() {
+            match index.lists(&a.subject, a.index).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Problem::Integrity(
+                        format!(
+                            "The vault's access index does not list ledger entry {}, an access to its subject: the \
+                             subject's access history hides it.",
+                            a.index
+                        ),
+                        vec![Evidence { index: a.index, leaf_hash: a.leaf_hash, note: "unindexed access".into() }],
+                    ));
+                }
+                Err(why) => {
+                    self.pending_accesses.extend_from_slice(&due[i..]);
+                    return Err(Problem::Unreachable(format!("the vault's access index: {why}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One round: the latest checkpoint, then the queued samples.
     pub async fn check_once(&mut self) -> Outcome {
         while let Ok(s) = self.samples.try_recv() {
             self.queue(s);
         }
         let outcome = match self.check_checkpoint().await {
-            Ok(verified) => self.check_samples(&verified).await.map(|()| verified.size),
+            Ok(verified) => match self.check_samples(&verified).await {
+                Ok(()) => self.check_access_index(verified.size).await.map(|()| verified.size),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match outcome {
@@ -261,26 +328,26 @@ impl Monitor {
     async fn check_samples(&mut self, verified: &VerifiedCheckpoint) -> Result<(), Problem> {
         let (due, later): (Vec<Sample>, Vec<Sample>) = self.pending.drain(..).partition(|s| s.index < verified.size);
         self.pending = later;
-        let mut client = self.link.client();
-        for (i, s) in due.iter().enumerate() {
-            let request = GetInclusionProofRequest { index: s.index, tree_size: verified.size };
-            let proof =
-                match client.get_inclusion_proof(self.link.request(request).map_err(Problem::unreachable)?).await {
-                    Ok(p) => p.into_inner(),
-                    Err(e) => {
-                        // Not checked yet: try again next round.
-                        self.pending.extend_from_slice(&due[i..]);
-                        return Err(Problem::unreachable(e));
-                    }
-                };
-            let ok = to_hashes(&proof.hashes).is_some_and(|h| {
-                quis_tlog::check_record(&h, verified.size, &verified.root, s.index, &s.leaf_hash).is_ok()
-            });
-            if !ok {
+        let proofs = match &self.tiles {
+            Some(tiles) => proofs_from_tiles(tiles, verified.size, &due).await,
+            None => self.proofs_from_ledger(verified.size, &due).await,
+        };
+        let proofs = match proofs {
+            Ok(p) => p,
+            Err(Problem::Unreachable(why)) => {
+                // Not checked yet: try again next round.
+                self.pending.extend_from_slice(&due);
+                return Err(Problem::Unreachable(why));
+            }
+            Err(p) => return Err(p),
+        };
+        let source = if self.tiles.is_some() { "that the log's tiles prove in" } else { "of" };
+        for (s, proof) in due.iter().zip(proofs) {
+            if quis_tlog::check_record(&proof, verified.size, &verified.root, s.index, &s.leaf_hash).is_err() {
                 return Err(Problem::Integrity(
                     format!(
-                        "Ledger entry {} as served on the tail is not the entry the signed tree of {} entries \
-                         commits to: its stored bytes were altered.",
+                        "Ledger entry {} as served on the tail is not the entry {source} the signed tree of {} \
+                         entries: its stored bytes were altered.",
                         s.index, verified.size
                     ),
                     vec![Evidence { index: s.index, leaf_hash: s.leaf_hash, note: "entry as received".into() }],
@@ -289,6 +356,44 @@ impl Monitor {
         }
         Ok(())
     }
+
+    async fn proofs_from_ledger(&self, size: u64, due: &[Sample]) -> Result<Vec<Vec<quis_tlog::Hash>>, Problem> {
+        let mut client = self.link.client();
+        let mut proofs = Vec::with_capacity(due.len());
+        for s in due {
+            let request = GetInclusionProofRequest { index: s.index, tree_size: size };
+            let proof = client
+                .get_inclusion_proof(self.link.request(request).map_err(Problem::unreachable)?)
+                .await
+                .map_err(Problem::unreachable)?
+                .into_inner();
+            proofs.push(to_hashes(&proof.hashes).ok_or_else(|| {
+                Problem::integrity(format!("The inclusion proof of entry {} is malformed.", s.index))
+            })?);
+        }
+        Ok(proofs)
+    }
+}
+
+/// The inclusion proofs of the sampled entries in the tree of `size`, computed from the log's hash
+/// tiles (each tile fetched once per round). A tile that is missing or malformed cannot prove an
+/// entry: an integrity failure.
+async fn proofs_from_tiles(
+    tiles: &TileClient,
+    size: u64,
+    due: &[Sample],
+) -> Result<Vec<Vec<quis_tlog::Hash>>, Problem> {
+    let cannot = |index: u64, e: quis_tlog::TlogError| {
+        Problem::integrity(format!("The log's tiles cannot prove entry {index} in the tree of {size} entries: {e}."))
+    };
+    let mut indexes = Vec::new();
+    for s in due {
+        indexes.extend(quis_tlog::record_proof_indexes(size, s.index).map_err(|e| cannot(s.index, e))?);
+    }
+    let needed = tile::tiles_for_indexes(size, &indexes).map_err(|e| cannot(0, e))?;
+    let fetched = tiles.hash_tiles(&needed).await.map_err(|e| Problem::Unreachable(e.to_string()))?;
+    let reader = TileHashReader::new(size, &fetched);
+    due.iter().map(|s| quis_tlog::prove_record(size, s.index, &reader).map_err(|e| cannot(s.index, e))).collect()
 }
 
 enum Problem {

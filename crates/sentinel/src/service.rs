@@ -245,20 +245,50 @@ impl SentinelApi {
                 enabled,
                 thresholds: thresholds.iter().map(|(k, v)| ((*k).to_string(), v.clone())).collect::<HashMap<_, _>>(),
             };
+        let u = &d.unexplained_access;
         vec![
             entry(
+                "unexplained-access",
+                "Allowed accesses that no open case, assignment, team, grant or declared purpose explains.",
+                u.severity,
+                u.enabled,
+                &[
+                    ("accesses", u.accesses.to_string()),
+                    ("window_secs", u.window_secs.to_string()),
+                    ("explaining_purposes", u.explaining_purposes.join(",")),
+                ],
+            ),
+            entry(
+                "restricted-compartment",
+                "An access or attempt on a restricted subject without clearance or break-glass.",
+                d.restricted_compartment.severity,
+                d.restricted_compartment.enabled,
+                &[],
+            ),
+            entry(
+                "relationship",
+                "Actor and subject share an address or household, or a surname or a workplace with nothing \
+                 explaining the access.",
+                d.relationship.severity,
+                d.relationship.enabled,
+                &[("max_remembered", d.relationship.max_remembered.to_string())],
+            ),
+            entry("honeytoken", "Any touch of a decoy subject.", d.honeytoken.severity, d.honeytoken.enabled, &[]),
+            entry(
                 "enumeration",
-                "Many denied attempts by one actor in a short window.",
+                "Many denied attempts, id walking or wide searches by one actor in a short window.",
                 d.enumeration.severity,
                 d.enumeration.enabled,
                 &[
                     ("denials", d.enumeration.denials.to_string()),
                     ("window_secs", d.enumeration.window_secs.to_string()),
+                    ("id_walk", d.enumeration.id_walk.to_string()),
+                    ("wide_searches", d.enumeration.wide_searches.to_string()),
                 ],
             ),
             entry(
                 "volume",
-                "Distinct subjects per day far above the actor's own baseline.",
+                "Distinct subjects per day far above the actor's own or the team's baseline.",
                 d.volume.severity,
                 d.volume.enabled,
                 &[
@@ -266,6 +296,9 @@ impl SentinelApi {
                     ("min_baseline_days", d.volume.min_baseline_days.to_string()),
                     ("factor", d.volume.factor.to_string()),
                     ("min_subjects", d.volume.min_subjects.to_string()),
+                    ("team_factor", d.volume.team_factor.to_string()),
+                    ("team_min_member_days", d.volume.team_min_member_days.to_string()),
+                    ("count_explained", d.volume.count_explained.to_string()),
                 ],
             ),
             entry(
@@ -293,7 +326,8 @@ impl SentinelApi {
             ),
             entry(
                 "credential-misuse",
-                "One principal from many hosts in a short window, or from a new host.",
+                "One principal from many hosts in a short window, a new host, impossible travel, a suspended, \
+                 terminated or dormant account, or service credentials used interactively.",
                 d.credential_misuse.severity,
                 d.credential_misuse.enabled,
                 &[
@@ -301,6 +335,9 @@ impl SentinelApi {
                     ("window_secs", d.credential_misuse.window_secs.to_string()),
                     ("new_host", d.credential_misuse.new_host.to_string()),
                     ("min_history", d.credential_misuse.min_history.to_string()),
+                    ("dormant_days", d.credential_misuse.dormant_days.to_string()),
+                    ("max_speed_kmh", d.credential_misuse.max_speed_kmh.to_string()),
+                    ("sites", d.credential_misuse.sites.len().to_string()),
                 ],
             ),
             entry(

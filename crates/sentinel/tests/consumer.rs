@@ -34,8 +34,8 @@ async fn start_sentinel_via(ledger: &TestLedger, store_url: &str, ledger_addr: s
     let mut config = ledger.sentinel_config();
     config.detections.enumeration.denials = 10;
     let link = ledger.link_via(ledger_addr).await;
-    let built = quis_sentinel::build(config, store_url, link, stop.clone()).await.expect("sentinel");
-    let addr = serve(&ledger.config, built, stop.clone()).await;
+    let built = quis_sentinel::build_with(config, store_url, link, None, stop.clone()).await.expect("sentinel");
+    let addr = serve_backend(&ledger.config, built, stop.clone()).await;
     Running {
         stop,
         client: SentinelServiceClient::new(channel(addr).await),

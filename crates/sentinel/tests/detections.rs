@@ -300,10 +300,10 @@ fn tracked_actors_are_bounded() {
 fn malformed_configuration_names_the_key() {
     let mut config = quis_sentinel::SentinelConfig::default();
     config.detections.volume.factor = 0.5;
-    assert_eq!(config.validate().expect_err("refused").key, "detections.volume.factor");
+    assert_eq!(quis_sentinel::config::validate(&config).expect_err("refused").key, "detections.volume.factor");
     let parsed: Result<quis_sentinel::SentinelConfig, _> =
         serde_json::from_str(r#"{"detections": {"enumeration": {"denials_typo": 3}}}"#);
     assert!(parsed.expect_err("refused").to_string().contains("denials_typo"));
     let config = quis_sentinel::SentinelConfig { witness_vkeys: vec!["not a key".into()], ..Default::default() };
-    assert_eq!(config.validate().expect_err("refused").key, "witness_vkeys[0]");
+    assert_eq!(quis_sentinel::config::validate(&config).expect_err("refused").key, "witness_vkeys[0]");
 }

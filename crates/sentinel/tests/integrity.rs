@@ -28,7 +28,7 @@ async fn monitor(
 ) -> (Monitor, mpsc::Sender<quis_sentinel::consumer::Sample>) {
     let (tx, rx) = mpsc::channel(64);
     let (alerts, _) = broadcast::channel(16);
-    (Monitor::new(ledger.link().await, store.clone(), config, rx, alerts).expect("monitor"), tx)
+    (Monitor::new(ledger.link().await, store.clone(), config, rx, alerts, None).expect("monitor"), tx)
 }
 
 async fn integrity_alerts(store: &SentinelStore) -> Vec<String> {
@@ -114,7 +114,7 @@ async fn missing_witness_quorum_is_an_alert() {
     let mut config = ledger.sentinel_config();
     config.witness_vkeys = vec![witness.vkey()];
     config.witness_quorum = 1;
-    config.validate().expect("valid");
+    quis_sentinel::config::validate(&config).expect("valid");
     let (mut m, _samples) = monitor(&ledger, &store, &config).await;
     ledger.append(events("alice", 2)).await;
     ledger.signed(2).await;
@@ -140,9 +140,19 @@ async fn a_wrong_log_key_is_an_alert() {
 }
 
 /// An insider with access to the ledger's database rewrites a stored entry: the ledger keeps
-/// serving it, signed checkpoints stay consistent, but the entry no longer matches the tree.
+/// serving it, signed checkpoints stay consistent, but the entry no longer matches the tree,
+/// whether sentinel proves it with the ledger's inclusion proofs or from the public hash tiles.
 #[tokio::test]
 async fn an_entry_rewritten_in_the_ledger_store_is_an_alert() {
+    an_entry_rewritten(false).await;
+}
+
+#[tokio::test]
+async fn an_entry_rewritten_in_the_ledger_store_is_an_alert_from_the_tiles() {
+    an_entry_rewritten(true).await;
+}
+
+async fn an_entry_rewritten(from_tiles: bool) {
     let ledger = start_ledger(|_| {}).await;
     ledger.append(events("mallory", 6)).await;
     ledger.signed(6).await;
@@ -156,9 +166,12 @@ async fn an_entry_rewritten_in_the_ledger_store_is_an_alert() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = sentinel_store_url(dir.path(), false).await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let _built = quis_sentinel::build(ledger.sentinel_config(), &url, ledger.link().await, stop.clone())
-        .await
-        .expect("sentinel");
+    let mut config = ledger.sentinel_config();
+    if from_tiles {
+        config.tiles_url = Some(format!("http://{}", ledger.tiles));
+    }
+    let _built =
+        quis_sentinel::build_with(config, &url, ledger.link().await, None, stop.clone()).await.expect("sentinel");
     let store = SentinelStore::connect(&url, 3600).await.expect("store");
     let found = eventually(Duration::from_secs(10), async || !integrity_alerts(&store).await.is_empty()).await;
     stop.cancel();
@@ -166,6 +179,7 @@ async fn an_entry_rewritten_in_the_ledger_store_is_an_alert() {
     let filter = AlertFilter { detection: Some("ledger-integrity".into()), ..Default::default() };
     let alert = store.alerts(&filter, 10).await.expect("alerts").remove(0);
     assert!(alert.explanation.contains("Ledger entry 3 as served on the tail"), "{}", alert.explanation);
+    assert_eq!(alert.explanation.contains("the log's tiles prove"), from_tiles, "{}", alert.explanation);
     assert_eq!(alert.evidence[0].index, 3);
     assert_eq!(alert.evidence[0].leaf_hash, quis_tlog::leaf_hash(&data));
 }
@@ -184,7 +198,8 @@ async fn an_entry_deleted_from_the_ledger_store_is_an_alert() {
     let url = sentinel_store_url(dir.path(), false).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let config = SentinelConfig { stall_alert_ms: 300, ..ledger.sentinel_config() };
-    let _built = quis_sentinel::build(config, &url, ledger.link().await, stop.clone()).await.expect("sentinel");
+    let _built =
+        quis_sentinel::build_with(config, &url, ledger.link().await, None, stop.clone()).await.expect("sentinel");
     let store = SentinelStore::connect(&url, 3600).await.expect("store");
     let found = eventually(Duration::from_secs(10), async || !integrity_alerts(&store).await.is_empty()).await;
     stop.cancel();
@@ -202,7 +217,7 @@ async fn a_witnessed_log_verifies_with_its_quorum() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = store(dir.path(), false).await;
     let config = SentinelConfig { witness_vkeys: vec![witness_vkey], witness_quorum: 1, ..ledger.sentinel_config() };
-    config.validate().expect("valid");
+    quis_sentinel::config::validate(&config).expect("valid");
     let (mut m, _samples) = monitor(&ledger, &store, &config).await;
     ledger.append(events("alice", 3)).await;
     ledger.signed(3).await;
@@ -221,4 +236,40 @@ async fn a_witnessed_log_verifies_with_its_quorum() {
     let (mut m, _samples) = monitor(&ledger, &store, &strict).await;
     let Outcome::Failed(why) = m.check_once().await else { panic!("a short quorum verified") };
     assert!(why.contains("cosigned by 1 of the 2 witnesses"), "{why}");
+}
+
+/// The vault's access index must list every sampled allowed access to its subject: an access
+/// missing from it (hidden from the subject's history) is an alert; one listed is not.
+#[tokio::test]
+async fn an_access_missing_from_the_vault_index_is_an_alert() {
+    use quis_sentinel::access_index::{AccessIndex, AccessSample};
+    let ledger = start_ledger(|_| {}).await;
+    let indices = ledger.append(events("alice", 2)).await;
+    ledger.signed(2).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store(dir.path(), false).await;
+    let vault_url = format!("sqlite://{}?mode=rwc", dir.path().join("vault.db").display());
+    let vault = quis_vault::store::Store::open(quis_core::db::Db::connect(&vault_url).await.expect("vault db"))
+        .await
+        .expect("vault store");
+    vault.add_access("s-0", indices[0], 0).await.expect("index");
+    let config = SentinelConfig { access_index_grace_ms: 0, ..ledger.sentinel_config() };
+    let (accesses, rx) = mpsc::channel(8);
+    let (_samples, samples_rx) = mpsc::channel(8);
+    let (alerts, _) = broadcast::channel(16);
+    let index: std::sync::Arc<dyn AccessIndex> = std::sync::Arc::new(vault);
+    let mut m = Monitor::new(ledger.link().await, store.clone(), &config, samples_rx, alerts, Some((index, rx)))
+        .expect("monitor");
+    let sample = |i: usize, subject: &str| AccessSample {
+        index: indices[i],
+        leaf_hash: [0; 32],
+        subject: subject.into(),
+        time_ms: 0,
+    };
+    accesses.send(sample(0, "s-0")).await.expect("send");
+    assert_eq!(m.check_once().await, Outcome::Verified(2), "an indexed access");
+    accesses.send(sample(1, "s-1")).await.expect("send");
+    let Outcome::Failed(why) = m.check_once().await else { panic!("an unindexed access passed") };
+    assert!(why.contains(&format!("does not list ledger entry {}", indices[1])), "{why}");
+    assert_eq!(integrity_alerts(&store).await.len(), 1);
 }

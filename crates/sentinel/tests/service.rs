@@ -65,8 +65,9 @@ async fn fixture_on(postgres: bool) -> Fixture {
     let stop = CancellationToken::new();
     let mut config = ledger.sentinel_config();
     config.detections.enumeration.denials = 5;
-    let built = quis_sentinel::build(config, &url, ledger.link().await, stop.clone()).await.expect("sentinel");
-    let addr = serve(&ledger.config, built, stop.clone()).await;
+    let built =
+        quis_sentinel::build_with(config, &url, ledger.link().await, None, stop.clone()).await.expect("sentinel");
+    let addr = serve_backend(&ledger.config, built, stop.clone()).await;
     let client = SentinelServiceClient::new(channel(addr).await);
     let investigator = ledger.token("ivy", &[Role::Investigator]);
     Fixture { ledger, client, investigator, stop, _dir: dir }

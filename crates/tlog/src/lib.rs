@@ -66,6 +66,8 @@ mod error;
 mod tree;
 
 pub mod checkpoint;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod note;
 pub mod tile;
 pub mod witness;

@@ -31,14 +31,6 @@ pub use error::ServiceError;
 pub use guarded::field_tag;
 use service::{Inner, VaultApi};
 
-/// The URL of `service` (`policy` or `ledger`): the configured one, or its listener.
-fn url(config: &QuisConfig, configured: &Option<String>, service: &str) -> Result<String, String> {
-    match configured {
-        Some(url) => Ok(url.clone()),
-        None => config.service_url(service).map_err(|e| e.to_string()),
-    }
-}
-
 /// The library's settings from the `vault` section.
 pub fn library_config(config: &QuisConfig) -> VaultConfig {
     let settings = &config.vault;
@@ -65,15 +57,22 @@ pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, VaultHandle), 
     let config = &ctx.config;
     let settings = &config.vault;
     let credentials =
-        ServiceCredentials::configured(config, settings.token_file.as_deref(), &settings.service_principal)?;
+        ServiceCredentials::configured(config, "vault", settings.token_file.as_deref(), &settings.service_principal)?;
     let tls = if config.tls.enabled {
         Some(quis_core::tls::TlsMaterial::load(config).map_err(|e| e.to_string())?.tonic_client())
     } else {
         None
     };
-    let policy =
-        links::PolicyLink::new(&url(config, &settings.policy_url, "policy")?, credentials.clone(), tls.clone())?;
-    let ledger = links::LedgerLink::new(&url(config, &settings.ledger_url, "ledger")?, credentials, tls)?;
+    let policy = links::PolicyLink::new(
+        &config.service_url(settings.policy_url.as_deref(), "policy").map_err(|e| e.to_string())?,
+        credentials.clone(),
+        tls.clone(),
+    )?;
+    let ledger = links::LedgerLink::new(
+        &config.service_url(settings.ledger_url.as_deref(), "ledger").map_err(|e| e.to_string())?,
+        credentials,
+        tls,
+    )?;
     let db = quis_core::db::Db::connect(&config.store_url("vault")).await.map_err(|e| format!("vault store: {e}"))?;
     let vault = Vault::open(db, &config.data_dir, library_config(config)).await.map_err(|e| format!("vault: {e}"))?;
     let store = vault.store().clone();

@@ -1,6 +1,7 @@
 //! A real suite for tests: development keys in a temporary data directory,
 //! backends served by the runtime on `127.0.0.1:0` listeners, the gateway in
-//! front, and tokens minted with the directory's signing key.
+//! front, and tokens minted with the directory's signing key. The generic
+//! helpers (listeners, channels, tokens on requests, polling) are `quis-testkit`'s.
 #![allow(dead_code)]
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
@@ -12,9 +13,10 @@ use quis_auth::{
 };
 use quis_core::{QuisConfig, health::Readiness, keys::FileKeySource};
 use quis_runtime::{BuiltService, ServiceContext};
+pub use quis_testkit::*;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status, transport::Channel};
+use tonic::transport::Channel;
 
 pub struct Suite {
     pub dir: tempfile::TempDir,
@@ -35,31 +37,9 @@ pub fn test_config(dir: &Path) -> QuisConfig {
     config
 }
 
-pub async fn listener() -> (TcpListener, SocketAddr) {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let a = l.local_addr().expect("addr");
-    (l, a)
-}
-
-/// Serves a backend with its own verifier (as its own process would), until `stop`.
-pub async fn serve_backend(config: &Arc<QuisConfig>, service: BuiltService, stop: CancellationToken) -> SocketAddr {
-    let (l, addr) = listener().await;
-    let verifier = TokenVerifier::from_config(config, stop.clone()).await.expect("verifier");
-    let ctx = ServiceContext { config: Arc::clone(config), verifier, shutdown: stop };
-    tokio::spawn(async move { quis_runtime::serve(&ctx, service, l, Readiness::default()).await });
-    addr
-}
-
 /// A fresh PostgreSQL database on the local server, or `None` for the embedded SQLite default.
 pub async fn store_url(postgres: bool) -> Option<String> {
-    if !postgres {
-        return None;
-    }
-    let name = format!("quis_test_{}", uuid().replace('-', ""));
-    let admin = quis_core::db::Db::connect("postgres://postgres@127.0.0.1:5432/postgres").await.expect("postgres");
-    let quis_core::db::Db::Postgres(pool) = admin else { unreachable!() };
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create database");
-    Some(format!("postgres://postgres@127.0.0.1:5432/{name}"))
+    if postgres { Some(postgres_url().await) } else { None }
 }
 
 /// The context a backend of `config` runs in, with its own verifier.
@@ -144,28 +124,6 @@ pub fn caseworker_token(dir: &Path, config: &QuisConfig) -> String {
     signer.mint(&TokenSpec::new("alice", PrincipalKind::Staff, &[Role::Caseworker])).expect("mint").0
 }
 
-pub async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect")
-}
-
-pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(message);
-    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
-    req
-}
-
-/// The `ErrorInfo.reason` of a status.
-pub fn reason(status: &Status) -> String {
-    use tonic_types::StatusExt;
-    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
-}
-
-#[track_caller]
-pub fn assert_refused(status: &Status, code: Code, expected_reason: &str) {
-    assert_eq!(status.code(), code, "{status:?}");
-    assert_eq!(reason(status), expected_reason, "{status:?}");
-}
-
 /// A token signed with `pem` (an Ed25519 PKCS#8 key) or unsigned, with arbitrary header and claims.
 pub fn forge(header: serde_json::Value, claims: serde_json::Value, signature: &[u8]) -> String {
     let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("json"));
@@ -194,16 +152,4 @@ pub fn claims(config: &QuisConfig) -> serde_json::Value {
 
 pub fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()
-}
-
-/// Polls `f` until it returns true or `within` passes.
-pub async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }

@@ -1,7 +1,7 @@
 //! A real ledger for sentinel's tests: development keys in a temporary data
 //! directory, the ledger served on `127.0.0.1:0` with its own verifier,
 //! tokens minted with the directory's key, and stores on SQLite files or on
-//! fresh PostgreSQL databases.
+//! fresh PostgreSQL databases. The generic helpers are `quis-testkit`'s.
 #![allow(dead_code)]
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
@@ -13,14 +13,10 @@ use quis_auth::{
     mint::{TokenSigner, TokenSpec},
 };
 use quis_core::{QuisConfig, health::Readiness, keys::FileKeySource};
-use quis_proto::ledger::{
-    AccessEvent, Action, Actor, AppendEventsRequest, Commitment, Decision, Event, EventDetail, Purpose, event::Kind,
-    ledger_service_client::LedgerServiceClient,
-};
-use quis_runtime::{BuiltService, ServiceContext};
+use quis_proto::ledger::{AppendEventsRequest, Event, EventDetail, ledger_service_client::LedgerServiceClient};
+use quis_runtime::ServiceContext;
 use quis_sentinel::{LedgerLink, SentinelConfig};
-use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
+pub use quis_testkit::*;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -28,6 +24,8 @@ pub struct TestLedger {
     dir: Option<tempfile::TempDir>,
     pub config: Arc<QuisConfig>,
     pub grpc: SocketAddr,
+    /// The ledger's tlog-tiles HTTP listener.
+    pub tiles: SocketAddr,
     pub signer: Arc<TokenSigner>,
     pub vkey: String,
     pub stop: CancellationToken,
@@ -39,33 +37,9 @@ impl Drop for TestLedger {
     }
 }
 
-/// A fresh PostgreSQL database on the local server.
-pub async fn postgres_url() -> String {
-    let name = format!("quis_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = quis_core::db::Db::connect("postgres://postgres@127.0.0.1:5432/postgres").await.expect("postgres");
-    let quis_core::db::Db::Postgres(pool) = admin else { unreachable!() };
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create database");
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
-}
-
 /// Sentinel's store: a SQLite file in `dir`, or a fresh PostgreSQL database.
 pub async fn sentinel_store_url(dir: &Path, postgres: bool) -> String {
     if postgres { postgres_url().await } else { format!("sqlite://{}?mode=rwc", dir.join("sentinel.db").display()) }
-}
-
-pub async fn listener() -> (TcpListener, SocketAddr) {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let a = l.local_addr().expect("addr");
-    (l, a)
-}
-
-/// Serves `service` with a verifier for `config`, until `stop`.
-pub async fn serve(config: &Arc<QuisConfig>, service: BuiltService, stop: CancellationToken) -> SocketAddr {
-    let (l, addr) = listener().await;
-    let verifier = TokenVerifier::from_config(config, stop.clone()).await.expect("verifier");
-    let ctx = ServiceContext { config: Arc::clone(config), verifier, shutdown: stop };
-    tokio::spawn(async move { quis_runtime::serve(&ctx, service, l, Readiness::default()).await });
-    addr
 }
 
 /// Starts a ledger on a fresh data directory; `before` runs on the directory after the
@@ -88,12 +62,14 @@ pub async fn start_ledger_with(before: impl FnOnce(&Path), tune: impl FnOnce(&mu
     let stop = CancellationToken::new();
     let verifier = TokenVerifier::from_config(&config, stop.clone()).await.expect("verifier");
     let ctx = ServiceContext { config: Arc::clone(&config), verifier, shutdown: stop.clone() };
-    let (built, _tiles, ledger) = quis_ledger::build(&ctx).await.expect("ledger");
+    let (built, router, ledger) = quis_ledger::build(&ctx).await.expect("ledger");
     tokio::spawn(async move { quis_runtime::serve(&ctx, built, l, Readiness::default()).await });
+    let (tiles_listener, tiles) = listener().await;
+    tokio::spawn(async move { axum::serve(tiles_listener, router).await });
     let signer = Arc::new(
         TokenSigner::load(&FileKeySource::new(dir.path()), &config.auth.issuer, &config.auth.audience).expect("signer"),
     );
-    TestLedger { vkey: ledger.verifier_key(), dir: Some(dir), config, grpc, signer, stop }
+    TestLedger { vkey: ledger.verifier_key(), dir: Some(dir), config, grpc, tiles, signer, stop }
 }
 
 impl TestLedger {
@@ -159,96 +135,6 @@ impl TestLedger {
         })
         .await;
         assert!(ok, "no checkpoint of size {size}");
-    }
-}
-
-pub async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect")
-}
-
-pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(message);
-    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
-    req
-}
-
-fn commitment(value: &str) -> (Commitment, EventDetail) {
-    let salt = uuid::Uuid::new_v4().to_string().into_bytes();
-    let digest = Sha256::new().chain_update(&salt).chain_update(value.as_bytes()).finalize().to_vec();
-    (Commitment { digest }, EventDetail { salt, value: value.into() })
-}
-
-/// An access event by `actor` from `host` on `subject`, with its details.
-pub fn access(actor: &str, host: &str, action: Action, decision: Decision, subject: &str) -> (Event, Vec<EventDetail>) {
-    let (subject, detail) = commitment(subject);
-    let allowed = decision == Decision::Allow;
-    let event = AccessEvent {
-        actor: Some(Actor {
-            principal: actor.into(),
-            kind: "staff".into(),
-            source_address: host.into(),
-            ..Default::default()
-        }),
-        action: action as i32,
-        subject: Some(subject),
-        purpose: if allowed { Purpose::Casework as i32 } else { Purpose::Unspecified as i32 },
-        case: if allowed { "cases/c-1".into() } else { String::new() },
-        decision: decision as i32,
-        ..Default::default()
-    };
-    (Event { kind: Some(Kind::Access(event)) }, vec![detail])
-}
-
-/// Polls `f` until it returns true or `within` passes.
-pub async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    false
-}
-
-/// A TCP relay in front of a server whose live connections a test can cut, as a
-/// network failure or a server restart would.
-pub struct Relay {
-    pub addr: SocketAddr,
-    connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    pub async fn start(target: SocketAddr) -> Relay {
-        let (l, addr) = listener().await;
-        let connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let live = Arc::clone(&connections);
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = l.accept().await {
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                live.lock().expect("lock").push(task.abort_handle());
-            }
-        });
-        Relay { addr, connections, accept }
-    }
-
-    /// Drops every live connection (new ones are accepted).
-    pub fn cut(&self) {
-        for c in self.connections.lock().expect("lock").drain(..) {
-            c.abort();
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
     }
 }
 
