@@ -62,7 +62,7 @@ pub struct VerifyArgs {
 impl VerifyArgs {
     /// A full verification of the log at `url` (entry bundles read with an auditor's `token`).
     pub fn full(url: String, log_keys: Vec<String>, witness_keys: Vec<String>, state: PathBuf, token: String) -> Self {
-        Self { url, log_keys, witness_keys, quorum: None, state, full: true, token: Some(token) }
+        Self { url, log_keys, witness_keys, quorum: None, state, full: true, token: Some(token), max_age_secs: None }
     }
 }
 
