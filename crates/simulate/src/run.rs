@@ -89,7 +89,7 @@ pub async fn run(sim: &Simulation, suite: &Suite<'_>) -> Result<Report> {
     let loader = Loader {
         org: &org,
         channel: gateway.channel(org.staff[a].host)?,
-        ingest_token: tokens.service("registry-feed", &[Role::Ingest])?,
+        ingest_token: tokens.service("registry-feed", &[Role::Service, Role::Ingest])?,
         admins: [(a, staff_tokens[a].clone()), (b, staff_tokens[b].clone())],
         indexer: &indexer,
         concurrency: sim.concurrency,
