@@ -224,6 +224,7 @@ impl Org {
         let mut people = PersonGen::new();
         org.roster(&mut rng, &mut people);
         org.population(&mut rng, &mut people);
+        org.shuffle_ids(&mut rng);
         org.open_cases(&mut rng);
         org
     }
@@ -401,6 +402,16 @@ impl Org {
         start
     }
 
+    /// Subject ids in no particular order, as a register's are: household
+    /// members and neighbours do not get consecutive ids.
+    fn shuffle_ids(&mut self, rng: &mut ChaCha20Rng) {
+        let mut numbers: Vec<usize> = (1..=self.people.len()).collect();
+        numbers.shuffle(rng);
+        for (person, n) in self.people.iter_mut().zip(numbers) {
+            person.id = format!("s-{n:06}");
+        }
+    }
+
     /// Whether a person is ordinary casework material: no compartment, no decoy.
     pub fn ordinary(&self, p: usize) -> bool {
         self.people[p].compartment.is_none() && !self.people[p].decoy
@@ -408,8 +419,11 @@ impl Org {
 
     /// The initial backlog and the cases opened (and closed) over the days.
     fn open_cases(&mut self, rng: &mut ChaCha20Rng) {
-        let ordinary: Vec<usize> = (0..self.people.len()).filter(|&p| self.ordinary(p)).collect();
         for s in 0..self.staff.len() {
+            // Work about someone at one's own address goes to a colleague.
+            let home = self.people[self.staff[s].person].address;
+            let ordinary: Vec<usize> =
+                (0..self.people.len()).filter(|&p| self.ordinary(p) && self.people[p].address != home).collect();
             let (role, kind) = (self.staff[s].role, self.teams[self.staff[s].team].kind);
             match (role, kind) {
                 (StaffRole::Admin, _) => {}

@@ -152,8 +152,9 @@ pub async fn run(sim: &Simulation, suite: &Suite<'_>) -> Result<Report> {
     Ok(score::score(played, incidents, &alerts, stats.share_explained))
 }
 
-/// The insider covers the tracks of the first celebrity snooper: rewrites the
-/// actor of one entry and deletes another; returns how long the integrity
+/// The insider covers the tracks of the first celebrity snooper (or of the
+/// first incident with recorded entries): rewrites the actor of one entry and
+/// deletes another, if there is one; returns how long the integrity
 /// monitor took to alert (wall clock), if it did within the deadline.
 async fn insider(
     org: &Org,
@@ -161,16 +162,16 @@ async fn insider(
     suite: &Suite<'_>,
     sentinel: &mut Sentinel,
 ) -> Result<Option<f64>> {
-    let Some(target) =
-        incidents.iter().find(|i| i.kind == IncidentKind::SnoopingCelebrity && i.ledger_indices.len() >= 2).cloned()
-    else {
+    let recorded = |i: &&Incident| !i.ledger_indices.is_empty();
+    let celebrity = incidents.iter().filter(recorded).find(|i| i.kind == IncidentKind::SnoopingCelebrity);
+    let Some(target) = celebrity.or_else(|| incidents.iter().find(recorded)).cloned() else {
         return Ok(None);
     };
     let cover = org.staff.iter().map(|s| s.id.as_str()).find(|id| *id != target.actor).unwrap_or_default();
     let before = sentinel.integrity_alerts().await?;
     let now = suite.clock.now_ms();
     let rewrite = target.ledger_indices[0];
-    let delete = target.ledger_indices.last().copied();
+    let delete = target.ledger_indices.last().copied().filter(|&last| last != rewrite);
     tamper::cover_tracks(&suite.config.store_url("ledger"), rewrite, delete, &target.actor, cover).await?;
     incidents.push(Incident {
         kind: IncidentKind::LedgerTampering,
