@@ -180,7 +180,8 @@ async fn insider(
         end_ms: now,
         ledger_indices: [Some(rewrite), delete].into_iter().flatten().collect(),
         description: format!(
-            "a database user rewrote entry {rewrite} to name {cover} and deleted entry {delete:?}, hiding {}'s trail",
+            "a database user rewrote entry {rewrite} to name {cover} and deleted {}, hiding {}'s trail",
+            delete.map_or("no other entry".to_string(), |d| format!("entry {d}")),
             target.actor
         ),
     });
