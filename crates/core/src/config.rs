@@ -26,6 +26,10 @@ const SECTIONS: &[&str] = &[
 pub struct QuisConfig {
     /// Directory holding keys, certificates and the embedded SQLite stores.
     pub data_dir: PathBuf,
+    /// Where services read "now": the system clock, unless `quis simulate` or `quis demo`
+    /// hand the suite a simulated one in-process. No configuration source can set it.
+    #[serde(skip)]
+    pub clock: crate::Clock,
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
@@ -45,6 +49,7 @@ impl Default for QuisConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from(".quis"),
+            clock: crate::Clock::System,
             log: LogConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),

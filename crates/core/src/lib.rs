@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -17,5 +18,6 @@ pub mod telemetry;
 pub mod tls;
 pub mod vault;
 
+pub use clock::{Clock, SimClock};
 pub use config::QuisConfig;
 pub use error::{ApiError, FieldViolation};

@@ -123,7 +123,7 @@ impl LedgerService for LedgerApi {
             }
         }
         let details = validate::check(&req.events, &req.details).map_err(LedgerError::Invalid)?;
-        let now = timestamp(SystemTime::now());
+        let now = timestamp(self.config.clock.now());
         let mut entries = Vec::with_capacity(req.events.len());
         let mut new_details = Vec::new();
         let mut oversize = Vec::new();

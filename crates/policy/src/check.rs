@@ -11,7 +11,6 @@ use crate::{
     entities,
     error::{PolicyError, invalid},
     service::Policy,
-    store::now_ms,
 };
 
 /// How far a caller's `context.time` may be from the server's clock.
@@ -58,7 +57,8 @@ fn optional(s: &str) -> Option<String> {
 }
 
 /// Checks what the service can check without the entities; the engine checks the rest.
-fn request(prefix: &str, principal: String, req: &pb::CheckRequest) -> Result<CheckRequest, PolicyError> {
+/// `now_ms` is the server's clock, which decides the check time.
+fn request(prefix: &str, principal: String, req: &pb::CheckRequest, now_ms: i64) -> Result<CheckRequest, PolicyError> {
     let mut violations = Vec::new();
     let mut bad = |field: &str, rule: String| violations.push(FieldViolation::new(format!("{prefix}{field}"), rule));
     let action = action_name(req.action);
@@ -99,7 +99,7 @@ fn request(prefix: &str, principal: String, req: &pb::CheckRequest) -> Result<Ch
     if context.justification.chars().count() > MAX_JUSTIFICATION_CHARS {
         bad("context.justification", format!("at most {MAX_JUSTIFICATION_CHARS} characters"));
     }
-    let now = now_ms().div_euclid(1000);
+    let now = now_ms.div_euclid(1000);
     if let Some(t) = &context.time
         && ((t.seconds - now).abs() > MAX_CLOCK_SKEW_SECS || !(0..1_000_000_000).contains(&t.nanos))
     {
@@ -152,7 +152,7 @@ impl Policy {
         if principal.len() > 200 {
             return Err(invalid(format!("{prefix}principal"), "must be staff/{id}, subjects/{id} or services/{id}"));
         }
-        let request = request(prefix, principal, req)?;
+        let request = request(prefix, principal, req, self.clock.now_ms())?;
         let active = self.live.policy().ok_or(PolicyError::NoActivePolicy)?;
         let entity_version = self.live.entity_version().max(0) as u64;
         // A principal suspended in identity's revocation list is denied whatever the entities say.

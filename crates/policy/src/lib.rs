@@ -124,6 +124,7 @@ pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, Arc<Live>), St
         verifier: Arc::clone(&ctx.verifier),
         read_your_writes: config.policy.read_your_writes,
         max_policy_set_bytes: config.policy.max_policy_set_bytes,
+        clock: config.clock.clone(),
         read_only_services: Arc::new(config.policy.read_only_services.clone()),
     };
     let server = PolicyServiceServer::new(service)

@@ -32,6 +32,8 @@ pub struct Policy {
     pub(crate) verifier: Arc<TokenVerifier>,
     pub(crate) read_your_writes: bool,
     pub(crate) max_policy_set_bytes: usize,
+    /// The check time: the system clock, or the simulator's.
+    pub(crate) clock: quis_core::Clock,
     /// Service principals that read entities but never change them (`policy.read_only_services`).
     pub(crate) read_only_services: Arc<Vec<String>>,
 }

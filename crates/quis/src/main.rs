@@ -5,6 +5,7 @@ mod bench;
 mod bench_ledger;
 mod bench_policy;
 mod bench_vault;
+mod simulate;
 mod suite;
 mod verify;
 
@@ -77,6 +78,10 @@ enum Command {
     BenchLedger(bench_ledger::BenchLedgerArgs),
     /// Benchmark the policy service: bulk upsert and loading of an organization, Check over gRPC (in-process, on loopback).
     BenchPolicy(bench_policy::BenchPolicyArgs),
+    /// Simulate an organization's working days with planted misuse through the suite, and score sentinel's detections (JSON report).
+    Simulate(simulate::SimulateArgs),
+    /// Start the suite in a temporary directory, simulate a short week and print what sentinel found.
+    Demo(simulate::DemoArgs),
     /// Benchmark guarded GetRecord through the gateway on a pre-populated store (in-process suite, loopback), beside the gateway's trivial upstream.
     BenchVault(bench_vault::BenchVaultArgs),
     /// Audit the ledger: signatures, cosignatures, consistency with the last trusted checkpoint; --full: every entry.
@@ -166,6 +171,8 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::BenchVault(args) => bench_vault::run(args, load_config(&cli, None)?).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Simulate(args) => simulate::simulate(args, load_config(&cli, None)?, cli.data_dir.is_some()).await,
+        Command::Demo(args) => simulate::demo(args, load_config(&cli, None)?, cli.data_dir.is_some()).await,
         Command::Up { port, admin_port } => {
             let mut flags = Figment::new();
             if let Some(port) = port {

@@ -74,6 +74,9 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// What to tell the operator at start.
     pub notes: Vec<String>,
+    /// For `quis up`: the keys that verify its checkpoints, the log's and its local witness's.
+    pub log_keys: Vec<String>,
+    pub witness_keys: Vec<String>,
 }
 
 async fn verifier(config: &Arc<QuisConfig>, stop: &CancellationToken) -> Result<Arc<quis_auth::TokenVerifier>> {
@@ -144,6 +147,7 @@ pub async fn serve_one(name: &str, config: Arc<QuisConfig>, stop: CancellationTo
     if !all_services().contains(&name) {
         bail!("unknown service {name:?}; known: {}", all_services().join(", "));
     }
+    config.clock.check_allowed(&config).map_err(anyhow::Error::msg)?;
     let listen = config.listen(name)?.clone();
     let listener = bind(listen.listen, &format!("services.{name}.listen")).await?;
     let admin = bind(listen.admin_listen, &format!("services.{name}.admin_listen")).await?;
@@ -176,11 +180,12 @@ pub async fn serve_one(name: &str, config: Arc<QuisConfig>, stop: CancellationTo
         let ctx = ServiceContext { verifier: verifier(&config, &stop).await?, config, shutdown: stop };
         notes.extend(spawn_backend(&mut tasks, name, ctx, listener, http, readiness).await?);
     }
-    Ok(Running { tasks, listen_addr, admin_addr, notes })
+    Ok(Running { tasks, listen_addr, admin_addr, notes, log_keys: Vec::new(), witness_keys: Vec::new() })
 }
 
 /// `quis up`: every backend on a loopback port of its own, the gateway in front.
 pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> {
+    config.clock.check_allowed(&config).map_err(anyhow::Error::msg)?;
     let mut tasks = JoinSet::new();
     let scheme = if config.tls.enabled { "https" } else { "http" };
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -234,6 +239,7 @@ pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> 
     }
     let mut notes = vec![format!("log verifier key: {}", log_keys.join(" "))];
     notes.push(format!("witness verifier key: {}", witness.verifier_key()));
+    let witness_keys = vec![witness.verifier_key()];
     for (name, urls) in &config.gateway.upstreams {
         // Internal methods (AppendEvents) are not served by the gateway: services call the backend itself.
         notes.push(format!("{name} gRPC (internal, for services): {}", urls.join(" ")));
@@ -266,5 +272,5 @@ pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> 
     let readiness = Readiness::default();
     spawn_admin(admin, readiness.clone());
     spawn_gateway(&mut tasks, config, listener, readiness, &stop).await?;
-    Ok(Running { tasks, listen_addr: gateway_addr, admin_addr, notes })
+    Ok(Running { tasks, listen_addr: gateway_addr, admin_addr, notes, log_keys, witness_keys })
 }

@@ -59,7 +59,20 @@ pub struct VerifyArgs {
     token: Option<String>,
 }
 
+impl VerifyArgs {
+    /// A full verification of the log at `url` (entry bundles read with an auditor's `token`).
+    pub fn full(url: String, log_keys: Vec<String>, witness_keys: Vec<String>, state: PathBuf, token: String) -> Self {
+        Self { url, log_keys, witness_keys, quorum: None, state, full: true, token: Some(token), max_age_secs: None }
+    }
+}
+
 pub async fn run(args: &VerifyArgs) -> Result<()> {
+    println!("{}", check(args).await?);
+    Ok(())
+}
+
+/// Verifies the log as `quis verify` does; returns what was verified.
+pub async fn check(args: &VerifyArgs) -> Result<String> {
     let log_keys = parse_keys(&args.log_keys, "--log-key")?;
     let witness_keys = parse_keys(&args.witness_keys, "--witness-key")?;
     if let Some(q) = args.quorum
@@ -123,12 +136,11 @@ pub async fn run(args: &VerifyArgs) -> Result<()> {
     };
 
     write_state(&args.state, &note)?;
-    println!(
+    Ok(format!(
         "verified size {} root {}, {consistency}, {cosignatures} cosignatures{full}",
         new.size,
         B64.encode(new.root)
-    );
-    Ok(())
+    ))
 }
 
 /// Cosignatures from the future beyond this many seconds are not counted as fresh.

@@ -2,7 +2,6 @@
 //! recorded in the ledger, then policy holds the time-bound grant (policy sees
 //! an active grant, never a flag in a request). Ending it is recorded too and
 //! removes the grant from policy.
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use quis_auth::{PrincipalKind, Role};
 use quis_proto::{ledger, policy as pb, vault as v};
@@ -21,10 +20,6 @@ const MIN_JUSTIFICATION_CHARS: usize = 20;
 const MIN_SECONDS: i64 = 60;
 /// The longest break-glass the vault starts, whatever policy allows.
 const MAX_SECONDS: i64 = 12 * 3600;
-
-fn now_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
 
 fn grant_view(row: &BreakGlassRow) -> v::BreakGlassGrant {
     v::BreakGlassGrant {
@@ -74,7 +69,7 @@ impl Inner {
         violations.check()?;
         let decision =
             self.check(Self::check_request(caller, pb::Action::BreakGlass, &subject, Vec::new(), &ctx)).await?;
-        let start_us = now_us();
+        let start_us = self.clock.now_ms().saturating_mul(1000);
         let requested_end = start_us.saturating_add(seconds.saturating_mul(1_000_000));
         let expire_us = match decision.break_glass_expires_at {
             Some(limit) => requested_end.min(limit.saturating_mul(1_000_000)),
@@ -165,7 +160,7 @@ impl Inner {
         .subject(&names::subject_name(&row.subject_id));
         let recorded = self.audit.record(access).await?;
         self.policy.delete(&req.name, "break-glass ended through the vault").await?;
-        let now = now_us();
+        let now = self.clock.now_ms().saturating_mul(1000);
         store.end_break_glass(id, now).await.map_err(quis_vault::VaultError::from)?;
         let ended = BreakGlassRow { ended_us: Some(now), ..row };
         Ok(v::EndBreakGlassResponse { grant: Some(grant_view(&ended)), receipt: Some(recorded.receipt()) })

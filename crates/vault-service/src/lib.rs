@@ -84,6 +84,7 @@ pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, VaultHandle), 
         keys: settings.keys.clone(),
         history_accessor: settings.history_accessor,
         service_principal: settings.service_principal.clone(),
+        clock: config.clock.clone(),
     });
     let server = VaultServiceServer::new(VaultApi(Arc::clone(&inner)))
         .max_decoding_message_size(settings.max_message_bytes)

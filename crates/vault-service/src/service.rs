@@ -33,6 +33,8 @@ pub struct Inner {
     pub(crate) history_accessor: HistoryAccessor,
     /// The vault's own principal id: entries it appended are its own.
     pub(crate) service_principal: String,
+    /// "Now" for break-glass grants: the system clock, or the simulator's.
+    pub(crate) clock: quis_core::Clock,
 }
 
 /// The verified caller of one request, with where it came from.

@@ -1,0 +1,173 @@
+//! Scoring: sentinel's alerts matched against the planted incidents.
+//!
+//! An alert belongs to an incident when it is about the incident's actor and
+//! either rests on one of the incident's ledger entries or happened (event
+//! time) between the incident's first event and an hour after its last; a
+//! `ledger-integrity` alert belongs to the ledger-tampering incident. Recall is
+//! per kind (an incident is found when at least one alert belongs to it),
+//! precision is the share of alerts that belong to some incident, and lag is
+//! event time from an incident's first event to its first alert.
+use std::collections::BTreeMap;
+
+use quis_proto::sentinel::Alert;
+use serde::Serialize;
+
+use crate::incidents::{Incident, IncidentKind};
+
+/// How long after an incident's last event an alert on the same actor still belongs to it.
+const MATCH_SLACK_MS: i64 = 3_600_000;
+const INTEGRITY_DETECTION: &str = "ledger-integrity";
+
+/// What was simulated, for the report's header.
+#[derive(Clone, Debug, Serialize)]
+pub struct Played {
+    pub seed: u64,
+    pub staff: usize,
+    pub subjects: usize,
+    pub days: u32,
+    /// Distinct (staff member, day) pairs with activity.
+    pub staff_days: u64,
+    /// Vault calls made, and how many were denied or refused.
+    pub calls: u64,
+    pub denied: u64,
+    /// Wall-clock seconds from the ledger rows being rewritten to the integrity alert, if it came.
+    pub integrity_alert_wall_secs: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct IncidentOutcome {
+    #[serde(flatten)]
+    pub incident: Incident,
+    pub found: bool,
+    /// The detections whose alerts belong to it.
+    pub detections: Vec<String>,
+    pub alerts: Vec<String>,
+    /// Event time from its first event to its first alert, in seconds.
+    pub lag_secs: Option<f64>,
+    /// The first alert's explanation.
+    pub explanation: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct KindRecall {
+    pub planted: usize,
+    pub found: usize,
+    pub recall: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Lag {
+    pub p50_secs: f64,
+    pub max_secs: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct UnmatchedAlert {
+    pub name: String,
+    pub detection_id: String,
+    pub actor: String,
+    pub explanation: String,
+}
+
+/// The JSON report of `quis simulate`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub played: Played,
+    pub recall_by_kind: BTreeMap<IncidentKind, KindRecall>,
+    pub recall: f64,
+    pub alerts: usize,
+    pub alerts_matched: usize,
+    /// Share of alerts that belong to a planted incident (1 when there are no alerts).
+    pub precision: f64,
+    pub alerts_per_1000_staff_days: f64,
+    /// Sentinel's share of allowed accesses explained by a case, assignment, team or purpose.
+    pub share_explained: f64,
+    pub detection_lag: Option<Lag>,
+    pub incidents: Vec<IncidentOutcome>,
+    pub unmatched_alerts: Vec<UnmatchedAlert>,
+}
+
+fn event_ms(alert: &Alert) -> i64 {
+    alert.event_time.as_ref().map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+}
+
+/// Whether `alert` belongs to `incident`.
+pub fn belongs(alert: &Alert, incident: &Incident) -> bool {
+    if incident.kind == IncidentKind::LedgerTampering {
+        return alert.detection_id == INTEGRITY_DETECTION;
+    }
+    if alert.actor != incident.actor || alert.detection_id == INTEGRITY_DETECTION {
+        return false;
+    }
+    let on_evidence = alert.evidence.iter().any(|e| incident.ledger_indices.contains(&e.index));
+    let t = event_ms(alert);
+    on_evidence || (incident.start_ms..=incident.end_ms + MATCH_SLACK_MS).contains(&t)
+}
+
+/// Scores `alerts` against `incidents`.
+pub fn score(played: Played, incidents: Vec<Incident>, alerts: &[Alert], share_explained: f64) -> Report {
+    let mut matched = vec![false; alerts.len()];
+    let mut outcomes = Vec::with_capacity(incidents.len());
+    for incident in incidents {
+        let mut mine: Vec<(usize, &Alert)> = alerts.iter().enumerate().filter(|(_, a)| belongs(a, &incident)).collect();
+        mine.sort_by_key(|(_, a)| event_ms(a));
+        for (i, _) in &mine {
+            matched[*i] = true;
+        }
+        let mut detections: Vec<String> = mine.iter().map(|(_, a)| a.detection_id.clone()).collect();
+        detections.sort();
+        detections.dedup();
+        let first = mine.first().map(|(_, a)| *a);
+        outcomes.push(IncidentOutcome {
+            found: first.is_some(),
+            lag_secs: first.map(|a| (event_ms(a) - incident.start_ms).max(0) as f64 / 1000.0),
+            explanation: first.map(|a| a.explanation.clone()),
+            alerts: mine.iter().map(|(_, a)| a.name.clone()).collect(),
+            detections,
+            incident,
+        });
+    }
+    let mut recall_by_kind: BTreeMap<IncidentKind, KindRecall> = BTreeMap::new();
+    for o in &outcomes {
+        let k = recall_by_kind.entry(o.incident.kind).or_default();
+        k.planted += 1;
+        k.found += usize::from(o.found);
+    }
+    for k in recall_by_kind.values_mut() {
+        k.recall = ratio(k.found, k.planted, 1.0);
+    }
+    let found = outcomes.iter().filter(|o| o.found).count();
+    let alerts_matched = matched.iter().filter(|m| **m).count();
+    let mut lags: Vec<f64> = outcomes.iter().filter_map(|o| o.lag_secs).collect();
+    lags.sort_by(f64::total_cmp);
+    let detection_lag =
+        (!lags.is_empty()).then(|| Lag { p50_secs: lags[lags.len() / 2], max_secs: lags[lags.len() - 1] });
+    let unmatched_alerts = alerts
+        .iter()
+        .zip(&matched)
+        .filter(|(_, m)| !**m)
+        .map(|(a, _)| UnmatchedAlert {
+            name: a.name.clone(),
+            detection_id: a.detection_id.clone(),
+            actor: a.actor.clone(),
+            explanation: a.explanation.clone(),
+        })
+        .collect();
+    Report {
+        recall: ratio(found, outcomes.len(), 1.0),
+        alerts: alerts.len(),
+        alerts_matched,
+        precision: ratio(alerts_matched, alerts.len(), 1.0),
+        alerts_per_1000_staff_days: ratio(alerts.len() * 1000, played.staff_days as usize, 0.0),
+        share_explained,
+        detection_lag,
+        recall_by_kind,
+        incidents: outcomes,
+        unmatched_alerts,
+        played,
+    }
+}
+
+fn ratio(n: usize, d: usize, empty: f64) -> f64 {
+    if d == 0 { empty } else { n as f64 / d as f64 }
+}

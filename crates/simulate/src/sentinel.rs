@@ -1,0 +1,81 @@
+//! Reading sentinel's results through the gateway with an investigator's token.
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use quis_proto::sentinel::{
+    Alert, GetDetectionStatsRequest, GetDetectionStatsResponse, ListAlertsRequest,
+    sentinel_service_client::SentinelServiceClient,
+};
+use tonic::transport::Channel;
+
+use crate::client::authed;
+
+const INTEGRITY_DETECTION: &str = "ledger-integrity";
+const POLL: Duration = Duration::from_millis(200);
+
+pub struct Sentinel {
+    client: SentinelServiceClient<Channel>,
+    token: String,
+}
+
+impl Sentinel {
+    pub fn new(channel: Channel, token: String) -> Self {
+        Self { client: SentinelServiceClient::new(channel), token }
+    }
+
+    pub async fn stats(&mut self) -> Result<GetDetectionStatsResponse> {
+        Ok(self.client.get_detection_stats(authed(GetDetectionStatsRequest {}, &self.token)?).await?.into_inner())
+    }
+
+    /// Waits until sentinel has processed the ledger up to and including `index`.
+    pub async fn catch_up(&mut self, index: u64, timeout: Duration) -> Result<GetDetectionStatsResponse> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stats = self.stats().await?;
+            if stats.cursor > index {
+                return Ok(stats);
+            }
+            if Instant::now() > deadline {
+                bail!("sentinel is at ledger index {} after {timeout:?}, short of {index}", stats.cursor);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Every alert, of one detection if given.
+    pub async fn alerts(&mut self, detection_id: &str) -> Result<Vec<Alert>> {
+        let mut alerts = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = ListAlertsRequest {
+                page_size: 1000,
+                page_token: page_token.clone(),
+                detection_id: detection_id.to_string(),
+                ..Default::default()
+            };
+            let page = self.client.list_alerts(authed(request, &self.token)?).await?.into_inner();
+            alerts.extend(page.alerts);
+            if page.next_page_token.is_empty() {
+                return Ok(alerts);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Waits for a `ledger-integrity` alert beyond the `before` already raised; returns the wait.
+    pub async fn integrity_alert(&mut self, before: usize, timeout: Duration) -> Result<Option<Duration>> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if self.alerts(INTEGRITY_DETECTION).await?.len() > before {
+                return Ok(Some(started.elapsed()));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(None)
+    }
+
+    /// How many `ledger-integrity` alerts there are now.
+    pub async fn integrity_alerts(&mut self) -> Result<usize> {
+        Ok(self.alerts(INTEGRITY_DETECTION).await?.len())
+    }
+}
