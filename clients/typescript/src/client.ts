@@ -1,6 +1,10 @@
 // QuisClient: one gRPC (HTTP/2) transport to the gateway with bearer tokens,
 // default deadlines and QuisError, and the services of proto/ as typed clients.
 import type { DescService } from "@bufbuild/protobuf";
+import { VaultClient } from "./vault.js";
+import { SentinelClient } from "./sentinel.js";
+import { VaultService } from "./gen/quis/vault/v1/vault_pb.js";
+import { SentinelService } from "./gen/quis/sentinel/v1/sentinel_pb.js";
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { isIP } from "node:net";
@@ -105,6 +109,8 @@ export class QuisClient {
   readonly ledger: LedgerClient;
   readonly identity: IdentityClient;
   readonly echo: Client<typeof EchoService>;
+  readonly vault: VaultClient;
+  readonly sentinel: SentinelClient;
 
   constructor(options: QuisClientOptions) {
     const url = baseUrl(options.address, options.tls !== undefined, options.allowInsecure ?? false);
@@ -120,6 +126,8 @@ export class QuisClient {
     this.ledger = new LedgerClient(this.service(LedgerService));
     this.identity = new IdentityClient(this.service(IdentityService));
     this.echo = this.service(EchoService);
+    this.vault = new VaultClient(this.service(VaultService));
+    this.sentinel = new SentinelClient(this.service(SentinelService));
   }
 
   /**
