@@ -252,7 +252,13 @@ async fn an_access_missing_from_the_vault_index_is_an_alert() {
     let vault = quis_vault::store::Store::open(quis_core::db::Db::connect(&vault_url).await.expect("vault db"))
         .await
         .expect("vault store");
-    vault.add_access("s-0", indices[0], 0).await.expect("index");
+    let indexed = quis_vault::store::IndexedAccess {
+        subject_id: "s-0".into(),
+        ledger_index: indices[0],
+        visible_from_us: 0,
+        salt: vec![0; 16],
+    };
+    vault.add_access(&indexed).await.expect("index");
     let config = SentinelConfig { access_index_grace_ms: 0, ..ledger.sentinel_config() };
     let (accesses, rx) = mpsc::channel(8);
     let (_samples, samples_rx) = mpsc::channel(8);
