@@ -229,20 +229,21 @@ enum Built {
 
 /// A change checked and ready to apply.
 enum Prepared {
-    Upsert(Built),
+    // Boxed: a built entity is several hundred bytes, a deletion a few dozen.
+    Upsert(Box<Built>),
     Delete(EntityKind, Id),
 }
 
 fn prepare(change: EntityChange) -> Result<Prepared, EntityError> {
     Ok(match change {
-        EntityChange::Upsert(entity) => Prepared::Upsert(match entity {
+        EntityChange::Upsert(entity) => Prepared::Upsert(Box::new(match entity {
             Entity::Staff(s) => Built::Staff(staff_node(s)?),
             Entity::Team(t) => Built::Team(team_node(t)?),
             Entity::Subject(s) => Built::Subject(subject_node(s)?),
             Entity::Case(c) => Built::Case(case_node(c)?),
             Entity::Conflict(c) => Built::Conflict(conflict_node(c)?),
             Entity::Grant(g) => Built::Grant(grant_node(g)?),
-        }),
+        })),
         EntityChange::Delete(kind, id) => Prepared::Delete(kind, id),
     })
 }
@@ -335,7 +336,7 @@ impl EntityIndex {
 
     fn apply_locked(&self, change: Prepared) -> Result<(), EntityError> {
         match change {
-            Prepared::Upsert(node) => self.upsert(node),
+            Prepared::Upsert(node) => self.upsert(*node),
             Prepared::Delete(kind, id) => {
                 self.delete(kind, &id);
                 Ok(())

@@ -92,9 +92,12 @@ fn organization() -> EntityView {
     view
 }
 
+/// Stored entries as (index, bytes), and the subject behind each commitment digest.
+type Entries = (Vec<(u64, Vec<u8>)>, HashMap<Vec<u8>, String>);
+
 /// A day of work as stored entries (each with its subject detail): mostly assigned casework, some
 /// unexplained reads, denials and searches.
-fn entries(n: usize) -> (Vec<(u64, Vec<u8>)>, HashMap<Vec<u8>, String>) {
+fn entries(n: usize) -> Entries {
     let mut details = HashMap::new();
     let entries = (0..n)
         .map(|i| {

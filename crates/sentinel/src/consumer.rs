@@ -251,7 +251,7 @@ impl Consumer {
     fn sample_for_access_index(&self, e: &EnrichedAccess) {
         let (Some(tx), Some(subject)) = (&self.accesses, &e.subject_id) else { return };
         let indexed = matches!(e.action, Action::Read | Action::Export | Action::Update | Action::RecordAccess);
-        if indexed && e.decision == Decision::Allow && e.index % self.config.sample_every == 0 {
+        if indexed && e.decision == Decision::Allow && e.index.is_multiple_of(self.config.sample_every) {
             let sample =
                 AccessSample { index: e.index, leaf_hash: e.leaf_hash, subject: subject.clone(), time_ms: e.time_ms };
             // A full queue drops the sample, as for the tree samples.
