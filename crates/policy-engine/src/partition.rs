@@ -180,10 +180,19 @@ mod tests {
         for text in [
             r#"permit (principal, action, resource);"#,
             r#"permit (principal, action, resource) when { context.purpose like "LEG*" };"#,
+        ] {
+            for purpose in [None, Some(Purpose::Casework), Some(Purpose::Legal)] {
+                assert!(may_hold_for(&policy(text), purpose), "{text} for {purpose:?}");
+            }
+        }
+        // Without a purpose `context has purpose` is false, so these are rightly left out then;
+        // with one, what follows is not decided by the purpose alone.
+        for text in [
             r#"permit (principal, action, resource) when { context has purpose && context.purpose == principal.purpose };"#,
             r#"permit (principal, action, resource) when { context has purpose && context.purpose in ["LEGAL"] };"#,
         ] {
-            for purpose in [None, Some(Purpose::Casework), Some(Purpose::Legal)] {
+            assert!(!may_hold_for(&policy(text), None), "{text} without a purpose");
+            for purpose in [Some(Purpose::Casework), Some(Purpose::Legal)] {
                 assert!(may_hold_for(&policy(text), purpose), "{text} for {purpose:?}");
             }
         }
