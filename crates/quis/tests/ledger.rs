@@ -446,11 +446,11 @@ async fn details_decrypt_for_investigators_and_erasure_leaves_proofs_valid() {
         .await
         .expect_err("not a reader");
     assert_refused(&err, Code::PermissionDenied, "ROLE_REQUIRED");
-    // Of the services, only those of ledger.detail_reader_services (sentinel) open details.
+    // Of the services, only those of ledger.detail_reader_services (vault, sentinel) open details.
     let err = client
-        .get_event_detail(with_token(GetEventDetailRequest { digest: digest.clone() }, &l.service("vault")))
+        .get_event_detail(with_token(GetEventDetailRequest { digest: digest.clone() }, &l.service("policy")))
         .await
-        .expect_err("the vault reads entries, not details");
+        .expect_err("policy appends admin events and opens no details");
     assert_refused(&err, Code::PermissionDenied, "ROLE_REQUIRED");
     let by_sentinel = client
         .get_event_detail(with_token(GetEventDetailRequest { digest: digest.clone() }, &l.service("sentinel")))
