@@ -154,14 +154,26 @@ async fn truncate(dir: &Path, size: u64) {
     pool.close().await;
 }
 
-#[tokio::test]
-async fn a_rewritten_history_is_refused_by_the_witness_and_caught_by_verify() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let (ledger_dir, witness_dir) = (root.path().join("ledger"), root.path().join("witness"));
+/// A ledger process with an independent witness process that knows its key, under `root`.
+struct WitnessedLedger {
+    ledger_dir: std::path::PathBuf,
+    _witness: Proc,
+    ledger: Proc,
+    /// The ledger's configuration (with its witness), to restart it.
+    config: String,
+    addr: SocketAddr,
+    tiles: String,
+    log_vkey: String,
+    witness_url: String,
+    witness_vkey: String,
+}
+
+/// The log's key first (one start without a witness), then the witness that knows it, then the
+/// ledger submitting every checkpoint to that witness.
+fn witnessed_ledger(root: &Path) -> WitnessedLedger {
+    let (ledger_dir, witness_dir) = (root.join("ledger"), root.join("witness"));
     test_config(&ledger_dir);
     test_config(&witness_dir);
-
-    // The log's key, then an independent witness that knows it, then the ledger with its witness.
     let (first, found) = serve(&ledger_dir, &ledger_config(None), "ledger", &["log verifier key: "]);
     let log_vkey = found[0].clone();
     drop(first);
@@ -174,7 +186,15 @@ async fn a_rewritten_history_is_refused_by_the_witness_and_caught_by_verify() {
     let (witness_url, witness_vkey) = (format!("http://{}", found[0]), found[1].clone());
     let config = ledger_config(Some((&witness_url, &witness_vkey)));
     let (ledger, found) = serve(&ledger_dir, &config, "ledger", &["ledger listening on ", "tiles on "]);
-    let (addr, tiles): (SocketAddr, String) = (found[0].parse().expect("addr"), found[1].clone());
+    let (addr, tiles) = (found[0].parse().expect("addr"), found[1].clone());
+    WitnessedLedger { ledger_dir, _witness, ledger, config, addr, tiles, log_vkey, witness_url, witness_vkey }
+}
+
+#[tokio::test]
+async fn a_rewritten_history_is_refused_by_the_witness_and_caught_by_verify() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let WitnessedLedger { ledger_dir, _witness, ledger, config, addr, tiles, log_vkey, witness_url, witness_vkey } =
+        witnessed_ledger(root.path());
 
     let sentinel = token(&ledger_dir, "sentinel", "service", "service");
     let auditor = token(&ledger_dir, "audrey", "auditor", "staff");
@@ -253,22 +273,8 @@ fn cosigned_at(note: &str, log_vkey: &str, witness_vkey: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_log_stays_freshly_cosigned_and_a_frozen_view_is_refused_as_stale() {
     let root = tempfile::tempdir().expect("tempdir");
-    let (ledger_dir, witness_dir) = (root.path().join("ledger"), root.path().join("witness"));
-    test_config(&ledger_dir);
-    test_config(&witness_dir);
-    let (first, found) = serve(&ledger_dir, &ledger_config(None), "ledger", &["log verifier key: "]);
-    let log_vkey = found[0].clone();
-    drop(first);
-    let (_witness, found) = serve(
-        &witness_dir,
-        &witness_config(&log_vkey),
-        "witness",
-        &["witness listening on ", "witness verifier key: "],
-    );
-    let (witness_url, witness_vkey) = (format!("http://{}", found[0]), found[1].clone());
-    let config = ledger_config(Some((&witness_url, &witness_vkey)));
-    let (_ledger, found) = serve(&ledger_dir, &config, "ledger", &["ledger listening on ", "tiles on "]);
-    let (addr, tiles): (SocketAddr, String) = (found[0].parse().expect("addr"), found[1].clone());
+    let WitnessedLedger { ledger_dir, _witness, ledger: _ledger, addr, tiles, log_vkey, witness_vkey, .. } =
+        witnessed_ledger(root.path());
     let sentinel = token(&ledger_dir, "sentinel", "service", "service");
     let auditor = token(&ledger_dir, "audrey", "auditor", "staff");
     let mut client = LedgerServiceClient::new(channel(addr).await);
