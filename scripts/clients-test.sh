@@ -58,13 +58,15 @@ QUIS_TOKEN_SENTINEL=$(token --sub sentinel --kind service --role service)
 QUIS_TOKEN_EXPIRED=$(token --sub alice --role caseworker --ttl 1s)
 # The vault and sentinel suites: a caseworker on no case, and one data subject per client suite.
 QUIS_TOKEN_CASEWORKER_BOB=$(token --sub bob --role caseworker --team north --site hq)
+# A team lead: the default pack lets only team leads and investigators export.
+QUIS_TOKEN_TEAM_LEAD=$(token --sub tom --role team_lead --team north --site hq)
 QUIS_SUBJECT_PY=cl-py-s1
 QUIS_SUBJECT_TS=cl-ts-s1
 QUIS_TOKEN_SUBJECT_PY=$(token --sub "$QUIS_SUBJECT_PY" --kind subject)
 QUIS_TOKEN_SUBJECT_TS=$(token --sub "$QUIS_SUBJECT_TS" --kind subject)
 export QUIS_TOKEN_AUDITOR QUIS_TOKEN_INVESTIGATOR QUIS_TOKEN_ADMIN QUIS_TOKEN_ADMIN2 QUIS_TOKEN_CASEWORKER \
     QUIS_TOKEN_PRIVACY QUIS_TOKEN_INGEST QUIS_TOKEN_VAULT QUIS_TOKEN_POLICY QUIS_TOKEN_SENTINEL QUIS_TOKEN_EXPIRED \
-    QUIS_TOKEN_CASEWORKER_BOB QUIS_SUBJECT_PY QUIS_SUBJECT_TS QUIS_TOKEN_SUBJECT_PY QUIS_TOKEN_SUBJECT_TS
+    QUIS_TOKEN_CASEWORKER_BOB QUIS_TOKEN_TEAM_LEAD QUIS_SUBJECT_PY QUIS_SUBJECT_TS QUIS_TOKEN_SUBJECT_PY QUIS_TOKEN_SUBJECT_TS
 
 # A client that runs the quis CLI itself must drop the QUIS_* variables below from its environment.
 export QUIS_BIN="$quis"

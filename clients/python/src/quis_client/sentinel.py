@@ -114,7 +114,18 @@ class SentinelClient:
         )
         return self._svc.ListReviews(req, **kw)
 
+    def iter_reviews(self, *, page_size=0, **filters) -> Iterator[pb.Review]:
+        """Every review of the break-glass queue matching the filters (`state`, `actor`), oldest first."""
+        token = ""
+        while True:
+            page = self.list_reviews(page_size=page_size, page_token=token, **filters)
+            yield from page.reviews
+            token = page.next_page_token
+            if not token:
+                return
+
     def complete_review(self, name: str, outcome, note: str = "", **kw):
+        """JUSTIFIED or UNJUSTIFIED, with a note (recorded in the ledger); returns the completed Review."""
         req = pb.CompleteReviewRequest(name=name, outcome=_enum(pb.ReviewState, "REVIEW_STATE_", outcome), note=note)
         return self._svc.CompleteReview(req, **kw).review
 

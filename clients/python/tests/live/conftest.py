@@ -9,6 +9,7 @@ import time
 import pytest
 
 from quis_client import Client
+from quis_client.ledger import decode_entry
 from quis_client.tlog import LogVerifier, TileClient
 
 LIVE = bool(os.environ.get("QUIS_GATEWAY"))
@@ -130,3 +131,12 @@ def wait_witnessed(client: Client, verifier: LogVerifier, min_size: int, deadlin
         if time.monotonic() > end:
             pytest.fail(f"no witnessed checkpoint of size >= {min_size} within {deadline_s}s (last: {resp})")
         time.sleep(0.1)
+
+
+def proved_entry(auditor: Client, verifier: LogVerifier, index: int):
+    """The ledger entry at `index`, read by an auditor and proved included (over its exact stored bytes)
+    in a witnessed checkpoint verified here; returns (stored entry, decoded LedgerEntry)."""
+    checkpoint, _ = wait_witnessed(auditor, verifier, index + 1)
+    entry = next(auditor.ledger.iter_entries(index, index + 1))
+    auditor.ledger.prove_inclusion(entry, verifier, checkpoint)
+    return entry, decode_entry(entry.data)
