@@ -1,13 +1,15 @@
 // quis.sentinel.v1.SentinelService: alerts and incidents with pagination, a
-// watch stream with a bounded wait, and triage.
+// watch stream with a bounded wait, triage, and the break-glass review queue.
 import type { Client } from "@connectrpc/connect";
 import { items } from "./paginate.js";
 import {
+  ReviewState,
   SentinelService,
   TriageAction,
   type Alert,
   type ListAlertsRequest,
   type ListIncidentsRequest,
+  type ListReviewsRequest,
   type WatchAlertsRequest,
 } from "./gen/quis/sentinel/v1/sentinel_pb.js";
 
@@ -66,5 +68,31 @@ export class SentinelClient {
   triageAlert(name: string, action: TriageAction | keyof typeof TriageAction, note: string) {
     const value = typeof action === "number" ? action : TriageAction[action];
     return this.raw.triageAlert({ name, action: value, note }).then((r) => r.alert!);
+  }
+
+  /** One page of the break-glass review queue (oldest first), filtered by state and actor. */
+  listReviews(req: Init<ListReviewsRequest> = {}) {
+    return this.raw.listReviews(req);
+  }
+
+  /** Every review matching the filters, across pages. */
+  reviews(req: Init<ListReviewsRequest> = {}) {
+    return items((r: Init<ListReviewsRequest>) => this.raw.listReviews(r), { ...req, pageToken: "" }, (p) => p.reviews);
+  }
+
+  /** JUSTIFIED or UNJUSTIFIED, with a note (recorded in the ledger); resolves to the completed review. */
+  completeReview(name: string, outcome: ReviewState | "JUSTIFIED" | "UNJUSTIFIED", note: string) {
+    const value = typeof outcome === "number" ? outcome : ReviewState[outcome];
+    return this.raw.completeReview({ name, outcome: value, note }).then((r) => r.review!);
+  }
+
+  /** Alerts per 1,000 staff-days, the share of accesses explained, the cursor, detection lag. */
+  detectionStats() {
+    return this.raw.getDetectionStats({});
+  }
+
+  /** Every detection with its severity, thresholds and whether it runs. */
+  detections() {
+    return this.raw.listDetections({}).then((r) => r.detections);
   }
 }
