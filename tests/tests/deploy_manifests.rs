@@ -1512,6 +1512,17 @@ fn key_files(service: &str, config: &QuisConfig) -> Vec<(&'static str, PathBuf)>
     }
     // Every service that verifies tokens gets the JWKS from quis-keys.
     out.push((KEYS_SECRET, config.path(&config.auth.jwks_file)));
+    // A service's own token comes from the Secret quis-<service>-token.
+    let token = match service {
+        "gateway" => config.gateway.token_file.as_ref().map(|f| ("quis-gateway-token", f)),
+        "policy" => config.policy.token_file.as_ref().map(|f| ("quis-policy-token", f)),
+        "vault" => config.vault.token_file.as_ref().map(|f| ("quis-vault-token", f)),
+        "sentinel" => config.sentinel.token_file.as_ref().map(|f| ("quis-sentinel-token", f)),
+        _ => None,
+    };
+    if let Some((secret, file)) = token {
+        out.push((secret, config.path(file)));
+    }
     if service == "vault" {
         let keys = &config.vault.keys;
         out.push((VAULT_KEYS_SECRET, config.path(&keys.org_secret)));

@@ -15,6 +15,6 @@ pub mod verifier;
 
 pub use credentials::ServiceCredentials;
 pub use error::AuthError;
-pub use layer::{AuthLayer, principal, require_any_role};
+pub use layer::{AuthLayer, FORWARDED_BY_HEADER, SOURCE_ADDRESS_HEADER, principal, require_any_role, source_address};
 pub use principal::{Principal, PrincipalKind, Role};
 pub use verifier::TokenVerifier;

@@ -155,6 +155,10 @@ pub struct AuthConfig {
     /// The revocation list store; unset means the identity service's store
     /// (`store.url`, or `sqlite://<data_dir>/identity.db` on the embedded default).
     pub revocation_store: Option<String>,
+    /// Service principals allowed to say where a call came from: a call that carries one of
+    /// their verified tokens in `quis-forwarded-by` has its `quis-source-address` believed;
+    /// any other caller's source address is its TCP peer.
+    pub trusted_forwarders: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -171,6 +175,7 @@ impl Default for AuthConfig {
             revocation_poll_ms: 1000,
             revocation_max_staleness_secs: 30,
             revocation_store: None,
+            trusted_forwarders: vec!["gateway".into()],
         }
     }
 }
@@ -255,6 +260,12 @@ pub struct GatewayConfig {
     pub upstream_connect_timeout_ms: u64,
     /// Interval of the active health checks of upstream replicas.
     pub health_check_interval_ms: u64,
+    /// The gateway's own service token (relative to `data_dir`), sent to upstreams in
+    /// `quis-forwarded-by` so that they believe its `quis-source-address`; unset: minted
+    /// with the development signing key (`quis init`) for `service_principal`.
+    pub token_file: Option<PathBuf>,
+    /// The gateway's service principal, one of `auth.trusted_forwarders`.
+    pub service_principal: String,
 }
 
 impl Default for GatewayConfig {
@@ -272,6 +283,8 @@ impl Default for GatewayConfig {
             max_concurrent_streams: 256,
             upstream_connect_timeout_ms: 1_000,
             health_check_interval_ms: 1_000,
+            token_file: None,
+            service_principal: "gateway".into(),
         }
     }
 }
@@ -479,6 +492,13 @@ impl QuisConfig {
         }
         if self.auth.revocation_poll_ms == 0 || self.auth.revocation_poll_ms > 5_000 {
             return invalid("auth.revocation_poll_ms", "must be 1 to 5000 so revocations apply within seconds");
+        }
+        let id_rule = "must be 1 to 64 characters of [a-z0-9-]";
+        if self.auth.trusted_forwarders.iter().any(|f| crate::error::check_id("", f).is_err()) {
+            return invalid("auth.trusted_forwarders", id_rule);
+        }
+        if crate::error::check_id("", &self.gateway.service_principal).is_err() {
+            return invalid("gateway.service_principal", id_rule);
         }
         if self.gateway.max_message_bytes < 1024 {
             return invalid("gateway.max_message_bytes", "must be at least 1024");

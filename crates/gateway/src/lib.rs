@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod forwarding;
 mod message_limit;
 pub mod parse;
 mod serve;
@@ -30,7 +31,7 @@ use std::{
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use http::{HeaderValue, Request, Response, Uri, header};
-use quis_auth::TokenVerifier;
+use quis_auth::{FORWARDED_BY_HEADER, ServiceCredentials, TokenVerifier};
 use quis_core::{QuisConfig, error::to_status, grpc_body::ObservedBody, metrics::record_call};
 use tonic::body::Body;
 use tonic_health::server::HealthReporter;
@@ -41,7 +42,7 @@ pub use serve::serve;
 use upstream::{Dialer, Pool};
 
 /// Header carrying the peer address the gateway saw, set by the gateway only.
-pub const SOURCE_ADDRESS_HEADER: &str = "quis-source-address";
+pub use quis_auth::SOURCE_ADDRESS_HEADER;
 
 /// The gateway's shared state.
 pub struct Gateway {
@@ -56,6 +57,8 @@ pub struct Gateway {
     health: HealthReporter,
     /// `grpc-timeout` value of the deadline cap, made once.
     timeout_cap: HeaderValue,
+    /// The gateway's token, vouching to upstreams for the source address it sets.
+    forwarded_by: forwarding::ForwardedBy,
 }
 
 /// The peer address of a connection, attached to each of its requests.
@@ -102,8 +105,12 @@ impl Gateway {
         let local = tonic::service::Routes::new(health_service).add_service(reflection);
         let timeout_cap = HeaderValue::from_str(&format!("{}m", config.gateway.max_grpc_timeout_ms))
             .map_err(|e| format!("gateway.max_grpc_timeout_ms: {e}"))?;
+        let gw = &config.gateway;
+        let credentials =
+            ServiceCredentials::configured(&config, "gateway", gw.token_file.as_deref(), &gw.service_principal)?;
         let rl = &config.gateway.rate_limit;
         Ok(Arc::new(Self {
+            forwarded_by: forwarding::ForwardedBy::new(credentials),
             by_principal: RateLimiter::keyed(quota(rl.per_principal_per_sec, rl.per_principal_burst)),
             by_address: RateLimiter::keyed(quota(rl.per_address_per_sec, rl.per_address_burst)),
             config,
@@ -232,12 +239,16 @@ impl Gateway {
         if timeout.is_none_or(|t| t > Duration::from_millis(cap)) {
             headers.insert("grpc-timeout", self.timeout_cap.clone());
         }
-        // Only the gateway says where a call came from.
+        // Only the gateway says where a call came from, and vouches for it with its own token.
         headers.remove(SOURCE_ADDRESS_HEADER);
+        headers.remove(FORWARDED_BY_HEADER);
         if let Some(peer) = peer
             && let Ok(v) = HeaderValue::from_str(&peer.ip().to_string())
         {
             headers.insert(SOURCE_ADDRESS_HEADER, v);
+            if let Some(token) = self.forwarded_by.header() {
+                headers.insert(FORWARDED_BY_HEADER, token);
+            }
         }
         if let Ok(v) = HeaderValue::from_str(request_id) {
             headers.insert("x-request-id", v);
@@ -308,6 +319,7 @@ impl Gateway {
         }
         let headers = req.headers_mut();
         headers.remove(SOURCE_ADDRESS_HEADER);
+        headers.remove(FORWARDED_BY_HEADER);
         if let Some(v) = peer.and_then(|p| HeaderValue::from_str(&p.ip().to_string()).ok()) {
             headers.insert(SOURCE_ADDRESS_HEADER, v);
         }

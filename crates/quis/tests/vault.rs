@@ -497,6 +497,57 @@ async fn guarded_reads_are_decided_recorded_and_minimized(postgres: bool) {
     assert_eq!(found.matches[0].subject.clone().expect("subject").family_name, "Smith");
 }
 
+// ------------------------------------------------------------------ source address
+
+/// A channel whose connections leave from `local` (all of 127.0.0.0/8 is loopback on Linux).
+async fn channel_from(addr: SocketAddr, local: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .local_address(Some(local.parse().expect("ip")))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// A read that claims to come from 203.0.113.9, vouched for by `forwarder`'s token.
+fn claiming_source(name: &str, token: &str, forwarder: &str) -> tonic::Request<v::GetRecordRequest> {
+    let mut req = with_token(read(name, ledger::Purpose::Casework, "cases/c1"), token);
+    req.metadata_mut().insert("quis-source-address", "203.0.113.9".parse().expect("header"));
+    req.metadata_mut().insert("quis-forwarded-by", format!("Bearer {forwarder}").parse().expect("header"));
+    req
+}
+
+#[tokio::test]
+async fn only_the_gateway_can_say_where_a_call_came_from() {
+    let w = World::start(false).await;
+    let name = w.subject_with_record("s-src", person("Sam", "Source"), "1.00", "a note").await;
+    w.upsert(vec![case("c1", &["s-src"], &["alice"], pb::Purpose::Casework)]).await;
+    let alice = w.staff_token("alice", &[Role::Caseworker]);
+    let gateway_token = w.token("gateway", PrincipalKind::Service, &[Role::Service]);
+    let policy_token = w.token("policy", PrincipalKind::Service, &[Role::Service]);
+
+    // Through the gateway from 127.0.0.2: the gateway vouches for the peer it saw.
+    let mut via_gateway = VaultServiceClient::new(channel_from(w.gateway, "127.0.0.2").await);
+    via_gateway.get_record(with_token(read(&name, ledger::Purpose::Casework, "cases/c1"), &alice)).await.expect("read");
+    // A client that sends the headers itself through the gateway: the gateway replaces both.
+    let mut spoofing = VaultServiceClient::new(channel_from(w.gateway, "127.0.0.4").await);
+    spoofing.get_record(claiming_source(&name, &alice, &gateway_token)).await.expect("read");
+    // Straight at the vault from 127.0.0.3, vouched for by the caller's own token, then by another service's.
+    let mut direct = VaultServiceClient::new(channel_from(w.vault_addr, "127.0.0.3").await);
+    direct.get_record(claiming_source(&name, &alice, &alice)).await.expect("read");
+    direct.get_record(claiming_source(&name, &alice, &policy_token)).await.expect("read");
+    // Only a token of a trusted forwarder (auth.trusted_forwarders: the gateway) is believed.
+    direct.get_record(claiming_source(&name, &alice, &gateway_token)).await.expect("read");
+
+    let events = w.access_events(5).await;
+    let sources: Vec<String> = events
+        .iter()
+        .filter(|(_, e)| e.action == ledger::Action::Read as i32)
+        .map(|(_, e)| e.actor.clone().unwrap_or_default().source_address)
+        .collect();
+    assert_eq!(sources, ["127.0.0.2", "127.0.0.4", "127.0.0.3", "127.0.0.3", "203.0.113.9"]);
+}
+
 // ------------------------------------------------------------------ fail closed
 
 #[tokio::test]

@@ -90,7 +90,7 @@ pub async fn serve(
     let stop = ctx.shutdown.clone();
     let server = builder
         .layer(GrpcMetricsLayer::new(name, quis_proto::method_paths()))
-        .layer(AuthLayer::new(Arc::clone(&ctx.verifier)))
+        .layer(AuthLayer::new(Arc::clone(&ctx.verifier)).trusting_forwarders(&config.auth.trusted_forwarders))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming(listener), async move {
             stop.cancelled().await;

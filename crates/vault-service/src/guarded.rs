@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use quis_vault::{
     AllowedFields, Field, IngestedSubject, RecordView, Sensitivity, SubjectInput, SubjectView, Vault, VaultError,
     names::{self, RecordName},
-    store::Store,
+    store::{Store, StoredHead},
 };
 
 use crate::audit::Recorded;
@@ -44,6 +44,18 @@ impl FieldFilter {
     }
 }
 
+/// A record version as stored: encrypted until [`GuardedVault::open_record`].
+pub struct SealedRecord {
+    name: String,
+    head: StoredHead,
+}
+
+impl SealedRecord {
+    pub fn version(&self) -> i64 {
+        self.head.version
+    }
+}
+
 /// The vault behind the proof-taking API.
 pub struct GuardedVault {
     vault: Vault,
@@ -63,13 +75,27 @@ impl GuardedVault {
         self.vault.store()
     }
 
-    /// A record's current version (0: none), without opening it.
-    pub async fn record_version(&self, name: &str) -> Result<i64, VaultError> {
-        Ok(self.vault.store().record_version(name).await?)
+    /// A record's current version, sealed, read before the decision: the access
+    /// records its version and answers exactly it, whatever is written meanwhile.
+    pub async fn record_head(&self, name: &str) -> Result<Option<SealedRecord>, VaultError> {
+        let head = self.vault.store().record(name).await?;
+        Ok(head.map(|head| SealedRecord { name: name.to_string(), head }))
     }
 
-    /// One record, minimized, once its access is recorded.
-    pub async fn read_record(
+    /// One record version, minimized, once its access is recorded.
+    pub fn open_record(
+        &self,
+        _recorded: &Recorded,
+        sealed: SealedRecord,
+        filter: &FieldFilter,
+    ) -> Result<RecordView, VaultError> {
+        let mut view = self.vault.open_record(&sealed.name, sealed.head, &everything())?;
+        view.fields.retain(|f| filter.allows(&f.name));
+        Ok(view)
+    }
+
+    /// One record's current version, minimized, once its access is recorded.
+    async fn read_record(
         &self,
         _recorded: &Recorded,
         name: &str,

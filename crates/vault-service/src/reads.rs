@@ -68,7 +68,8 @@ impl Inner {
         asked_fields("fields", &req.fields, &mut violations);
         violations.check()?;
         let name = name.map(|n| n.to_string()).unwrap_or_default();
-        let version = self.vault.record_version(&name).await?;
+        let sealed = self.vault.record_head(&name).await?;
+        let version = sealed.as_ref().map_or(0, |s| s.version());
         let check = Self::check_request(caller, pb::Action::Read, &name, asked_tags(&req.fields), &ctx);
         let decision = self.check(check).await?;
         let filter = FieldFilter::new(&decision.fields, &req.fields);
@@ -78,7 +79,9 @@ impl Inner {
             .justification(&ctx.justification)
             .fields(if decision.allowed { filter.recorded() } else { Vec::new() });
         let recorded = self.audit.record(access).await?.allowed()?;
-        let record = self.vault.read_record(&recorded, &name, &filter).await?;
+        // Unknown records are NOT_FOUND only once the read is allowed and recorded.
+        let sealed = sealed.ok_or_else(|| quis_vault::VaultError::NotFound(name.clone()))?;
+        let record = self.vault.open_record(&recorded, sealed, &filter)?;
         Ok(v::GetRecordResponse { record: Some(record_to_proto(record)), receipt: Some(recorded.receipt()) })
     }
 

@@ -20,9 +20,6 @@ use crate::{
     links::{Decision, PolicyLink},
 };
 
-/// Header carrying the peer address the gateway saw (set by the gateway only).
-const SOURCE_ADDRESS_HEADER: &str = "quis-source-address";
-
 /// What the handlers share.
 pub struct Inner {
     pub(crate) vault: GuardedVault,
@@ -55,10 +52,8 @@ impl CallerInfo {
                 .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
                 .map(str::to_string)
         };
-        let source_address = header(SOURCE_ADDRESS_HEADER)
-            .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
-            .or_else(|| request.remote_addr().map(|a| a.ip().to_string()))
-            .unwrap_or_default();
+        // The gateway's forwarded address only when its token vouches for it (quis_auth::layer).
+        let source_address = quis_auth::source_address(request).map(|a| a.to_string()).unwrap_or_default();
         Ok(Self { principal, source_address, request_id: header("x-request-id").unwrap_or_default() })
     }
 

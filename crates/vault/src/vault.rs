@@ -362,6 +362,12 @@ impl Vault {
             ));
         }
         let head = self.store.record(name).await?.ok_or_else(|| VaultError::NotFound(name.to_string()))?;
+        self.open_record(name, head, allowed)
+    }
+
+    /// Decrypts a record version read earlier with `store().record(name)`: the
+    /// caller decides on that exact version, whatever was written since.
+    pub fn open_record(&self, name: &str, head: StoredHead, allowed: &AllowedFields) -> Result<RecordView, VaultError> {
         let plain = envelope::open(&self.keyring.load(), Binding { name, version: head.version }, &head.sealed)
             .map_err(|cause| VaultError::Sealed { name: name.to_string(), cause })?;
         let body = RecordBody::decode(plain.as_slice())
