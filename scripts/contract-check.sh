@@ -19,7 +19,8 @@ echo "== buf lint"
 # earlier one would pass unseen. Instead each commit of a window is checked against its first
 # parent (for a merge, the main it joined), so a break is caught whatever commits follow it.
 # The window is QUIS_BREAKING_BASE..HEAD when CI knows the push's previous head (e.g. GitHub's
-# github.event.before), else the last QUIS_BREAKING_DEPTH (default 10) commits of main.
+# github.event.before), else the last QUIS_BREAKING_DEPTH commits of main (default 100: one
+# working session can push dozens).
 # Uncommitted changes are checked against HEAD. A commit whose parent a shallow clone lacks
 # fails the check (fetch deeper) instead of passing unchecked.
 shallow_file=$(git rev-parse --git-path shallow)
@@ -30,7 +31,7 @@ if [ -n "${QUIS_BREAKING_BASE:-}" ]; then
     fi
     window=$(git rev-list --first-parent "$QUIS_BREAKING_BASE..HEAD")
 else
-    window=$(git rev-list --first-parent --max-count="${QUIS_BREAKING_DEPTH:-10}" HEAD)
+    window=$(git rev-list --first-parent --max-count="${QUIS_BREAKING_DEPTH:-100}" HEAD)
 fi
 broken=0
 for commit in $window; do
