@@ -6,12 +6,16 @@
 //! - `bare_is_authorized`: `cedar_policy::Authorizer::is_authorized` on the same requests
 //!   with their slices prebuilt, over the whole pack;
 //! - `bare_is_authorized_per_action`: the same over the per-action split;
-//! - `bare_is_authorized_per_request`: the same over the per-(action, purpose) split the
+//! - `bare_is_authorized_per_request`: the same over the per-(action, purpose, context) split the
 //!   engine uses (`PolicySet::for_request`): the engine's own Cedar work, so the ratio
 //!   against it is the cost of everything else (request, slice, obligations, reasons).
 //!
 //! A summary at the end times both loops back to back in the same run and prints the
-//! ratio. `QUIS_BENCH_SUBJECTS` etc. shrink the organization for a quick run.
+//! ratio. `QUIS_BENCH_SUBJECTS` etc. shrink the organization for a quick run;
+//! `QUIS_BENCH_REQUESTS` (10,000) and `QUIS_BENCH_ROUNDS` (10) shrink the summary, e.g.
+//! to count instructions per decision under callgrind: each loop of the summary is its
+//! own function (`engine_loop`, `bare_whole_loop`, ...), so its inclusive cost divided by the
+//! decisions it made is the cost of one.
 
 use std::hint::black_box;
 use std::str::FromStr;
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant};
 use cedar_policy::{Authorizer, Entities, Request};
 use criterion::{Criterion, Throughput};
 use quis_policy_engine::model::*;
-use quis_policy_engine::{CheckRequest, Engine, EntityIndex, PolicySet, RequestContext};
+use quis_policy_engine::{CheckRequest, ContextKeys, Engine, EntityIndex, PolicySet, RequestContext};
 
 /// The allocator of the `quis` binary, so that allocation costs what it costs in the service.
 #[global_allocator]
@@ -211,11 +215,16 @@ struct Prebuilt {
     entities: Entities,
     action: Action,
     purpose: Option<Purpose>,
+    keys: ContextKeys,
 }
 
 impl Prebuilt {
     fn split<'a>(&self, policies: &'a PolicySet, by_purpose: bool) -> &'a cedar_policy::PolicySet {
-        if by_purpose { policies.for_request(self.action, self.purpose) } else { policies.for_action(self.action) }
+        if by_purpose {
+            policies.for_request(self.action, self.purpose, self.keys)
+        } else {
+            policies.for_action(self.action)
+        }
     }
 }
 
@@ -231,7 +240,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let org = organization();
     let entities = org.entities.len();
-    let requests = requests(&org, 10_000);
+    let requests = requests(&org, env("QUIS_BENCH_REQUESTS", 10_000));
     let index = EntityIndex::new();
     let started = Instant::now();
     for e in org.entities {
@@ -245,6 +254,7 @@ fn fixture() -> Fixture {
             let (request, entities) =
                 Engine::cedar_inputs(&index, r).unwrap().expect("benchmark principals and subjects exist");
             Prebuilt {
+                keys: ContextKeys::of(&request),
                 request,
                 entities,
                 action: Action::from_str(&r.action).unwrap(),
@@ -287,36 +297,54 @@ fn decisions(c: &mut Criterion, f: &Fixture) {
     group.finish();
 }
 
+/// One pass of `Engine::check` over all requests; the number allowed.
+#[inline(never)]
+fn engine_loop(f: &Fixture) -> usize {
+    f.requests.iter().map(|r| usize::from(black_box(Engine::check(&f.policies, &f.index, r).unwrap()).allowed)).sum()
+}
+
+/// One pass of bare `is_authorized` over the prebuilt requests, with the policies `pick` gives.
+#[inline(always)]
+fn bare_loop<'a>(f: &'a Fixture, authorizer: &Authorizer, pick: impl Fn(&'a Prebuilt) -> &'a cedar_policy::PolicySet) {
+    for p in &f.prebuilt {
+        black_box(authorizer.is_authorized(&p.request, pick(p), &p.entities));
+    }
+}
+
+#[inline(never)]
+fn bare_whole_loop(f: &Fixture, authorizer: &Authorizer) {
+    bare_loop(f, authorizer, |_| f.policies.cedar())
+}
+
+#[inline(never)]
+fn bare_action_loop(f: &Fixture, authorizer: &Authorizer) {
+    bare_loop(f, authorizer, |p| p.split(&f.policies, false))
+}
+
+#[inline(never)]
+fn bare_request_loop(f: &Fixture, authorizer: &Authorizer) {
+    bare_loop(f, authorizer, |p| p.split(&f.policies, true))
+}
+
 /// Times `rounds` passes over all requests through each path, alternating, and prints
 /// decisions/s on one core and the ratio.
 fn summary(f: &Fixture) {
     let authorizer = Authorizer::new();
     let rounds = env("QUIS_BENCH_ROUNDS", 10);
-    let (mut engine, mut bare, mut bare_action, mut bare_request) =
-        (Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut times = [Duration::ZERO; 4];
     let mut allowed = 0usize;
     for _ in 0..rounds {
         let t = Instant::now();
-        for r in &f.requests {
-            allowed += usize::from(black_box(Engine::check(&f.policies, &f.index, r).unwrap()).allowed);
+        allowed += engine_loop(f);
+        times[0] += t.elapsed();
+        let bare_loops: [fn(&Fixture, &Authorizer); 3] = [bare_whole_loop, bare_action_loop, bare_request_loop];
+        for (time, bare_loop) in times[1..].iter_mut().zip(bare_loops) {
+            let t = Instant::now();
+            bare_loop(f, &authorizer);
+            *time += t.elapsed();
         }
-        engine += t.elapsed();
-        let t = Instant::now();
-        for p in &f.prebuilt {
-            black_box(authorizer.is_authorized(&p.request, f.policies.cedar(), &p.entities));
-        }
-        bare += t.elapsed();
-        let t = Instant::now();
-        for p in &f.prebuilt {
-            black_box(authorizer.is_authorized(&p.request, p.split(&f.policies, false), &p.entities));
-        }
-        bare_action += t.elapsed();
-        let t = Instant::now();
-        for p in &f.prebuilt {
-            black_box(authorizer.is_authorized(&p.request, p.split(&f.policies, true), &p.entities));
-        }
-        bare_request += t.elapsed();
     }
+    let [engine, bare, bare_action, bare_request] = times;
     let n = (rounds * f.requests.len()) as f64;
     let rate = |d: Duration| n / d.as_secs_f64();
     println!(

@@ -1,16 +1,18 @@
 //! Deciding a [`CheckRequest`]: check the request, cut the entity slice it needs out of the
 //! index, let Cedar decide, then read obligations and reasons from the deciding policies.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, LazyLock};
 
 use cedar_policy::{Authorizer, Context, Effect, Entities, EntityUid, PolicyId, Request, RestrictedExpression};
+use dashmap::DashMap;
 
 use crate::index::{EntityIndex, Node, TYPES, uid};
 use crate::model::{
     Action, Case, CaseStatus, Conflict, EntityKind, Grant, GrantKind, Id, Purpose, Staff, Subject, Team,
 };
+use crate::partition::ContextKeys;
 use crate::policy::{AlertLevel, BreakGlassRule, PolicySet, action_uid, is_field_tag};
 use crate::request::{
     CheckRequest, Decision, MAX_DEVICE_CHARS, MAX_FIELDS, MAX_JUSTIFICATION_CHARS, Obligations, RequestError,
@@ -99,7 +101,7 @@ impl Engine {
     ) -> Result<Option<(Request, Entities)>, RequestError> {
         let parsed = parse(request)?;
         let Ok(slice) = build_slice(index, &parsed) else { return Ok(None) };
-        Ok(cedar_parts(&parsed, &slice).ok())
+        Ok(cedar_parts(&parsed, &slice).ok().map(|(request, entities, _)| (request, entities)))
     }
 
     /// Decides an already checked request.
@@ -130,12 +132,12 @@ impl Engine {
             }
         };
 
-        let (cedar_request, entities) = match cedar_parts(req, &slice) {
+        let (cedar_request, entities, keys) = match cedar_parts(req, &slice) {
             Ok(parts) => parts,
             Err(e) => return deny(NOT_AUTHORIZED, format!("denied: the entity slice could not be built: {e}")),
         };
         let response =
-            AUTHORIZER.is_authorized(&cedar_request, policies.for_request(req.action, req.purpose), &entities);
+            AUTHORIZER.is_authorized(&cedar_request, policies.for_request(req.action, req.purpose, keys), &entities);
 
         let mut decided: Vec<(&PolicyId, usize)> =
             response.diagnostics().reason().map(|id| (id, policies.meta(id).map_or(usize::MAX, |m| m.order))).collect();
@@ -570,7 +572,28 @@ fn pick_grant(grants: Vec<Arc<Node<Grant>>>, req: &ParsedRequest) -> Option<Arc<
     })
 }
 
-fn cedar_parts(req: &ParsedRequest, slice: &Slice) -> Result<(Request, Entities), String> {
+/// Most source addresses whose Cedar `ip(..)` expression is kept.
+const IP_EXPRESSIONS_KEPT: usize = 4_096;
+
+/// Cedar's `ip("<address>")` for `ip`. `RestrictedExpression::new_ip` parses the name `ip`
+/// with Cedar's full parser on every call (about a sixth of a decision), so the
+/// expressions of recently seen addresses are kept; each depends on its address alone.
+fn ip_expression(ip: IpAddr) -> RestrictedExpression {
+    static KEPT: LazyLock<DashMap<IpAddr, RestrictedExpression>> = LazyLock::new(DashMap::new);
+    if let Some(expression) = KEPT.get(&ip) {
+        return expression.clone();
+    }
+    let expression = RestrictedExpression::new_ip(ip.to_string());
+    if KEPT.len() >= IP_EXPRESSIONS_KEPT {
+        KEPT.clear();
+    }
+    KEPT.insert(ip, expression.clone());
+    expression
+}
+
+/// The Cedar request and entities of `req` over `slice`, and the optional context
+/// attributes the request carries (which select its split of the policy set).
+fn cedar_parts(req: &ParsedRequest, slice: &Slice) -> Result<(Request, Entities, ContextKeys), String> {
     let t = &*TYPES;
     let principal = match &req.principal {
         PrincipalRef::Staff(id) => uid(&t.staff, id.as_str()),
@@ -614,42 +637,27 @@ fn cedar_parts(req: &ParsedRequest, slice: &Slice) -> Result<(Request, Entities)
         context.push(("conflict".into(), RestrictedExpression::new_entity_uid(c.cedar.uid())));
     }
     if let Some(ip) = req.source_address {
-        context.push(("source_address".into(), RestrictedExpression::new_ip(ip.to_string())));
+        context.push(("source_address".into(), ip_expression(ip)));
     }
     if let Some(d) = &req.device {
         context.push(("device".into(), RestrictedExpression::new_string(d.clone())));
     }
+    let keys = context.iter().fold(ContextKeys::default(), |keys, (name, _)| keys.with(name));
     let context = Context::from_pairs(context).map_err(|e| e.to_string())?;
     let request =
         Request::new(principal, action_uid(req.action), resource, context, None).map_err(|e| e.to_string())?;
 
-    let mut seen = HashSet::new();
-    let mut entities = Vec::with_capacity(4 + slice.teams.len());
-    let mut push = |e: &cedar_policy::Entity| {
-        if seen.insert(e.uid()) {
-            entities.push(e.clone());
-        }
-    };
-    if let Some(s) = &slice.staff {
-        push(&s.cedar);
-    }
-    for team in &slice.teams {
-        push(&team.cedar);
-    }
-    if let Some(s) = &slice.subject {
-        push(&s.cedar);
-    }
-    if let Some(c) = &slice.case {
-        push(&c.cedar);
-    }
-    if let Some(g) = &slice.grant {
-        push(&g.cedar);
-    }
-    if let Some(c) = &slice.conflict {
-        push(&c.cedar);
-    }
+    // No entity appears twice: each part of a slice has its own type and the index refuses
+    // team cycles. Were one repeated, Cedar would refuse the slice and the check deny.
+    let entities = (slice.staff.iter().map(|s| &s.cedar))
+        .chain(slice.teams.iter().map(|t| &t.cedar))
+        .chain(slice.subject.iter().map(|s| &s.cedar))
+        .chain(slice.case.iter().map(|c| &c.cedar))
+        .chain(slice.grant.iter().map(|g| &g.cedar))
+        .chain(slice.conflict.iter().map(|c| &c.cedar))
+        .cloned();
     let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
-    Ok((request, entities))
+    Ok((request, entities, keys))
 }
 
 // ------------------------------------------------------------------- reasons

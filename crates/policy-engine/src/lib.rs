@@ -54,5 +54,6 @@ pub mod request;
 
 pub use engine::{Engine, ParsedRequest, PrincipalRef, ResourceRef};
 pub use index::{EntityError, EntityIndex};
+pub use partition::ContextKeys;
 pub use policy::{AlertLevel, Pack, PolicyError, PolicyErrorKind, PolicySet};
 pub use request::{CheckRequest, Decision, Obligations, RequestContext, RequestError};

@@ -1,22 +1,72 @@
-//! Which policies of a set can decide a request of a given action and purpose.
+//! Which policies of a set can decide a request of a given action, purpose and context.
 //!
 //! Cedar evaluates every policy of the set it is handed, a few microseconds each, and
-//! most policies of a pack are gated on the action (their scope) and on the purpose
-//! declared (`context has purpose && context.purpose == "CASEWORK" && ...`). The engine
-//! therefore hands Cedar, per (action, purpose), only the policies that can hold.
+//! most policies of a pack are gated on the action (their scope), on the purpose
+//! declared (`context has purpose && context.purpose == "CASEWORK" && ...`) and on the
+//! optional context the engine adds (`context has grant && ...`). The engine therefore
+//! hands Cedar, per (action, purpose, optional context present), only the policies that
+//! can hold.
 //!
 //! A policy is left out only when it provably evaluates to `false` *without an error*
-//! for that action and purpose: its action scope excludes the action, or one of its
-//! conditions, read left to right as Cedar evaluates them, is decided by the purpose
-//! alone before anything that could fail. Cedar would have found such a policy
-//! unsatisfied and reported no error for it, so the decision, the determining policies
-//! and the errors are those of the whole set (tested in `tests/partition.rs`).
+//! for such a request: its action scope excludes the action, or one of its conditions,
+//! read left to right as Cedar evaluates them, is decided by the purpose and the
+//! presence of the optional context attributes alone before anything that could fail.
+//! Cedar would have found such a policy unsatisfied and reported no error for it, so the
+//! decision, the determining policies and the errors are those of the whole set (tested
+//! in `tests/partition.rs`).
+//!
+//! A policy kept for an action has its action scope dropped in that split
+//! ([`without_action_scope`]): the scope holds, without error, for every request of the
+//! action, and Cedar would otherwise build the scope's set of actions on every evaluation.
 
 use cedar_policy::{ActionConstraint, Policy};
 use serde_json::Value as Json;
 
 use crate::model::{Action, Purpose};
 use crate::policy::action_uid;
+
+/// The optional context attributes whose presence selects a split.
+const OPTIONAL_CONTEXT: [&str; 4] = ["case", "grant", "conflict", "justification"];
+
+/// Which of the optional context attributes (`case`, `grant`, `conflict`,
+/// `justification`) a request's context carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContextKeys(u8);
+
+impl ContextKeys {
+    /// Every combination, by [`Self::index`].
+    pub(crate) const COUNT: usize = 1 << OPTIONAL_CONTEXT.len();
+
+    /// These keys and `key` (unchanged if `key` is not an optional context attribute).
+    pub fn with(self, key: &str) -> Self {
+        match OPTIONAL_CONTEXT.iter().position(|k| *k == key) {
+            Some(bit) => Self(self.0 | 1 << bit),
+            None => self,
+        }
+    }
+
+    /// The keys `request`'s context carries.
+    pub fn of(request: &cedar_policy::Request) -> Self {
+        let context = request.context();
+        OPTIONAL_CONTEXT
+            .iter()
+            .filter(|key| context.is_some_and(|c| c.get(key).is_some()))
+            .fold(Self::default(), |keys, key| keys.with(key))
+    }
+
+    /// Whether `context has key` holds: `None` when `key` is not an optional attribute.
+    fn has(self, key: &str) -> Option<bool> {
+        OPTIONAL_CONTEXT.iter().position(|k| *k == key).map(|bit| self.0 & 1 << bit != 0)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    pub(crate) fn all() -> impl Iterator<Item = Self> {
+        (0..Self::COUNT as u8).map(Self)
+    }
+}
 
 /// Whether `policy`'s action scope admits `action`. The schema declares no action
 /// groups, so `action in [..]` is plain membership.
@@ -29,19 +79,18 @@ pub(crate) fn admits_action(policy: &Policy, action: Action) -> bool {
     }
 }
 
-/// Whether `policy` can hold for a request declaring `purpose` (`None`: no purpose).
-/// `false` only when one of its conditions, evaluated in order, is decided `false` by
-/// the purpose alone and every condition before it is decided `true` by it.
-pub(crate) fn may_hold_for(policy: &Policy, purpose: Option<Purpose>) -> bool {
-    // A policy's JSON form (Cedar's EST) always serializes; if it ever did not, keep the policy.
-    let Ok(json) = policy.to_json() else { return true };
-    let Some(conditions) = json.get("conditions").and_then(Json::as_array) else { return true };
-    let purpose = purpose.map(Purpose::as_str);
+/// Whether the policy whose JSON form (Cedar's EST) is `policy` can hold for a request
+/// declaring `purpose` (`None`: no purpose) whose context carries `keys`. `false` only
+/// when one of its conditions, evaluated in order, is decided `false` by these alone and
+/// every condition before it is decided `true` by them.
+pub(crate) fn may_hold_for(policy: &Json, purpose: Option<Purpose>, keys: ContextKeys) -> bool {
+    let Some(conditions) = policy.get("conditions").and_then(Json::as_array) else { return true };
+    let known = Known { purpose: purpose.map(Purpose::as_str), keys };
     for condition in conditions {
         let Some(body) = condition.get("body") else { return true };
         let value = match condition.get("kind").and_then(Json::as_str) {
-            Some("when") => decided_by_purpose(body, purpose),
-            Some("unless") => decided_by_purpose(body, purpose).map(|b| !b),
+            Some("when") => decided(body, known),
+            Some("unless") => decided(body, known).map(|b| !b),
             _ => None,
         };
         match value {
@@ -53,25 +102,45 @@ pub(crate) fn may_hold_for(policy: &Policy, purpose: Option<Purpose>) -> bool {
     true
 }
 
-/// `Some(b)` when `expr` evaluates to `b`, without error, for any request declaring
-/// `purpose`, whatever else the request and its entities hold; `None` when that is not
+/// What the split of a request knows of it.
+#[derive(Clone, Copy)]
+struct Known<'a> {
+    purpose: Option<&'a str>,
+    keys: ContextKeys,
+}
+
+/// `policy` (whose JSON form is `json`) with an unconstrained action scope, for a split
+/// whose requests all have an action the scope admits: the same decision, the same
+/// errors, less work. `policy` itself when the JSON form does not convert back.
+pub(crate) fn without_action_scope(policy: &Policy, json: &Json) -> Policy {
+    if matches!(policy.action_constraint(), ActionConstraint::Any) {
+        return policy.clone();
+    }
+    let mut json = json.clone();
+    json["action"] = serde_json::json!({ "op": "All" });
+    Policy::from_json(Some(policy.id().clone()), json).unwrap_or_else(|_| policy.clone())
+}
+
+/// `Some(b)` when `expr` evaluates to `b`, without error, for any request `known`
+/// describes, whatever else the request and its entities hold; `None` when that is not
 /// certain. Follows Cedar's left-to-right short-circuit of `&&` and `||`.
-fn decided_by_purpose(expr: &Json, purpose: Option<&str>) -> Option<bool> {
+fn decided(expr: &Json, known: Known) -> Option<bool> {
     let (op, args) = single_entry(expr)?;
     let side = |name: &str| args.get(name);
     match op {
-        "&&" => match decided_by_purpose(side("left")?, purpose)? {
+        "&&" => match decided(side("left")?, known)? {
             false => Some(false),
-            true => decided_by_purpose(side("right")?, purpose),
+            true => decided(side("right")?, known),
         },
-        "||" => match decided_by_purpose(side("left")?, purpose)? {
+        "||" => match decided(side("left")?, known)? {
             true => Some(true),
-            false => decided_by_purpose(side("right")?, purpose),
+            false => decided(side("right")?, known),
         },
-        "!" => decided_by_purpose(side("arg")?, purpose).map(|b| !b),
-        "has" if is_var(side("left")?, "context") && side("attr")?.as_str() == Some("purpose") => {
-            Some(purpose.is_some())
-        }
+        "!" => decided(side("arg")?, known).map(|b| !b),
+        "has" if is_var(side("left")?, "context") => match side("attr")?.as_str()? {
+            "purpose" => Some(known.purpose.is_some()),
+            attr => known.keys.has(attr),
+        },
         "==" | "!=" => {
             let (left, right) = (side("left")?, side("right")?);
             let literal = if is_context_purpose(left) {
@@ -82,7 +151,7 @@ fn decided_by_purpose(expr: &Json, purpose: Option<&str>) -> Option<bool> {
                 return None;
             };
             // Without a purpose, `context.purpose` is an error: not decided.
-            let equal = purpose? == literal;
+            let equal = known.purpose? == literal;
             Some(if op == "==" { equal } else { !equal })
         }
         _ => None,
@@ -119,8 +188,9 @@ mod tests {
 
     use super::*;
 
-    fn policy(text: &str) -> Policy {
-        Policy::from_str(text).unwrap()
+    /// A policy's JSON form, which is what [`may_hold_for`] reads.
+    fn policy(text: &str) -> Json {
+        Policy::from_str(text).unwrap().to_json().unwrap()
     }
 
     #[test]
@@ -128,14 +198,14 @@ mod tests {
         let p = policy(
             r#"permit (principal, action, resource) when { context has purpose && context.purpose == "LEGAL" && principal.x };"#,
         );
-        assert!(may_hold_for(&p, Some(Purpose::Legal)));
-        assert!(!may_hold_for(&p, Some(Purpose::Casework)));
-        assert!(!may_hold_for(&p, None));
+        assert!(may_hold_for(&p, Some(Purpose::Legal), ContextKeys::default()));
+        assert!(!may_hold_for(&p, Some(Purpose::Casework), ContextKeys::default()));
+        assert!(!may_hold_for(&p, None, ContextKeys::default()));
 
         // Without the `has` guard, no purpose is an evaluation error: the policy stays.
         let p = policy(r#"permit (principal, action, resource) when { context.purpose == "LEGAL" };"#);
-        assert!(!may_hold_for(&p, Some(Purpose::Audit)));
-        assert!(may_hold_for(&p, None));
+        assert!(!may_hold_for(&p, Some(Purpose::Audit), ContextKeys::default()));
+        assert!(may_hold_for(&p, None, ContextKeys::default()));
     }
 
     #[test]
@@ -144,35 +214,57 @@ mod tests {
         let p = policy(
             r#"forbid (principal, action, resource) when { principal.x && context has purpose && context.purpose == "LEGAL" };"#,
         );
-        assert!(may_hold_for(&p, Some(Purpose::Casework)));
+        assert!(may_hold_for(&p, Some(Purpose::Casework), ContextKeys::default()));
         let p = policy(
             r#"forbid (principal, action, resource) when { principal.x } when { context has purpose && context.purpose == "LEGAL" };"#,
         );
-        assert!(may_hold_for(&p, Some(Purpose::Casework)));
+        assert!(may_hold_for(&p, Some(Purpose::Casework), ContextKeys::default()));
     }
 
     #[test]
     fn unless_or_and_not_equal_follow_cedar() {
         let p = policy(r#"forbid (principal, action, resource) unless { context has purpose };"#);
-        assert!(may_hold_for(&p, None));
-        assert!(!may_hold_for(&p, Some(Purpose::Audit)));
+        assert!(may_hold_for(&p, None, ContextKeys::default()));
+        assert!(!may_hold_for(&p, Some(Purpose::Audit), ContextKeys::default()));
 
         let p = policy(
             r#"permit (principal, action, resource) when { context has purpose && ("LEGAL" == context.purpose || context.purpose == "AUDIT") };"#,
         );
-        assert!(may_hold_for(&p, Some(Purpose::Legal)));
-        assert!(may_hold_for(&p, Some(Purpose::Audit)));
-        assert!(!may_hold_for(&p, Some(Purpose::Emergency)));
+        assert!(may_hold_for(&p, Some(Purpose::Legal), ContextKeys::default()));
+        assert!(may_hold_for(&p, Some(Purpose::Audit), ContextKeys::default()));
+        assert!(!may_hold_for(&p, Some(Purpose::Emergency), ContextKeys::default()));
 
         let p = policy(
             r#"permit (principal, action, resource) when { context has purpose && context.purpose != "EMERGENCY" };"#,
         );
-        assert!(!may_hold_for(&p, Some(Purpose::Emergency)));
-        assert!(may_hold_for(&p, Some(Purpose::Casework)));
+        assert!(!may_hold_for(&p, Some(Purpose::Emergency), ContextKeys::default()));
+        assert!(may_hold_for(&p, Some(Purpose::Casework), ContextKeys::default()));
 
         let p = policy(r#"permit (principal, action, resource) when { !(context has purpose) };"#);
-        assert!(may_hold_for(&p, None));
-        assert!(!may_hold_for(&p, Some(Purpose::Casework)));
+        assert!(may_hold_for(&p, None, ContextKeys::default()));
+        assert!(!may_hold_for(&p, Some(Purpose::Casework), ContextKeys::default()));
+    }
+
+    #[test]
+    fn optional_context_decides_its_has_and_nothing_else() {
+        let none = ContextKeys::default();
+        let grant = none.with("grant");
+        let p =
+            policy(r#"permit (principal, action, resource) when { context has grant && context.grant.kind == "X" };"#);
+        assert!(!may_hold_for(&p, None, none));
+        assert!(may_hold_for(&p, None, grant));
+        let p = policy(r#"forbid (principal, action, resource) unless { context has justification };"#);
+        assert!(may_hold_for(&p, None, grant));
+        assert!(!may_hold_for(&p, None, grant.with("justification")));
+        // `time`, `device` and `source_address` are not decided by the split.
+        for text in [
+            r#"permit (principal, action, resource) when { context has device };"#,
+            r#"permit (principal, action, resource) when { context has source_address };"#,
+        ] {
+            assert!(may_hold_for(&policy(text), None, none), "{text}");
+        }
+        assert_eq!(none.with("device"), none);
+        assert_eq!(ContextKeys::all().count(), ContextKeys::COUNT);
     }
 
     #[test]
@@ -182,7 +274,7 @@ mod tests {
             r#"permit (principal, action, resource) when { context.purpose like "LEG*" };"#,
         ] {
             for purpose in [None, Some(Purpose::Casework), Some(Purpose::Legal)] {
-                assert!(may_hold_for(&policy(text), purpose), "{text} for {purpose:?}");
+                assert!(may_hold_for(&policy(text), purpose, ContextKeys::default()), "{text} for {purpose:?}");
             }
         }
         // Without a purpose `context has purpose` is false, so these are rightly left out then;
@@ -191,9 +283,9 @@ mod tests {
             r#"permit (principal, action, resource) when { context has purpose && context.purpose == principal.purpose };"#,
             r#"permit (principal, action, resource) when { context has purpose && context.purpose in ["LEGAL"] };"#,
         ] {
-            assert!(!may_hold_for(&policy(text), None), "{text} without a purpose");
+            assert!(!may_hold_for(&policy(text), None, ContextKeys::default()), "{text} without a purpose");
             for purpose in [Some(Purpose::Casework), Some(Purpose::Legal)] {
-                assert!(may_hold_for(&policy(text), purpose), "{text} for {purpose:?}");
+                assert!(may_hold_for(&policy(text), purpose, ContextKeys::default()), "{text} for {purpose:?}");
             }
         }
     }

@@ -11,7 +11,7 @@ use miette::Diagnostic;
 use sha2::{Digest, Sha256};
 
 use crate::model::{Action, Purpose};
-use crate::partition::{admits_action, may_hold_for};
+use crate::partition::{ContextKeys, admits_action, may_hold_for, without_action_scope};
 
 /// The Cedar schema of Quis (namespace `Quis`).
 pub const SCHEMA: &str = include_str!("../pack/quis.cedarschema");
@@ -168,7 +168,7 @@ struct Compiled {
     all: cedar_policy::PolicySet,
     /// For each [`Action`] (by `Action::ALL` index): the policies whose action scope can match it.
     by_action: Vec<cedar_policy::PolicySet>,
-    /// For each [`Action`] and purpose (by [`request_slot`]): the policies that can hold.
+    /// For each [`Action`], purpose and [`ContextKeys`] (by [`request_slot`]): the policies that can hold.
     by_request: Vec<cedar_policy::PolicySet>,
     meta: HashMap<PolicyId, PolicyMeta>,
 }
@@ -267,11 +267,33 @@ impl PolicySet {
                 .collect());
         }
 
-        let by_action = Action::ALL.iter().map(|&action| subset(&renamed, |p| admits_action(p, action))).collect();
-        let by_request = Action::ALL
+        // Per action, the policies its scope admits, each without its action scope and with its
+        // JSON form (Cedar's EST, computed once: the splits read it).
+        let json: Vec<(&cedar_policy::Policy, Option<serde_json::Value>)> =
+            renamed.policies().map(|p| (p, p.to_json().ok())).collect();
+        let for_action: Vec<Vec<(cedar_policy::Policy, Option<&serde_json::Value>)>> = Action::ALL
             .iter()
-            .flat_map(|&action| PURPOSES.iter().map(move |&purpose| (action, purpose)))
-            .map(|(action, purpose)| subset(&renamed, |p| admits_action(p, action) && may_hold_for(p, purpose)))
+            .map(|&action| {
+                json.iter()
+                    .filter(|(p, _)| admits_action(p, action))
+                    .map(|(p, json)| match json {
+                        Some(json) => (without_action_scope(p, json), Some(json)),
+                        None => ((*p).clone(), None),
+                    })
+                    .collect()
+            })
+            .collect();
+        let by_action = for_action.iter().map(|policies| subset(policies, |_| true)).collect();
+        let by_request = for_action
+            .iter()
+            .flat_map(|policies| {
+                PURPOSES.iter().flat_map(move |&purpose| {
+                    ContextKeys::all().map(move |keys| {
+                        // A policy whose JSON form is unknown is kept.
+                        subset(policies, |json| json.is_none_or(|json| may_hold_for(json, purpose, keys)))
+                    })
+                })
+            })
             .collect();
         let version = hex::encode(Sha256::digest(text.as_bytes()));
         Ok(PolicySet {
@@ -295,15 +317,18 @@ impl PolicySet {
     }
 
     /// The policies that can apply to `action` (same decisions as [`Self::cedar`] for it).
+    /// Their action scopes are dropped: hand it requests of `action` only.
     pub fn for_action(&self, action: Action) -> &cedar_policy::PolicySet {
         let index = Action::ALL.iter().position(|a| *a == action).unwrap_or(0);
         &self.inner.by_action[index]
     }
 
-    /// The policies that can hold for a request of `action` declaring `purpose` (same
-    /// decisions, determining policies and errors as [`Self::cedar`] for such a request).
-    pub fn for_request(&self, action: Action, purpose: Option<Purpose>) -> &cedar_policy::PolicySet {
-        &self.inner.by_request[request_slot(action, purpose)]
+    /// The policies that can hold for a request of `action` declaring `purpose` whose
+    /// context carries the optional attributes `keys` (same decisions, determining policies
+    /// and errors as [`Self::cedar`] for such a request). Their action scopes are dropped:
+    /// hand it such requests only.
+    pub fn for_request(&self, action: Action, purpose: Option<Purpose>, keys: ContextKeys) -> &cedar_policy::PolicySet {
+        &self.inner.by_request[request_slot(action, purpose, keys)]
     }
 
     /// The `@id`s of the set's policies, in source order.
@@ -353,18 +378,21 @@ const PURPOSES: [Option<Purpose>; 1 + Purpose::ALL.len()] = {
     all
 };
 
-/// The position of (action, purpose) in `Compiled::by_request`.
-fn request_slot(action: Action, purpose: Option<Purpose>) -> usize {
+/// The position of (action, purpose, keys) in `Compiled::by_request`.
+fn request_slot(action: Action, purpose: Option<Purpose>, keys: ContextKeys) -> usize {
     let action = Action::ALL.iter().position(|a| *a == action).unwrap_or(0);
     let purpose = PURPOSES.iter().position(|p| *p == purpose).unwrap_or(0);
-    action * PURPOSES.len() + purpose
+    (action * PURPOSES.len() + purpose) * ContextKeys::COUNT + keys.index()
 }
 
-/// The policies of `all` that `keep` admits.
-fn subset(all: &cedar_policy::PolicySet, keep: impl Fn(&cedar_policy::Policy) -> bool) -> cedar_policy::PolicySet {
+/// The policies that `keep` admits, given their JSON form.
+fn subset(
+    policies: &[(cedar_policy::Policy, Option<&serde_json::Value>)],
+    keep: impl Fn(Option<&serde_json::Value>) -> bool,
+) -> cedar_policy::PolicySet {
     let mut out = cedar_policy::PolicySet::new();
-    for policy in all.policies().filter(|p| keep(p)) {
-        // Ids are unique in `all`, so adding cannot collide.
+    for (policy, _) in policies.iter().filter(|(_, json)| keep(*json)) {
+        // Ids are unique in the set, so adding cannot collide.
         let _ = out.add(policy.clone());
     }
     out

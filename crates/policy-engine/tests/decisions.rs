@@ -751,3 +751,26 @@ fn a_changed_policy_set_takes_effect_on_the_next_check() {
     assert_eq!(d.public_reason, "casework reads are suspended");
     assert_eq!(d.policy_version, stricter.version());
 }
+
+#[test]
+fn each_source_address_is_decided_on_its_own_value() {
+    // The engine keeps the Cedar `ip(..)` expression of addresses it has seen (at most a few
+    // thousand): every check must still see its own address, for more addresses than are kept.
+    let index = index_of(northshire());
+    let office_only = format!(
+        "{}\n@id(\"office-only\")\n@reason(\"outside the office network\")\n@public_reason(\"outside the office network\")\nforbid (principal, action, resource) when {{ context has source_address && !context.source_address.isInRange(ip(\"10.0.0.0/8\")) }};\n",
+        PolicySet::default().text()
+    );
+    let policies = PolicySet::compile(&office_only).unwrap();
+    let mut read = request("staff/alice", "read", "subjects/s-ann", Some("CASEWORK"));
+    for i in 0..5_000u32 {
+        let [_, a, b, c] = i.to_be_bytes();
+        for (address, inside) in [(format!("10.{a}.{b}.{c}"), true), (format!("192.168.{b}.{c}"), false)] {
+            read.context.source_address = Some(address.clone());
+            let d = Engine::check(&policies, &index, &read).unwrap();
+            assert_eq!(d.allowed, inside, "{address}: {}", d.full_reason);
+        }
+    }
+    read.context.source_address = Some("[2001:db8::1]:443".into());
+    assert_eq!(Engine::check(&policies, &index, &read).unwrap().determining_policies, ["office-only"]);
+}

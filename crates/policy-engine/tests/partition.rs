@@ -1,4 +1,4 @@
-//! The per-(action, purpose) split of a policy set decides exactly as the whole set:
+//! The per-(action, purpose, optional context) split of a policy set decides exactly as the whole set:
 //! for every request of a small exhaustive family over Northshire, bare Cedar on the
 //! split and on the whole set agree on the decision, the determining policies and the
 //! policies that failed to evaluate.
@@ -8,10 +8,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
-use cedar_policy::{Authorizer, Entities, Request, Response};
+use cedar_policy::{ActionConstraint, Authorizer, Entities, PolicyId, Request, Response};
 use common::*;
 use quis_policy_engine::model::{Action, Purpose};
-use quis_policy_engine::{CheckRequest, Engine, EntityIndex, PolicySet};
+use quis_policy_engine::{CheckRequest, ContextKeys, Engine, EntityIndex, PolicySet};
 
 fn outcome(response: &Response) -> (bool, BTreeSet<String>, BTreeSet<String>) {
     let errors = response
@@ -88,8 +88,14 @@ fn assert_split_decides_as_the_whole(policies: &PolicySet) {
         let action = Action::from_str(&req.action).unwrap();
         let purpose = req.context.purpose.as_deref().map(|p| Purpose::from_str(p).unwrap());
         let whole = outcome(&authorizer.is_authorized(cedar_request, policies.cedar(), entities));
-        let split = outcome(&authorizer.is_authorized(cedar_request, policies.for_request(action, purpose), entities));
+        let split = outcome(&authorizer.is_authorized(
+            cedar_request,
+            policies.for_request(action, purpose, ContextKeys::of(cedar_request)),
+            entities,
+        ));
         assert_eq!(split, whole, "{req:?}");
+        let by_action = outcome(&authorizer.is_authorized(cedar_request, policies.for_action(action), entities));
+        assert_eq!(by_action, whole, "{req:?}");
         allowed += usize::from(whole.0);
     }
     assert!(allowed > 100, "the family reaches the permits: {allowed} allowed");
@@ -101,11 +107,32 @@ fn the_split_of_the_default_pack_decides_as_the_whole_pack() {
     assert_split_decides_as_the_whole(&pack);
     // And it is smaller: a CASEWORK read sees neither the other purposes' permits nor the
     // purpose-required forbid.
-    let read = pack.for_request(Action::Read, Some(Purpose::Casework));
+    let with_case = ContextKeys::default().with("case");
+    let read = pack.for_request(Action::Read, Some(Purpose::Casework), with_case);
     let ids: BTreeSet<String> = read.policies().map(|p| p.id().to_string()).collect();
     assert!(ids.contains("case-read-casework") && ids.contains("restricted-compartment"), "{ids:?}");
     assert!(!ids.contains("case-read-legal") && !ids.contains("purpose-required"), "{ids:?}");
-    assert!(pack.for_request(Action::Read, None).policies().any(|p| p.id().to_string() == "purpose-required"));
+    assert!(
+        pack.for_request(Action::Read, None, ContextKeys::default())
+            .policies()
+            .any(|p| p.id().to_string() == "purpose-required")
+    );
+    // Nor, without a grant, the grant's permit; nor, without a case, the case's.
+    let ids_of = |keys| -> BTreeSet<String> {
+        pack.for_request(Action::Read, Some(Purpose::Casework), keys).policies().map(|p| p.id().to_string()).collect()
+    };
+    assert!(!ids.contains("temporary-grant-read") && !ids.contains("conflict-of-interest"), "{ids:?}");
+    let with_grant = ids_of(with_case.with("grant"));
+    assert!(with_grant.contains("temporary-grant-read") && with_grant.contains("case-read-casework"), "{with_grant:?}");
+    assert!(!ids_of(ContextKeys::default()).contains("case-read-casework"));
+    // The splits hold for their action alone, so Cedar need not check the action scope.
+    for action in Action::ALL {
+        assert!(pack.for_action(*action).policies().all(|p| matches!(p.action_constraint(), ActionConstraint::Any)));
+    }
+    assert!(!matches!(
+        pack.cedar().policy(&PolicyId::new("case-read-casework")).unwrap().action_constraint(),
+        ActionConstraint::Any
+    ));
 }
 
 #[test]
@@ -120,7 +147,7 @@ fn a_policy_that_fails_before_its_purpose_gate_stays_in_the_split() {
     for action in Action::ALL {
         assert!(
             policies
-                .for_request(*action, Some(Purpose::Casework))
+                .for_request(*action, Some(Purpose::Casework), ContextKeys::default())
                 .policies()
                 .any(|p| p.id().to_string() == "overflowing")
         );
