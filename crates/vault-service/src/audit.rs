@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     error::ServiceError,
+    index_writer::IndexWriter,
     links::{Decision, LedgerLink},
 };
 
@@ -198,7 +199,7 @@ impl Recorded {
 #[derive(Clone, Debug)]
 pub struct Audit {
     pub ledger: LedgerLink,
-    pub store: quis_vault::store::Store,
+    pub index: IndexWriter,
 }
 
 impl Audit {
@@ -211,11 +212,12 @@ impl Audit {
         let details = details.into_iter().map(|d| EventDetail { salt: d.salt, value: d.value }).collect();
         let ledger_index = self.ledger.append(Event { kind: Some(Kind::Access(event)) }, details).await?;
         if !self_read {
-            for (subject_id, salt) in subjects {
-                let row = IndexedAccess { subject_id, ledger_index, visible_from_us, salt };
-                if let Err(e) = self.store.add_access(&row).await {
-                    tracing::warn!(ledger_index, error = %e, "access index not written; a rebuild from the ledger restores it");
-                }
+            let rows = subjects
+                .into_iter()
+                .map(|(subject_id, salt)| IndexedAccess { subject_id, ledger_index, visible_from_us, salt })
+                .collect();
+            if let Err(e) = self.index.add(rows).await {
+                tracing::warn!(ledger_index, error = %e, "access index not written; a rebuild from the ledger restores it");
             }
         }
         Ok(Recorded { ledger_index, decision })

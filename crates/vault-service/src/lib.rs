@@ -12,6 +12,7 @@ mod convert;
 pub mod error;
 mod guarded;
 mod history;
+mod index_writer;
 mod ingest;
 mod keys;
 mod links;
@@ -79,7 +80,7 @@ pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, VaultHandle), 
     let inner = Arc::new(Inner {
         vault: guarded::GuardedVault::new(vault),
         policy,
-        audit: audit::Audit { ledger, store: store.clone() },
+        audit: audit::Audit { ledger, index: index_writer::IndexWriter::start(store.clone()) },
         data_dir: config.data_dir.clone(),
         keys: settings.keys.clone(),
         history_accessor: settings.history_accessor,

@@ -470,13 +470,31 @@ impl Store {
 
     /// Adds an access to a subject's access index (idempotent).
     pub async fn add_access(&self, access: &IndexedAccess) -> Result<(), sqlx::Error> {
-        let index = i64::try_from(access.ledger_index).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        on_pool!(&self.db, pool => sqlx::query(
-            "INSERT INTO vault_access_index (subject_id, ledger_index, visible_from_us, salt) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (subject_id, ledger_index) DO NOTHING")
-            .bind(&access.subject_id).bind(index).bind(access.visible_from_us).bind(access.salt.as_slice())
-            .execute(pool).await.map(|_| ()))?;
-        Ok(())
+        self.add_accesses(std::slice::from_ref(access)).await
+    }
+
+    /// Indexes several accesses in one transaction (each row at most once).
+    pub async fn add_accesses(&self, accesses: &[IndexedAccess]) -> Result<(), sqlx::Error> {
+        macro_rules! insert_all {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin_with(self.begin_statement()).await?;
+                for access in accesses {
+                    let index = i64::try_from(access.ledger_index).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                    sqlx::query(
+                        "INSERT INTO vault_access_index (subject_id, ledger_index, visible_from_us, salt) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (subject_id, ledger_index) DO NOTHING",
+                    )
+                    .bind(&access.subject_id)
+                    .bind(index)
+                    .bind(access.visible_from_us)
+                    .bind(access.salt.as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await
+            }};
+        }
+        on_pool!(&self.db, pool => insert_all!(pool))
     }
 
     /// The accesses to a subject visible at `now_us`, above ledger index
