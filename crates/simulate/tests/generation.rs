@@ -185,14 +185,14 @@ fn scoring_matches_alerts_by_actor_evidence_and_time() {
         alerts: alerts.iter().map(|a| format!("alerts/{a}")).collect(),
         ..Default::default()
     };
-    let sentinel_incidents = vec![
+    let sentinel_incidents = [
         grouped("i1", "emp-0001", &["a1"]),
         grouped("i2", "emp-0002", &["a2"]),
         grouped("i3", "emp-0009", &["a3"]),
         grouped("i4", "emp-0003", &["a4"]),
         grouped("i5", "", &["a5"]),
     ];
-    let raised = score::Raised { alerts: &alerts, incidents: &sentinel_incidents[..] };
+    let raised = score::Raised { alerts: &alerts, incidents: &sentinel_incidents };
     let report = score::score(played, incidents, raised, 0.97);
     assert_eq!(report.alerts, 5);
     assert_eq!(report.alerts_matched, 3);
