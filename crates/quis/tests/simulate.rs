@@ -1,5 +1,5 @@
-//! End to end: `quis simulate` on 400 staff over 5 working days (about 2,000
-//! staff-days) with every incident kind planted twice, through the real
+//! End to end: `quis simulate` on 500 staff over 5 working days (about 2,500
+//! staff-days, the default organization) with every incident kind planted twice, through the real
 //! binary, the real suite and its embedded stores. Sentinel must find every
 //! planted incident with few false alerts, and raise the insider's tampering
 //! with the ledger's rows within 10 seconds. The rate counts sentinel's
@@ -15,9 +15,9 @@ fn sentinel_finds_every_planted_incident_on_a_simulated_week() {
     let out = dir.path().join("report.json");
     let status = Command::new(QUIS)
         // The default re-check (8,192 entries a second, half of it sweeping) covers this run's
-        // ~40,000 entries in about 10 s: twice that keeps the 10 s deadline on a loaded debug build.
+        // ~50,000 entries in about 12 s: twice that keeps the 10 s deadline on a loaded debug build.
         .env("QUIS_SENTINEL__RECHECK_ENTRIES_PER_SEC", "16384")
-        .args(["simulate", "--seed", "11", "--staff", "400", "--subjects", "8000", "--days", "5", "--out"])
+        .args(["simulate", "--seed", "11", "--staff", "500", "--subjects", "10000", "--days", "5", "--out"])
         .arg(&out)
         .status()
         .expect("run quis simulate");
