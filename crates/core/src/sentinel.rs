@@ -75,6 +75,12 @@ pub struct SentinelConfig {
     pub integrity_interval_ms: u64,
     /// One tailed entry in this many is checked against an inclusion proof (1 checks every entry).
     pub sample_every: u64,
+    /// Stored entries re-read per second (in tiles of 256) and checked against the signed tree, so
+    /// that a row rewritten or deleted after it was tailed is caught; 0 disables. Half of each
+    /// round goes to the most recent `recheck_recent_entries`, half to a sweep over the whole log.
+    pub recheck_entries_per_sec: u64,
+    /// The newest entries the re-check returns to most often.
+    pub recheck_recent_entries: u64,
     /// The tail standing still this long behind the verified tree raises a `ledger-integrity`
     /// alert (the ledger cannot serve an entry: deleted or corrupt rows).
     pub stall_alert_ms: u64,
@@ -105,6 +111,8 @@ impl Default for SentinelConfig {
             witness_quorum: 0,
             integrity_interval_ms: 1000,
             sample_every: 16,
+            recheck_entries_per_sec: 8192,
+            recheck_recent_entries: 16_384,
             stall_alert_ms: 30_000,
             batch_max: 500,
             reconnect_min_ms: 100,
@@ -127,6 +135,7 @@ pub struct DetectionsConfig {
     pub volume: VolumeConfig,
     pub off_hours: OffHoursConfig,
     pub bulk_export: BulkExportConfig,
+    pub bulk_collection: BulkCollectionConfig,
     pub credential_misuse: CredentialMisuseConfig,
     pub break_glass_abuse: BreakGlassAbuseConfig,
     pub ledger_integrity: LedgerIntegrityConfig,
@@ -145,6 +154,7 @@ impl Default for DetectionsConfig {
             volume: Default::default(),
             off_hours: Default::default(),
             bulk_export: Default::default(),
+            bulk_collection: Default::default(),
             credential_misuse: Default::default(),
             break_glass_abuse: Default::default(),
             ledger_integrity: Default::default(),
@@ -342,6 +352,47 @@ impl Default for BulkExportConfig {
     }
 }
 
+/// `bulk-collection`: records gathered in a day beyond one's own cases (subjects read on cases not
+/// assigned to oneself, and records asked for in exports, allowed or not), far above the actor's
+/// own daily norm and their team's. Reads on one's own cases never count: busy days are work.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BulkCollectionConfig {
+    pub enabled: bool,
+    pub severity: Severity,
+    /// Days of history kept for the actor's baseline (the mean of their active days among them)
+    /// and, per team, for the team's mean per member-day.
+    pub baseline_days: usize,
+    /// Active days needed before the actor's own baseline is trusted.
+    pub min_baseline_days: usize,
+    /// The alert fires at or above this many records in a day...
+    pub min_records: usize,
+    /// ...when above this multiple of the actor's own daily mean (once trusted)...
+    pub factor: f64,
+    /// ...and above this multiple of the team's mean per member-day (once it rests on
+    /// `team_min_member_days`; 0 disables the team comparison).
+    pub team_factor: f64,
+    pub team_min_member_days: usize,
+    /// Most distinct subjects counted per actor and day (memory and saved state stay bounded).
+    pub max_day_subjects: usize,
+}
+
+impl Default for BulkCollectionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            severity: Severity::High,
+            baseline_days: 20,
+            min_baseline_days: 2,
+            min_records: 40,
+            factor: 4.0,
+            team_factor: 4.0,
+            team_min_member_days: 10,
+            max_day_subjects: 5_000,
+        }
+    }
+}
+
 /// `credential-misuse`: one principal from many hosts in a short window, or from a new host.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -447,6 +498,9 @@ impl SentinelConfig {
         if self.sample_every == 0 {
             return invalid("sample_every", "must be at least 1");
         }
+        if self.recheck_entries_per_sec > 1_000_000 {
+            return invalid("recheck_entries_per_sec", "must be 0 (off) to 1000000");
+        }
         if self.stall_alert_ms < 100 {
             return invalid("stall_alert_ms", "must be at least 100");
         }
@@ -519,6 +573,25 @@ impl SentinelConfig {
         }
         if !(d.bulk_export.factor.is_finite() && d.bulk_export.factor >= 1.0) {
             return invalid("detections.bulk_export.factor", "must be a number of at least 1");
+        }
+        let b = &d.bulk_collection;
+        if b.baseline_days == 0 || b.min_baseline_days > b.baseline_days {
+            return invalid(
+                "detections.bulk_collection.min_baseline_days",
+                "must not exceed baseline_days (at least 1)",
+            );
+        }
+        if b.min_records == 0 {
+            return invalid("detections.bulk_collection.min_records", "must be at least 1");
+        }
+        if !(b.factor.is_finite() && b.factor >= 1.0) {
+            return invalid("detections.bulk_collection.factor", "must be a number of at least 1");
+        }
+        if !(b.team_factor == 0.0 || (b.team_factor.is_finite() && b.team_factor >= 1.0)) {
+            return invalid("detections.bulk_collection.team_factor", "must be 0 (off) or a number of at least 1");
+        }
+        if b.max_day_subjects < b.min_records {
+            return invalid("detections.bulk_collection.max_day_subjects", "must be at least min_records");
         }
         if d.credential_misuse.hosts < 2 || d.credential_misuse.window_secs == 0 {
             return invalid(

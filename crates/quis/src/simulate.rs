@@ -37,6 +37,9 @@ pub struct SimulateArgs {
     /// Where to write the JSON report.
     #[arg(long)]
     out: PathBuf,
+    /// Stop sentinel and start it again once this day (from 0) has been played.
+    #[arg(long)]
+    restart_sentinel_after_day: Option<u32>,
 }
 
 #[derive(clap::Args)]
@@ -50,6 +53,8 @@ pub struct DemoArgs {
 struct Started {
     config: QuisConfig,
     running: suite::Running,
+    /// Sentinel, when started restartable.
+    sentinel: Option<Restarter>,
     clock: SimClock,
     stop: CancellationToken,
     /// Removed at exit when the directory was made for this run.
@@ -58,7 +63,7 @@ struct Started {
 
 /// Starts the suite for a simulation. `config` is the operator's (file,
 /// environment): a simulated clock refuses it unless it is local and embedded.
-async fn start(mut config: QuisConfig, data_dir_given: bool) -> Result<Started> {
+async fn start(mut config: QuisConfig, data_dir_given: bool, restartable_sentinel: bool) -> Result<Started> {
     let temp = if data_dir_given {
         if config.data_dir.join("ledger.db").exists() {
             bail!("{} already holds a ledger: a simulation needs a fresh data directory", config.data_dir.display());
@@ -81,9 +86,19 @@ async fn start(mut config: QuisConfig, data_dir_given: bool) -> Result<Started> 
     let clock = SimClock::new(day_start_ms(0) - 7_200_000);
     config.clock = Clock::Simulated(clock.clone());
     let stop = CancellationToken::new();
-    let running = suite::up(config.clone(), stop.clone()).await?;
+    let mut running = suite::up_with(config.clone(), stop.clone(), restartable_sentinel).await?;
     wait_ready(running.admin_addr).await?;
-    Ok(Started { config, running, clock, stop, _temp: temp })
+    let sentinel = running.sentinel.take().map(|s| Restarter(tokio::sync::Mutex::new(s)));
+    Ok(Started { config, running, sentinel, clock, stop, _temp: temp })
+}
+
+/// The suite's restartable sentinel, for the simulator.
+struct Restarter(tokio::sync::Mutex<suite::RestartableSentinel>);
+
+impl quis_simulate::SentinelRestarter for Restarter {
+    fn restart(&self) -> futures::future::BoxFuture<'_, Result<()>> {
+        Box::pin(async move { self.0.lock().await.restart().await })
+    }
 }
 
 /// Waits until the gateway's `/readyz` answers 200 (policy has its pack, every upstream serves).
@@ -101,15 +116,26 @@ async fn wait_ready(admin: std::net::SocketAddr) -> Result<()> {
 
 impl Started {
     async fn simulate(&self, simulation: &Simulation) -> Result<Report> {
-        let suite = Suite { config: &self.config, gateway: self.running.listen_addr, clock: self.clock.clone() };
+        let suite = Suite {
+            config: &self.config,
+            gateway: self.running.listen_addr,
+            clock: self.clock.clone(),
+            sentinel_restarter: self.sentinel.as_ref().map(|r| r as &dyn quis_simulate::SentinelRestarter),
+        };
         quis_simulate::run(simulation, &suite).await
     }
 
     async fn stop(self) {
         self.stop.cancel();
         let mut tasks = self.running.tasks;
-        let _ =
-            tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+        let sentinel = self.sentinel;
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while tasks.join_next().await.is_some() {}
+            if let Some(Restarter(sentinel)) = sentinel {
+                sentinel.into_inner().join().await;
+            }
+        })
+        .await;
     }
 }
 
@@ -119,13 +145,14 @@ pub async fn simulate(args: &SimulateArgs, mut config: QuisConfig, data_dir_give
         params: OrgParams { seed: args.seed, staff: args.staff, subjects: args.subjects, days: args.days },
         incidents_per_kind: args.incidents_per_kind,
         concurrency: args.concurrency.max(1),
+        restart_sentinel_after_day: args.restart_sentinel_after_day,
     };
     // The simulator's progress; the services only when something is wrong.
     if config.log.level == "info" {
         config.log.level = "warn,quis_simulate=info".into();
     }
     let _telemetry = quis_core::telemetry::init("simulate", &config.log).map_err(anyhow::Error::msg)?;
-    let started = start(config, data_dir_given).await?;
+    let started = start(config, data_dir_given, simulation.restart_sentinel_after_day.is_some()).await?;
     let report = started.simulate(&simulation).await;
     started.stop().await;
     let report = report?;
@@ -143,9 +170,10 @@ pub async fn demo(args: &DemoArgs, config: QuisConfig, data_dir_given: bool) -> 
         params: OrgParams { seed: args.seed, staff: 120, subjects: 3_000, days: 5 },
         incidents_per_kind: 1,
         concurrency: 16,
+        restart_sentinel_after_day: None,
     };
     println!("Starting the Quis suite on the embedded default, on a simulated clock...");
-    let started = start(config, data_dir_given).await?;
+    let started = start(config, data_dir_given, false).await?;
     println!("Data directory: {}", started.config.data_dir.display());
     println!(
         "Simulating {} staff and {} subjects over {} working days, with planted misuse (takes a few minutes)...",
@@ -213,16 +241,20 @@ fn summary(report: &Report) -> String {
     let p = &report.played;
     let mut out = format!(
         "Played {} calls ({} refused) over {} staff-days.\n\
-         Recall {:.2} ({} kinds), precision {:.2} ({} of {} alerts), {:.1} alerts per 1,000 staff-days, \
-         {:.1}% of accesses explained.",
+         Recall {:.2} ({} kinds), precision {:.2} ({} of {} incidents; {:.2} of alerts, {} of {}), \
+         {:.1} incidents ({:.1} alerts) per 1,000 staff-days, {:.1}% of accesses explained.",
         p.calls,
         p.denied,
         p.staff_days,
         report.recall,
         report.recall_by_kind.len(),
-        report.precision,
+        report.incident_precision,
+        report.sentinel_incidents_matched,
+        report.sentinel_incidents,
+        report.alert_precision,
         report.alerts_matched,
         report.alerts,
+        report.incidents_per_1000_staff_days,
         report.alerts_per_1000_staff_days,
         report.share_explained * 100.0,
     );

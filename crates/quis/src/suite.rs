@@ -77,6 +77,43 @@ pub struct Running {
     /// For `quis up`: the keys that verify its checkpoints, the log's and its local witness's.
     pub log_keys: Vec<String>,
     pub witness_keys: Vec<String>,
+    /// For `quis simulate --restart-sentinel-after-day`: sentinel, apart from `tasks`.
+    pub sentinel: Option<RestartableSentinel>,
+}
+
+/// Sentinel served so that it can be stopped and started again on the same port, as an
+/// operator restarts it: its own stop token (a child of the suite's) and its own tasks.
+pub struct RestartableSentinel {
+    ctx: ServiceContext,
+    addr: SocketAddr,
+    parent: CancellationToken,
+    tasks: JoinSet<Result<()>>,
+}
+
+impl RestartableSentinel {
+    async fn start(ctx: ServiceContext, listener: TcpListener, parent: CancellationToken) -> Result<Self> {
+        let addr = listener.local_addr()?;
+        let mut tasks = JoinSet::new();
+        spawn_backend(&mut tasks, "sentinel", ctx.clone(), listener, None, Readiness::default()).await?;
+        Ok(Self { ctx, addr, parent, tasks })
+    }
+
+    /// Stops sentinel, waits until it has, and starts it again from its store.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.ctx.shutdown.cancel();
+        while let Some(joined) = self.tasks.join_next().await {
+            joined.context("sentinel's task")?.context("sentinel stopping")?;
+        }
+        self.ctx.shutdown = self.parent.child_token();
+        let listener = bind(self.addr, "sentinel (restarted)").await?;
+        spawn_backend(&mut self.tasks, "sentinel", self.ctx.clone(), listener, None, Readiness::default()).await?;
+        Ok(())
+    }
+
+    /// Waits for sentinel's tasks once the suite is stopping.
+    pub async fn join(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
 }
 
 async fn verifier(config: &Arc<QuisConfig>, stop: &CancellationToken) -> Result<Arc<quis_auth::TokenVerifier>> {
@@ -180,11 +217,24 @@ pub async fn serve_one(name: &str, config: Arc<QuisConfig>, stop: CancellationTo
         let ctx = ServiceContext { verifier: verifier(&config, &stop).await?, config, shutdown: stop };
         notes.extend(spawn_backend(&mut tasks, name, ctx, listener, http, readiness).await?);
     }
-    Ok(Running { tasks, listen_addr, admin_addr, notes, log_keys: Vec::new(), witness_keys: Vec::new() })
+    Ok(Running {
+        tasks,
+        listen_addr,
+        admin_addr,
+        notes,
+        log_keys: Vec::new(),
+        witness_keys: Vec::new(),
+        sentinel: None,
+    })
 }
 
 /// `quis up`: every backend on a loopback port of its own, the gateway in front.
 pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> {
+    up_with(config, stop, false).await
+}
+
+/// [`up`], with sentinel restartable (in [`Running::sentinel`]) if asked.
+pub async fn up_with(config: QuisConfig, stop: CancellationToken, restartable_sentinel: bool) -> Result<Running> {
     config.clock.check_allowed(&config).map_err(anyhow::Error::msg)?;
     let mut tasks = JoinSet::new();
     let scheme = if config.tls.enabled { "https" } else { "http" };
@@ -255,11 +305,17 @@ pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> 
     let config = Arc::new(config);
     let verifier = verifier(&config, &stop).await?;
     let mut tiles = Some(tiles);
+    let mut sentinel = None;
     for name in BACKENDS {
         let Some(listener) = listeners.remove(name) else { continue };
         let http = if *name == "ledger" { tiles.take() } else { None };
         let ctx =
             ServiceContext { config: Arc::clone(&config), verifier: Arc::clone(&verifier), shutdown: stop.clone() };
+        if *name == "sentinel" && restartable_sentinel {
+            let ctx = ServiceContext { shutdown: stop.child_token(), ..ctx };
+            sentinel = Some(RestartableSentinel::start(ctx, listener, stop.clone()).await?);
+            continue;
+        }
         // The log's keys are already among the notes.
         spawn_backend(&mut tasks, name, ctx, listener, http, Readiness::default()).await?;
     }
@@ -272,5 +328,5 @@ pub async fn up(config: QuisConfig, stop: CancellationToken) -> Result<Running> 
     let readiness = Readiness::default();
     spawn_admin(admin, readiness.clone());
     spawn_gateway(&mut tasks, config, listener, readiness, &stop).await?;
-    Ok(Running { tasks, listen_addr: gateway_addr, admin_addr, notes, log_keys, witness_keys })
+    Ok(Running { tasks, listen_addr: gateway_addr, admin_addr, notes, log_keys, witness_keys, sentinel })
 }

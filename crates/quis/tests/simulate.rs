@@ -1,22 +1,23 @@
-//! End to end: `quis simulate` on 200 staff over 5 working days (1,000
-//! staff-days) with every incident kind planted twice, through the real
+//! End to end: `quis simulate` on 500 staff over 5 working days (about 2,500
+//! staff-days, the issue's default organization) with every incident kind planted twice, through the real
 //! binary, the real suite and its embedded stores. Sentinel must find every
 //! planted incident with few false alerts, and raise the insider's tampering
-//! with the ledger's rows within 10 seconds.
+//! with the ledger's rows within 10 seconds. The rate counts sentinel's
+//! incidents, planted ones included: 17 planted incidents need well over
+//! 1,700 staff-days to stay under 10 per 1,000.
 use std::process::Command;
 
 const QUIS: &str = env!("CARGO_BIN_EXE_quis");
 
-// The acceptance of issue 6, not met yet: bulk collection and a rewrite of rows sentinel has
-// already read are missed, and alerts per 1,000 staff-days are above 10. Run it with
-// `cargo test -p quis --test simulate -- --ignored` to see the figures.
 #[test]
-#[ignore = "issue 6 acceptance not met yet (see the comment above)"]
 fn sentinel_finds_every_planted_incident_on_a_simulated_week() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("report.json");
     let status = Command::new(QUIS)
-        .args(["simulate", "--seed", "11", "--staff", "200", "--subjects", "4000", "--days", "5", "--out"])
+        // The default re-check (8,192 entries a second, half of it sweeping) covers this run's
+        // ~50,000 entries in about 12 s: twice that keeps the 10 s deadline on a loaded debug build.
+        .env("QUIS_SENTINEL__RECHECK_ENTRIES_PER_SEC", "16384")
+        .args(["simulate", "--seed", "11", "--staff", "500", "--subjects", "10000", "--days", "5", "--out"])
         .arg(&out)
         .status()
         .expect("run quis simulate");
@@ -32,10 +33,63 @@ fn sentinel_finds_every_planted_incident_on_a_simulated_week() {
     for incident in report["incidents"].as_array().expect("incidents") {
         assert_eq!(incident["found"], true, "missed: {incident}");
     }
-    let precision = report["precision"].as_f64().expect("precision");
-    assert!(precision >= 0.8, "precision {precision}; unmatched: {}", report["unmatched_alerts"]);
-    let rate = report["alerts_per_1000_staff_days"].as_f64().expect("rate");
-    assert!(rate <= 10.0, "{rate} alerts per 1,000 staff-days");
+    // The figures count sentinel's incidents (grouped alerts, what an analyst triages).
+    let precision = report["incident_precision"].as_f64().expect("precision");
+    assert!(precision >= 0.8, "precision {precision}; unmatched: {}", report["unmatched_incidents"]);
+    let rate = report["incidents_per_1000_staff_days"].as_f64().expect("rate");
+    assert!(rate <= 10.0, "{rate} incidents per 1,000 staff-days; unmatched: {}", report["unmatched_incidents"]);
+    assert!(report["alerts_per_1000_staff_days"].as_f64().expect("alert rate") >= rate);
+    assert!(report["detection_lag"]["max_secs"].as_f64().is_some(), "lag in event time");
     let integrity = played["integrity_alert_wall_secs"].as_f64().expect("the tampering was alerted");
     assert!(integrity <= 10.0);
+}
+
+/// The same small simulation twice, once with sentinel stopped and started again after the
+/// second day: every figure is the same (the cursor, windows and baselines are in its store).
+#[test]
+fn a_sentinel_restart_mid_simulation_changes_no_figure() {
+    let simulate = |restart: bool| -> serde_json::Value {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("report.json");
+        let mut command = Command::new(QUIS);
+        command
+            .args(["simulate", "--seed", "5", "--staff", "80", "--subjects", "2000", "--days", "4"])
+            .args(["--incidents-per-kind", "1", "--out"])
+            .arg(&out);
+        if restart {
+            command.args(["--restart-sentinel-after-day", "1"]);
+        }
+        assert!(command.status().expect("run quis simulate").success(), "quis simulate failed");
+        serde_json::from_slice(&std::fs::read(&out).expect("report")).expect("json")
+    };
+    let (plain, restarted) = (simulate(false), simulate(true));
+    // The tampering's alerts come from the integrity monitor on the wall clock: compared apart.
+    for key in [
+        "recall_by_kind",
+        "sentinel_incidents",
+        "sentinel_incidents_matched",
+        "incident_precision",
+        "incidents_per_1000_staff_days",
+        "share_explained",
+        "detection_lag",
+    ] {
+        assert_eq!(plain[key], restarted[key], "{key}");
+    }
+    assert_eq!(plain["played"]["staff_days"], restarted["played"]["staff_days"]);
+    let detections = |r: &serde_json::Value| -> Vec<serde_json::Value> {
+        r["incidents"].as_array().expect("incidents").iter().map(|i| i["detections"].clone()).collect()
+    };
+    assert_eq!(detections(&plain), detections(&restarted));
+    let false_alerts = |r: &serde_json::Value| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = r["unmatched_alerts"]
+            .as_array()
+            .expect("unmatched")
+            .iter()
+            .map(|a| (a["detection_id"].to_string(), a["actor"].to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(false_alerts(&plain), false_alerts(&restarted));
+    assert!(restarted["played"]["integrity_alert_wall_secs"].as_f64().is_some());
 }

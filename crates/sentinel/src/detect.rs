@@ -1,6 +1,7 @@
 //! The detection engine. Here, the detections on the events themselves:
 //! enumeration (denials), volume against the actor's own and the team's
-//! baseline, off-hours against the actor's usual hours, bulk export,
+//! baseline, off-hours against the actor's usual hours, bulk export, bulk
+//! collection beyond one's own cases ([`crate::collection`]),
 //! credential misuse (many hosts, new host), break-glass (a review item for
 //! every use; an alert for abuse); those on policy's entities are in
 //! [`crate::detect_entities`].
@@ -16,6 +17,7 @@ use quis_proto::ledger::{Action, Decision};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    collection,
     config::{DetectionsConfig, Severity},
     detect_entities,
     event::EnrichedAccess,
@@ -133,36 +135,45 @@ pub struct ActorState {
     break_glass: VecDeque<Seen>,
     #[serde(flatten)]
     pub(crate) entity: detect_entities::EntityState,
+    collection: collection::CollectionState,
 }
 
-/// A team's daily volume: (day, member-days, distinct subjects summed over them), oldest first.
+/// Daily totals over a team: (day, member-days, total summed over them), oldest first.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DailyTotals(VecDeque<(i64, u32, u64)>);
+
+impl DailyTotals {
+    /// Adds one member's `amount` on `day`, keeping the last `keep` days.
+    pub(crate) fn add(&mut self, day: i64, amount: u32, keep: usize) {
+        match self.0.iter_mut().find(|(d, _, _)| *d == day) {
+            Some(entry) => {
+                entry.1 += 1;
+                entry.2 += u64::from(amount);
+            }
+            None => self.0.push_back((day, 1, u64::from(amount))),
+        }
+        self.0.make_contiguous().sort_by_key(|(d, _, _)| *d);
+        while self.0.len() > keep {
+            self.0.pop_front();
+        }
+    }
+
+    /// The mean per member-day, and how many member-days it rests on.
+    pub(crate) fn mean(&self) -> (f64, u64) {
+        let member_days: u64 = self.0.iter().map(|(_, m, _)| u64::from(*m)).sum();
+        let total: u64 = self.0.iter().map(|(_, _, s)| *s).sum();
+        if member_days == 0 { (0.0, 0) } else { (total as f64 / member_days as f64, member_days) }
+    }
+}
+
+/// A team's baselines: distinct subjects per member-day (volume), records gathered beyond
+/// one's own cases per member-day (bulk collection).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TeamState {
-    days: VecDeque<(i64, u32, u64)>,
-}
-
-impl TeamState {
-    fn add(&mut self, day: i64, subjects: u32, keep: usize) {
-        match self.days.iter_mut().find(|(d, _, _)| *d == day) {
-            Some(entry) => {
-                entry.1 += 1;
-                entry.2 += u64::from(subjects);
-            }
-            None => self.days.push_back((day, 1, u64::from(subjects))),
-        }
-        self.days.make_contiguous().sort_by_key(|(d, _, _)| *d);
-        while self.days.len() > keep {
-            self.days.pop_front();
-        }
-    }
-
-    /// The mean distinct subjects per member-day, and how many member-days it rests on.
-    fn mean(&self) -> (f64, u64) {
-        let member_days: u64 = self.days.iter().map(|(_, m, _)| u64::from(*m)).sum();
-        let subjects: u64 = self.days.iter().map(|(_, _, s)| *s).sum();
-        if member_days == 0 { (0.0, 0) } else { (subjects as f64 / member_days as f64, member_days) }
-    }
+    days: DailyTotals,
+    pub(crate) collected: DailyTotals,
 }
 
 /// The detection engine. See the module documentation.
@@ -260,6 +271,12 @@ impl Engine {
             if c.bulk_export.enabled {
                 bulk_export(c, state, e, &mut alert);
             }
+            if c.bulk_collection.enabled
+                && let Some(team) =
+                    collection::run(&c.bulk_collection, &mut state.collection, e, day, &mut self.teams, &mut alert)
+            {
+                changed_teams.insert(team);
+            }
             if c.credential_misuse.enabled {
                 credential_misuse(c, state, e, &mut alert);
             }
@@ -343,7 +360,7 @@ fn volume(
                 s.past_days.pop_front();
             }
             if let Some(team) = &team {
-                teams.entry(team.clone()).or_default().add(s.day, count, cfg.baseline_days);
+                teams.entry(team.clone()).or_default().days.add(s.day, count, cfg.baseline_days);
                 changed_team = team.clone().into();
             }
         }
@@ -370,7 +387,7 @@ fn volume(
     let n = s.day_subjects.len() as f64;
     let floor = cfg.min_subjects as f64;
     let own = s.past_days.len() >= cfg.min_baseline_days && n > (cfg.factor * baseline).max(floor);
-    let (team_mean, member_days) = team.as_ref().and_then(|t| teams.get(t)).map_or((0.0, 0), TeamState::mean);
+    let (team_mean, member_days) = team.as_ref().and_then(|t| teams.get(t)).map_or((0.0, 0), |t| t.days.mean());
     let above_team = cfg.team_factor > 0.0
         && member_days >= cfg.team_min_member_days as u64
         && n > (cfg.team_factor * team_mean).max(floor);
@@ -453,6 +470,10 @@ fn credential_misuse(c: &DetectionsConfig, s: &mut ActorState, e: &EnrichedAcces
     let since = e.time_ms - (cfg.window_secs as i64) * 1000;
     s.recent_hosts.retain(|(h, seen)| seen.time_ms > since && *h != e.host);
     s.recent_hosts.push_back((e.host.clone(), Seen::of(e)));
+    // The latest `hosts` distinct hosts are all the alert needs: a flood of hosts stays bounded.
+    while s.recent_hosts.len() > cfg.hosts {
+        s.recent_hosts.pop_front();
+    }
     if s.recent_hosts.len() >= cfg.hosts && e.time_ms >= s.hosts_quiet_until {
         let hosts: Vec<&str> = s.recent_hosts.iter().map(|(h, _)| h.as_str()).collect();
         alert(

@@ -4,11 +4,18 @@
 //! (kept in the store, so a rollback or a fork across restarts is caught);
 //! then checks entries received on the tail against the verified tree: proved
 //! from the log's public hash tiles (`sentinel.tiles_url`, what any outside
-//! auditor sees) or else from the ledger's gRPC inclusion proofs. Any failure is a `ledger-integrity` alert, raised once per
-//! distinct failure, and the verified state does not move past it. A tail
-//! that stands still behind the verified tree (the ledger cannot serve an
-//! entry, e.g. a deleted row) is a failure too.
-use std::time::{Duration, Instant};
+//! auditor sees) or else from the ledger's gRPC inclusion proofs; and
+//! re-reads stored entries, a few tiles a round, to catch rows rewritten or
+//! deleted after they were tailed ([`recheck`]). Any failure is a
+//! `ledger-integrity` alert, raised once per distinct failure, and the
+//! verified state does not move past it. A tile or entry that a signed
+//! checkpoint covers and the log does not serve is a failure, not an outage.
+//! A tail that stands still behind the verified tree (the ledger cannot serve
+//! an entry, e.g. a deleted row) is a failure too.
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
 
 use quis_proto::ledger::{GetCheckpointRequest, GetConsistencyProofRequest, GetInclusionProofRequest};
 use quis_tlog::{
@@ -31,8 +38,13 @@ use crate::{
     store::{AlertRow, SentinelStore, VerifiedCheckpoint, now_ms},
 };
 
+mod recheck;
+
 /// Most received entries waiting for a checkpoint that covers them.
 const MAX_PENDING_SAMPLES: usize = 4096;
+
+/// Distinct failures remembered so that each raises one alert (the oldest is forgotten first).
+const MAX_REPORTED: usize = 256;
 
 /// What one check found.
 #[derive(Debug, PartialEq, Eq)]
@@ -56,7 +68,8 @@ pub struct Monitor {
     severity: Severity,
     samples: mpsc::Receiver<Sample>,
     pending: Vec<Sample>,
-    last_failure: Option<String>,
+    /// The failures already alerted, most recent last.
+    reported: VecDeque<String>,
     alerts: broadcast::Sender<AlertRow>,
     stall_after: Duration,
     /// The consumer's cursor when last seen behind the verified tree, and since when.
@@ -68,6 +81,8 @@ pub struct Monitor {
     access_index: Option<(Arc<dyn AccessIndex>, mpsc::Receiver<AccessSample>)>,
     pending_accesses: Vec<AccessSample>,
     access_grace_ms: i64,
+    /// Which stored entries to re-read next.
+    schedule: recheck::Schedule,
 }
 
 impl Monitor {
@@ -100,7 +115,7 @@ impl Monitor {
             severity: config.detections.ledger_integrity.severity,
             samples,
             pending: Vec::new(),
-            last_failure: None,
+            reported: VecDeque::new(),
             alerts,
             stall_after: Duration::from_millis(config.stall_alert_ms),
             progress: None,
@@ -109,6 +124,11 @@ impl Monitor {
             access_index,
             pending_accesses: Vec::new(),
             access_grace_ms: config.access_index_grace_ms as i64,
+            schedule: recheck::Schedule::new(
+                config.recheck_entries_per_sec,
+                config.recheck_recent_entries,
+                config.integrity_interval_ms,
+            ),
         })
     }
 
@@ -176,31 +196,45 @@ impl Monitor {
         Ok(())
     }
 
-    /// One round: the latest checkpoint, then the queued samples.
+    /// One round: the latest checkpoint, the tail's progress, then the queued samples, the
+    /// vault's index and stored entries re-read.
     pub async fn check_once(&mut self) -> Outcome {
         while let Ok(s) = self.samples.try_recv() {
             self.queue(s);
         }
-        let outcome = match self.check_checkpoint().await {
-            Ok(verified) => match self.check_samples(&verified).await {
-                Ok(()) => self.check_access_index(verified.size).await.map(|()| verified.size),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
+        let verified = match self.check_checkpoint().await {
+            Ok(v) => v,
+            Err(p) => return self.report(p).await,
         };
-        match outcome {
-            Ok(size) => {
-                self.last_failure = None;
-                match self.check_progress(size).await {
-                    Some(why) => Outcome::Failed(why),
-                    None => Outcome::Verified(size),
-                }
-            }
-            Err(Problem::Unreachable(why)) => Outcome::Unreachable(why),
-            Err(Problem::Integrity(why, evidence)) => {
-                if self.last_failure.as_deref() != Some(why.as_str()) {
+        // Checked whatever the entries show: a deleted row both fails the re-check and stops the tail.
+        let stalled = self.check_progress(verified.size).await;
+        if let Err(p) = self.check_entries(&verified).await {
+            return self.report(p).await;
+        }
+        match stalled {
+            Some(why) => Outcome::Failed(why),
+            None => Outcome::Verified(verified.size),
+        }
+    }
+
+    /// The entries' checks against the verified tree.
+    async fn check_entries(&mut self, verified: &VerifiedCheckpoint) -> Result<(), Problem> {
+        self.check_samples(verified).await?;
+        self.check_access_index(verified.size).await?;
+        self.recheck(verified).await
+    }
+
+    /// Alerts an integrity failure once (however often it is found again).
+    async fn report(&mut self, problem: Problem) -> Outcome {
+        match problem {
+            Problem::Unreachable(why) => Outcome::Unreachable(why),
+            Problem::Integrity(why, evidence) => {
+                if !self.reported.contains(&why) {
                     self.raise(&why, evidence).await;
-                    self.last_failure = Some(why.clone());
+                    self.reported.push_back(why.clone());
+                    if self.reported.len() > MAX_REPORTED {
+                        self.reported.pop_front();
+                    }
                 }
                 Outcome::Failed(why)
             }
@@ -392,9 +426,21 @@ async fn proofs_from_tiles(
         indexes.extend(quis_tlog::record_proof_indexes(size, s.index).map_err(|e| cannot(s.index, e))?);
     }
     let needed = tile::tiles_for_indexes(size, &indexes).map_err(|e| cannot(0, e))?;
-    let fetched = tiles.hash_tiles(&needed).await.map_err(|e| Problem::Unreachable(e.to_string()))?;
+    let fetched = tiles.hash_tiles(&needed).await.map_err(fetch_problem)?;
     let reader = TileHashReader::new(size, &fetched);
     due.iter().map(|s| quis_tlog::prove_record(size, s.index, &reader).map_err(|e| cannot(s.index, e))).collect()
+}
+
+/// A tile the signed checkpoint covers that the log does not serve is an integrity failure;
+/// anything else that stops a fetch is an outage.
+fn fetch_problem(e: quis_tlog::client::FetchError) -> Problem {
+    if e.is_missing() {
+        Problem::integrity(format!(
+            "The log does not serve a tile that a signed checkpoint covers ({e}): its hashes were removed."
+        ))
+    } else {
+        Problem::Unreachable(e.to_string())
+    }
 }
 
 enum Problem {

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_index;
+pub mod collection;
 pub mod config;
 pub mod consumer;
 pub mod detect;

@@ -42,6 +42,7 @@ const DETECTION_IDS: &[&str] = &[
     "off-hours",
     "enumeration",
     "bulk-export",
+    "bulk-collection",
     "credential-misuse",
     "break-glass-abuse",
     "honeytoken",
@@ -322,6 +323,22 @@ impl SentinelApi {
                     ("factor", d.bulk_export.factor.to_string()),
                     ("min_history", d.bulk_export.min_history.to_string()),
                     ("min_results", d.bulk_export.min_results.to_string()),
+                ],
+            ),
+            entry(
+                "bulk-collection",
+                "Records gathered in a day beyond one's own cases (reads on cases not theirs, records asked for in \
+                 exports), far above the actor's own and their team's daily norm.",
+                d.bulk_collection.severity,
+                d.bulk_collection.enabled,
+                &[
+                    ("baseline_days", d.bulk_collection.baseline_days.to_string()),
+                    ("min_baseline_days", d.bulk_collection.min_baseline_days.to_string()),
+                    ("min_records", d.bulk_collection.min_records.to_string()),
+                    ("factor", d.bulk_collection.factor.to_string()),
+                    ("team_factor", d.bulk_collection.team_factor.to_string()),
+                    ("team_min_member_days", d.bulk_collection.team_min_member_days.to_string()),
+                    ("max_day_subjects", d.bulk_collection.max_day_subjects.to_string()),
                 ],
             ),
             entry(

@@ -296,6 +296,36 @@ fn tracked_actors_are_bounded() {
     assert!(out.changed.iter().all(|(a, _)| a != "a1"));
 }
 
+/// An actor's saved state after a long history is no larger than after a short one of the same
+/// shape: windows, caps and per-day sets bound it, not the number of events. The history uses
+/// everything that is remembered: a new host and subject each time, denials, exports, break-glass.
+#[test]
+fn saved_state_is_bounded_by_configuration_not_history() {
+    let history = |days: i64| -> Vec<Ev> {
+        let mut out = Vec::new();
+        for i in 0..days * 400 {
+            let at = MONDAY + (i / 400) * DAY + 8 * HOUR + (i % 400) * 60_000;
+            let mut e =
+                ev(at, "mallory").subject(i as u32).host(&format!("10.{}.{}.{}", i / 65536, i / 256 % 256, i % 256));
+            e = match i % 50 {
+                0 => e.export(20),
+                1 => e.break_glass(true),
+                2..=6 => e.deny(),
+                _ => e,
+            };
+            out.push(e);
+        }
+        out
+    };
+    let saved_size = |days: i64| {
+        let out = Engine::new(DetectionsConfig::default()).process(&entries(&history(days)));
+        out.changed.iter().find(|(a, _)| a == "mallory").map(|(_, json)| json.len()).expect("saved")
+    };
+    let (short, long) = (saved_size(5), saved_size(60));
+    assert!(long <= short + short / 10, "{long} bytes after 60 days against {short} after 5");
+    assert!(long < 64 * 1024, "{long} bytes");
+}
+
 #[test]
 fn malformed_configuration_names_the_key() {
     let mut config = quis_sentinel::SentinelConfig::default();

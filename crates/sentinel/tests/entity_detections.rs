@@ -265,3 +265,57 @@ fn id_walking_and_one_alert_per_relationship() {
     let (alerts, _, _) = run(config, &again);
     assert_eq!(only(&alerts), vec![("relationship", "alice".to_string())], "the same subject twice: one alert");
 }
+
+/// lena, a team lead, reads a few of the team's cases a day, then all of them on her last day;
+/// alice has a busy day on her own cases. Only lena's gathering is bulk collection.
+#[test]
+fn bulk_collection_beyond_ones_own_cases() {
+    let mut view = organization();
+    let team_subjects: Vec<String> = (0..60).map(|i| format!("s-{}", 1000 + 2 * i)).collect();
+    let own_subjects: Vec<String> = (0..60).map(|i| format!("s-{}", 2000 + 2 * i)).collect();
+    let mut extra: Vec<E> =
+        team_subjects.iter().chain(&own_subjects).map(|s| subject(s, &[], false, (40, 40))).collect();
+    let team_refs: Vec<&str> = team_subjects.iter().map(String::as_str).collect();
+    let own_refs: Vec<&str> = own_subjects.iter().map(String::as_str).collect();
+    extra.push(case("c-team", &team_refs, &["bob"], &["north"]));
+    extra.push(case("c-alice", &own_refs, &["alice"], &[]));
+    for (i, kind) in extra.into_iter().enumerate() {
+        view.apply(pb::EntityChange {
+            version: 1000 + i as u64,
+            entity: Some(pb::Entity { kind: Some(kind) }),
+            deleted: String::new(),
+        });
+    }
+    const DAY: i64 = 24 * 60 * MINUTE;
+    let mut accesses = Vec::new();
+    for day in 0..3 {
+        for i in 0..3 {
+            let t = T0 + day * DAY + i * MINUTE;
+            accesses.push(access(t, "lena", &team_subjects[(day * 3 + i) as usize], "c-team"));
+            accesses.push(access(t, "alice", &own_subjects[i as usize], "c-alice"));
+        }
+    }
+    for i in 0..45 {
+        accesses.push(access(T0 + 3 * DAY + i * MINUTE, "lena", &team_subjects[i as usize], "c-team"));
+        accesses.push(access(T0 + 3 * DAY + i * MINUTE, "alice", &own_subjects[i as usize], "c-alice"));
+    }
+    let mut config = DetectionsConfig::default();
+    config.volume.enabled = false;
+    config.off_hours.enabled = false;
+    let events = enriched(&view, &config, &accesses);
+    let out = Engine::new(config.clone()).process(&events);
+    assert_eq!(only(&out.alerts), vec![("bulk-collection", "lena".to_string())]);
+    let alert = &out.alerts[0];
+    assert!(alert.explanation.contains("gathered 40 records today"), "{}", alert.explanation);
+    assert!(alert.explanation.contains("usual 3.0 a day over their last 3 active days"), "{}", alert.explanation);
+    assert_eq!(alert.evidence.len(), quis_sentinel::detect::MAX_EVIDENCE);
+    assert!(alert.evidence.iter().all(|e| events[e.index as usize].actor == "lena"));
+    assert!(!alert.explanation.contains("s-"), "no subject id in an alert");
+
+    // Above her own baseline but not above min_records: nothing; and off, nothing.
+    let mut quiet = config.clone();
+    quiet.bulk_collection.min_records = 46;
+    assert!(Engine::new(quiet).process(&events).alerts.is_empty());
+    config.bulk_collection.enabled = false;
+    assert!(Engine::new(config).process(&events).alerts.is_empty());
+}

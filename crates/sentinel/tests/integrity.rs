@@ -173,18 +173,22 @@ async fn an_entry_rewritten(from_tiles: bool) {
     let _built =
         quis_sentinel::build_with(config, &url, ledger.link().await, None, stop.clone()).await.expect("sentinel");
     let store = SentinelStore::connect(&url, 3600).await.expect("store");
-    let found = eventually(Duration::from_secs(10), async || !integrity_alerts(&store).await.is_empty()).await;
-    stop.cancel();
-    assert!(found, "no alert for a rewritten entry");
     let filter = AlertFilter { detection: Some("ledger-integrity".into()), ..Default::default() };
-    let alert = store.alerts(&filter, 10).await.expect("alerts").remove(0);
+    let on_tail = async || {
+        let alerts = store.alerts(&filter, 10).await.expect("alerts");
+        alerts.into_iter().find(|a| a.explanation.contains("as served on the tail"))
+    };
+    let found = eventually(Duration::from_secs(10), async || on_tail().await.is_some()).await;
+    stop.cancel();
+    assert!(found, "no alert for a rewritten entry: {:?}", integrity_alerts(&store).await);
+    let alert = on_tail().await.expect("the alert");
     assert!(alert.explanation.contains("Ledger entry 3 as served on the tail"), "{}", alert.explanation);
     assert_eq!(alert.explanation.contains("the log's tiles prove"), from_tiles, "{}", alert.explanation);
     assert_eq!(alert.evidence[0].index, 3);
     assert_eq!(alert.evidence[0].leaf_hash, quis_tlog::leaf_hash(&data));
 }
 
-/// An insider deletes a stored entry: the ledger can no longer serve it, and the tail stops.
+/// An insider deletes a stored entry: the re-check finds it missing, and the tail stops.
 #[tokio::test]
 async fn an_entry_deleted_from_the_ledger_store_is_an_alert() {
     let ledger = start_ledger(|_| {}).await;
@@ -201,14 +205,92 @@ async fn an_entry_deleted_from_the_ledger_store_is_an_alert() {
     let _built =
         quis_sentinel::build_with(config, &url, ledger.link().await, None, stop.clone()).await.expect("sentinel");
     let store = SentinelStore::connect(&url, 3600).await.expect("store");
-    let found = eventually(Duration::from_secs(10), async || !integrity_alerts(&store).await.is_empty()).await;
+    let both = async || {
+        let alerts = integrity_alerts(&store).await;
+        alerts.iter().any(|a| a.contains("Ledger entry 3 is missing")) && alerts.iter().any(|a| a.contains("stuck"))
+    };
+    let found = eventually(Duration::from_secs(10), both).await;
     stop.cancel();
-    assert!(found, "no alert for a deleted entry");
     let alerts = integrity_alerts(&store).await;
-    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(found, "{alerts:?}");
+    assert_eq!(alerts.len(), 2, "each failure raised once: {alerts:?}");
     // The ledger serves entries by pages, and refuses a page with a hole: the tail stops at its start.
-    assert!(alerts[0].contains("stuck at entry 0"), "{}", alerts[0]);
-    assert!(alerts[0].contains("the signed tree holds 6 entries"), "{}", alerts[0]);
+    let stuck = alerts.iter().find(|a| a.contains("stuck")).expect("stuck");
+    assert!(stuck.contains("stuck at entry 0") && stuck.contains("the signed tree holds 6 entries"), "{stuck}");
+}
+
+/// The insider waits until sentinel has read the entries, then rewrites one and deletes another:
+/// sampling the tail cannot see it, the re-check of stored entries against the tiles does.
+#[tokio::test]
+async fn rows_rewritten_or_deleted_after_sentinel_read_them_are_alerts() {
+    let ledger = start_ledger(|_| {}).await;
+    ledger.append(events("mallory", 300)).await;
+    ledger.append(events("alice", 300)).await;
+    ledger.signed(600).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sentinel_store_url(dir.path(), false).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let config = SentinelConfig {
+        tiles_url: Some(format!("http://{}", ledger.tiles)),
+        sample_every: 1000,
+        recheck_entries_per_sec: 2048,
+        recheck_recent_entries: 256,
+        integrity_interval_ms: 100,
+        ..ledger.sentinel_config()
+    };
+    let _built =
+        quis_sentinel::build_with(config, &url, ledger.link().await, None, stop.clone()).await.expect("sentinel");
+    let store = SentinelStore::connect(&url, 3600).await.expect("store");
+    assert!(eventually(Duration::from_secs(10), async || store.cursor().await.expect("cursor") >= 600).await);
+    // Several sweeps of the 3 tiles of entries, all clean.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(integrity_alerts(&store).await.is_empty(), "{:?}", integrity_alerts(&store).await);
+
+    let db = quis_core::db::Db::connect(&ledger.config.store_url("ledger")).await.expect("ledger store");
+    let quis_core::db::Db::Sqlite(pool) = db else { unreachable!() };
+    let (data,): (Vec<u8>,) =
+        sqlx::query_as("SELECT data FROM ledger_entries WHERE idx = 521").fetch_one(&pool).await.expect("read");
+    sqlx::query("UPDATE ledger_entries SET data = $1 WHERE idx = 520")
+        .bind(&data)
+        .execute(&pool)
+        .await
+        .expect("tamper");
+    sqlx::query("DELETE FROM ledger_entries WHERE idx = 100").execute(&pool).await.expect("tamper");
+    let tampered = std::time::Instant::now();
+    let both = async || {
+        let alerts = integrity_alerts(&store).await;
+        alerts.iter().any(|a| a.contains("Ledger entry 100 is missing"))
+            && alerts.iter().any(|a| a.contains("Ledger entry 520 as the ledger serves it now"))
+    };
+    let found = eventually(Duration::from_secs(10), both).await;
+    stop.cancel();
+    assert!(found, "{:?}", integrity_alerts(&store).await);
+    assert!(tampered.elapsed() < Duration::from_secs(10));
+    let filter = AlertFilter { detection: Some("ledger-integrity".into()), ..Default::default() };
+    let alerts = store.alerts(&filter, 10).await.expect("alerts");
+    let rewritten = alerts.iter().find(|a| a.explanation.contains("entry 520")).expect("rewrite");
+    assert_eq!(rewritten.evidence[0].index, 520);
+    assert_eq!(rewritten.evidence[0].leaf_hash, quis_tlog::leaf_hash(&data));
+    assert!(rewritten.explanation.contains("the log's tiles prove"), "{}", rewritten.explanation);
+}
+
+/// A hash tile that the signed checkpoint covers and the log answers 404 for is an integrity
+/// failure (the hashes were removed), not an outage.
+#[tokio::test]
+async fn a_tile_the_checkpoint_covers_missing_is_an_alert() {
+    let ledger = start_ledger(|_| {}).await;
+    ledger.append(events("alice", 5)).await;
+    ledger.signed(5).await;
+    let (listener, tiles) = listener().await;
+    let no_tiles = axum::Router::new().fallback(|| async { axum::http::StatusCode::NOT_FOUND });
+    tokio::spawn(async move { axum::serve(listener, no_tiles).await });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store(dir.path(), false).await;
+    let config = SentinelConfig { tiles_url: Some(format!("http://{tiles}")), ..ledger.sentinel_config() };
+    let (mut m, _samples) = monitor(&ledger, &store, &config).await;
+    let Outcome::Failed(why) = m.check_once().await else { panic!("a missing tile verified") };
+    assert!(why.contains("does not serve a tile that a signed checkpoint covers"), "{why}");
+    assert_eq!(integrity_alerts(&store).await.len(), 1);
 }
 
 #[tokio::test]

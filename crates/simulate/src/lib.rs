@@ -28,5 +28,5 @@ pub mod tamper;
 
 mod run;
 
-pub use run::{Simulation, Suite, run};
+pub use run::{SentinelRestarter, Simulation, Suite, run};
 pub use score::Report;

@@ -40,6 +40,13 @@ pub struct Simulation {
     pub incidents_per_kind: usize,
     /// Calls in flight at once.
     pub concurrency: usize,
+    /// Restart sentinel once this day has been played (the figures must not change).
+    pub restart_sentinel_after_day: Option<u32>,
+}
+
+/// Stops sentinel and starts it again, as an operator would.
+pub trait SentinelRestarter: Sync {
+    fn restart(&self) -> futures::future::BoxFuture<'_, Result<()>>;
 }
 
 /// The suite to drive: started in this process with `clock` (see `quis simulate`).
@@ -47,6 +54,8 @@ pub struct Suite<'a> {
     pub config: &'a QuisConfig,
     pub gateway: SocketAddr,
     pub clock: SimClock,
+    /// Needed for [`Simulation::restart_sentinel_after_day`].
+    pub sentinel_restarter: Option<&'a dyn SentinelRestarter>,
 }
 
 /// Runs the simulation against `suite` and scores it.
@@ -121,6 +130,11 @@ pub async fn run(sim: &Simulation, suite: &Suite<'_>) -> Result<Report> {
             }
         }
         tracing::info!(day, calls = tally.calls, denied = tally.denied, failed = tally.failed, "day played");
+        if sim.restart_sentinel_after_day == Some(day) {
+            let restarter = suite.sentinel_restarter.context("this suite cannot restart sentinel")?;
+            restarter.restart().await.context("restarting sentinel")?;
+            tracing::info!(day, "sentinel restarted");
+        }
     }
     if tally.failed > 0 {
         bail!("{} calls failed; the first: {}", tally.failed, tally.first_failure.unwrap_or_default());
@@ -139,6 +153,7 @@ pub async fn run(sim: &Simulation, suite: &Suite<'_>) -> Result<Report> {
     let integrity_alert_wall_secs = insider(&org, &mut incidents, suite, &mut sentinel).await?;
     let stats = sentinel.stats().await?;
     let alerts = sentinel.alerts("").await?;
+    let sentinel_incidents = sentinel.incidents().await?;
     let played = Played {
         seed: sim.params.seed,
         staff: org.staff.len(),
@@ -149,7 +164,8 @@ pub async fn run(sim: &Simulation, suite: &Suite<'_>) -> Result<Report> {
         denied: tally.denied,
         integrity_alert_wall_secs,
     };
-    Ok(score::score(played, incidents, &alerts, stats.share_explained))
+    let raised = score::Raised { alerts: &alerts, incidents: &sentinel_incidents };
+    Ok(score::score(played, incidents, raised, stats.share_explained))
 }
 
 /// The insider covers the tracks of the first celebrity snooper (or of the

@@ -1,15 +1,21 @@
-//! Scoring: sentinel's alerts matched against the planted incidents.
+//! Scoring: sentinel's alerts and incidents matched against the planted incidents.
 //!
-//! An alert belongs to an incident when it is about the incident's actor and
-//! either rests on one of the incident's ledger entries or happened (event
-//! time) between the incident's first event and an hour after its last; a
-//! `ledger-integrity` alert belongs to the ledger-tampering incident. Recall is
-//! per kind (an incident is found when at least one alert belongs to it),
-//! precision is the share of alerts that belong to some incident, and lag is
-//! event time from an incident's first event to its first alert.
+//! An alert belongs to a planted incident when it is about the incident's
+//! actor and either rests on one of the incident's ledger entries or happened
+//! (event time) between the incident's first event and an hour after its
+//! last; a `ledger-integrity` alert belongs to the ledger-tampering incident.
+//! Sentinel groups related alerts on one actor into an incident, which is what
+//! an analyst triages: a sentinel incident belongs to a planted one when one of
+//! its alerts does. Recall is per kind (a planted incident is found when at
+//! least one alert belongs to it). The headline figures count sentinel's
+//! incidents: `incident_precision` (the share that belong to a planted
+//! incident) and `incidents_per_1000_staff_days`; the same figures over raw
+//! alerts stand beside them (`alert_precision`, `alerts_per_1000_staff_days`).
+//! Lag is event time from an incident's first event to its first alert (for the
+//! tampering, wall-clock time to the integrity alert, in `played`).
 use std::collections::BTreeMap;
 
-use quis_proto::sentinel::Alert;
+use quis_proto::sentinel::{Alert, Incident as SentinelIncident};
 use serde::Serialize;
 
 use crate::incidents::{Incident, IncidentKind};
@@ -69,21 +75,38 @@ pub struct UnmatchedAlert {
     pub explanation: String,
 }
 
+/// A sentinel incident that belongs to no planted incident.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnmatchedIncident {
+    pub name: String,
+    pub actor: String,
+    pub detections: Vec<String>,
+    pub alerts: usize,
+}
+
 /// The JSON report of `quis simulate`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub played: Played,
     pub recall_by_kind: BTreeMap<IncidentKind, KindRecall>,
     pub recall: f64,
+    /// Sentinel's incidents (grouped alerts, what an analyst triages), and those that belong to a
+    /// planted incident.
+    pub sentinel_incidents: usize,
+    pub sentinel_incidents_matched: usize,
+    /// Share of sentinel's incidents that belong to a planted incident (1 when there are none).
+    pub incident_precision: f64,
+    pub incidents_per_1000_staff_days: f64,
     pub alerts: usize,
     pub alerts_matched: usize,
     /// Share of alerts that belong to a planted incident (1 when there are no alerts).
-    pub precision: f64,
+    pub alert_precision: f64,
     pub alerts_per_1000_staff_days: f64,
     /// Sentinel's share of allowed accesses explained by a case, assignment, team or purpose.
     pub share_explained: f64,
     pub detection_lag: Option<Lag>,
     pub incidents: Vec<IncidentOutcome>,
+    pub unmatched_incidents: Vec<UnmatchedIncident>,
     pub unmatched_alerts: Vec<UnmatchedAlert>,
 }
 
@@ -104,8 +127,15 @@ pub fn belongs(alert: &Alert, incident: &Incident) -> bool {
     on_evidence || (incident.start_ms..=incident.end_ms + MATCH_SLACK_MS).contains(&t)
 }
 
-/// Scores `alerts` against `incidents`.
-pub fn score(played: Played, incidents: Vec<Incident>, alerts: &[Alert], share_explained: f64) -> Report {
+/// What sentinel raised: its alerts and the incidents it grouped them into.
+pub struct Raised<'a> {
+    pub alerts: &'a [Alert],
+    pub incidents: &'a [SentinelIncident],
+}
+
+/// Scores what sentinel `raised` against the planted `incidents`.
+pub fn score(played: Played, incidents: Vec<Incident>, raised: Raised<'_>, share_explained: f64) -> Report {
+    let alerts = raised.alerts;
     let mut matched = vec![false; alerts.len()];
     let mut outcomes = Vec::with_capacity(incidents.len());
     for incident in incidents {
@@ -120,7 +150,11 @@ pub fn score(played: Played, incidents: Vec<Incident>, alerts: &[Alert], share_e
         let first = mine.first().map(|(_, a)| *a);
         outcomes.push(IncidentOutcome {
             found: first.is_some(),
-            lag_secs: first.map(|a| (event_ms(a) - incident.start_ms).max(0) as f64 / 1000.0),
+            // The integrity monitor stamps its alerts with the wall clock: the tampering's delay is
+            // `played.integrity_alert_wall_secs`, not an event-time lag.
+            lag_secs: first
+                .filter(|_| incident.kind != IncidentKind::LedgerTampering)
+                .map(|a| (event_ms(a) - incident.start_ms).max(0) as f64 / 1000.0),
             explanation: first.map(|a| a.explanation.clone()),
             alerts: mine.iter().map(|(_, a)| a.name.clone()).collect(),
             detections,
@@ -142,6 +176,20 @@ pub fn score(played: Played, incidents: Vec<Incident>, alerts: &[Alert], share_e
     lags.sort_by(f64::total_cmp);
     let detection_lag =
         (!lags.is_empty()).then(|| Lag { p50_secs: lags[lags.len() / 2], max_secs: lags[lags.len() - 1] });
+    let matched_names: std::collections::HashSet<&str> =
+        alerts.iter().zip(&matched).filter(|(_, m)| **m).map(|(a, _)| a.name.as_str()).collect();
+    let (sentinel_matched, unmatched_incidents): (Vec<&SentinelIncident>, Vec<&SentinelIncident>) =
+        raised.incidents.iter().partition(|i| i.alerts.iter().any(|a| matched_names.contains(a.as_str())));
+    let unmatched_incidents = unmatched_incidents
+        .into_iter()
+        .map(|i| UnmatchedIncident {
+            name: i.name.clone(),
+            actor: i.actor.clone(),
+            detections: i.detection_ids.clone(),
+            alerts: i.alerts.len(),
+        })
+        .collect();
+    let staff_days = played.staff_days as usize;
     let unmatched_alerts = alerts
         .iter()
         .zip(&matched)
@@ -155,14 +203,19 @@ pub fn score(played: Played, incidents: Vec<Incident>, alerts: &[Alert], share_e
         .collect();
     Report {
         recall: ratio(found, outcomes.len(), 1.0),
+        sentinel_incidents: raised.incidents.len(),
+        sentinel_incidents_matched: sentinel_matched.len(),
+        incident_precision: ratio(sentinel_matched.len(), raised.incidents.len(), 1.0),
+        incidents_per_1000_staff_days: ratio(raised.incidents.len() * 1000, staff_days, 0.0),
         alerts: alerts.len(),
         alerts_matched,
-        precision: ratio(alerts_matched, alerts.len(), 1.0),
-        alerts_per_1000_staff_days: ratio(alerts.len() * 1000, played.staff_days as usize, 0.0),
+        alert_precision: ratio(alerts_matched, alerts.len(), 1.0),
+        alerts_per_1000_staff_days: ratio(alerts.len() * 1000, staff_days, 0.0),
         share_explained,
         detection_lag,
         recall_by_kind,
         incidents: outcomes,
+        unmatched_incidents,
         unmatched_alerts,
         played,
     }

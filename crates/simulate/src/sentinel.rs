@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use quis_proto::sentinel::{
-    Alert, GetDetectionStatsRequest, GetDetectionStatsResponse, ListAlertsRequest,
+    Alert, GetDetectionStatsRequest, GetDetectionStatsResponse, Incident, ListAlertsRequest, ListIncidentsRequest,
     sentinel_service_client::SentinelServiceClient,
 };
 use tonic::transport::Channel;
@@ -27,16 +27,18 @@ impl Sentinel {
         Ok(self.client.get_detection_stats(authed(GetDetectionStatsRequest {}, &self.token)?).await?.into_inner())
     }
 
-    /// Waits until sentinel has processed the ledger up to and including `index`.
+    /// Waits until sentinel has processed the ledger up to and including `index` (sentinel being
+    /// unreachable for a while, e.g. restarting, is waited out too).
     pub async fn catch_up(&mut self, index: u64, timeout: Duration) -> Result<GetDetectionStatsResponse> {
         let deadline = Instant::now() + timeout;
         loop {
-            let stats = self.stats().await?;
-            if stats.cursor > index {
-                return Ok(stats);
-            }
+            let last = match self.stats().await {
+                Ok(stats) if stats.cursor > index => return Ok(stats),
+                Ok(stats) => format!("at ledger index {}", stats.cursor),
+                Err(e) => format!("unreachable ({e:#})"),
+            };
             if Instant::now() > deadline {
-                bail!("sentinel is at ledger index {} after {timeout:?}, short of {index}", stats.cursor);
+                bail!("sentinel is {last} after {timeout:?}, short of {index}");
             }
             tokio::time::sleep(POLL).await;
         }
@@ -57,6 +59,22 @@ impl Sentinel {
             alerts.extend(page.alerts);
             if page.next_page_token.is_empty() {
                 return Ok(alerts);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Every incident sentinel grouped its alerts into.
+    pub async fn incidents(&mut self) -> Result<Vec<Incident>> {
+        let mut incidents = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request =
+                ListIncidentsRequest { page_size: 1000, page_token: page_token.clone(), ..Default::default() };
+            let page = self.client.list_incidents(authed(request, &self.token)?).await?.into_inner();
+            incidents.extend(page.incidents);
+            if page.next_page_token.is_empty() {
+                return Ok(incidents);
             }
             page_token = page.next_page_token;
         }

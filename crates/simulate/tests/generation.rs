@@ -4,7 +4,7 @@
 //! and scoring matches alerts to incidents by actor, evidence and time.
 use std::collections::{BTreeSet, HashSet};
 
-use quis_proto::sentinel::{Alert, Evidence};
+use quis_proto::sentinel::{Alert, Evidence, Incident as SentinelIncident};
 use quis_simulate::{
     incidents::{self, Incident, IncidentKind},
     org::{CasePurpose, Compartment, Org, OrgParams, StaffRole, TeamKind},
@@ -178,10 +178,30 @@ fn scoring_matches_alerts_by_actor_evidence_and_time() {
         denied: 10,
         integrity_alert_wall_secs: Some(1.5),
     };
-    let report = score::score(played, incidents, &alerts, 0.97);
+    // One sentinel incident per alert: two of them belong to no planted incident.
+    let grouped = |name: &str, actor: &str, alerts: &[&str]| SentinelIncident {
+        name: format!("incidents/{name}"),
+        actor: actor.into(),
+        alerts: alerts.iter().map(|a| format!("alerts/{a}")).collect(),
+        ..Default::default()
+    };
+    let sentinel_incidents = [
+        grouped("i1", "emp-0001", &["a1"]),
+        grouped("i2", "emp-0002", &["a2"]),
+        grouped("i3", "emp-0009", &["a3"]),
+        grouped("i4", "emp-0003", &["a4"]),
+        grouped("i5", "", &["a5"]),
+    ];
+    let raised = score::Raised { alerts: &alerts, incidents: &sentinel_incidents };
+    let report = score::score(played, incidents, raised, 0.97);
     assert_eq!(report.alerts, 5);
     assert_eq!(report.alerts_matched, 3);
-    assert!((report.precision - 0.6).abs() < 1e-9);
+    assert!((report.alert_precision - 0.6).abs() < 1e-9);
+    assert_eq!((report.sentinel_incidents, report.sentinel_incidents_matched), (5, 3));
+    assert!((report.incident_precision - 0.6).abs() < 1e-9);
+    assert!((report.incidents_per_1000_staff_days - 100.0).abs() < 1e-9);
+    let unmatched: Vec<&str> = report.unmatched_incidents.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(unmatched, ["incidents/i3", "incidents/i4"]);
     assert!((report.recall - 0.75).abs() < 1e-9, "the celebrity snooping went unseen");
     assert!((report.alerts_per_1000_staff_days - 100.0).abs() < 1e-9);
     assert_eq!(report.recall_by_kind[&IncidentKind::SnoopingCelebrity].found, 0);

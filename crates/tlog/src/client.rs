@@ -24,8 +24,26 @@ const MAX_TILE_BYTES: usize = FULL_WIDTH as usize * HASH_SIZE;
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct FetchError(String);
+#[error("{message}")]
+pub struct FetchError {
+    message: String,
+    missing: bool,
+}
+
+impl FetchError {
+    fn other(message: String) -> Self {
+        Self { message, missing: false }
+    }
+
+    fn missing(message: String) -> Self {
+        Self { message, missing: true }
+    }
+
+    /// Whether the log answered 404 for something its checkpoint covers (not a transport failure).
+    pub fn is_missing(&self) -> bool {
+        self.missing
+    }
+}
 
 type Result<T> = std::result::Result<T, FetchError>;
 
@@ -41,9 +59,9 @@ impl TileClient {
     /// A client of the log at `url` (http or https); `token`, if any, is sent with entry bundles only.
     pub fn new(url: &str, token: Option<String>) -> Result<Self> {
         let base = url.trim_end_matches('/').to_string();
-        let parsed = reqwest::Url::parse(&base).map_err(|e| FetchError(format!("{url:?} is not a URL: {e}")))?;
+        let parsed = reqwest::Url::parse(&base).map_err(|e| FetchError::other(format!("{url:?} is not a URL: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(FetchError(format!("{url:?} must be http or https")));
+            return Err(FetchError::other(format!("{url:?} must be http or https")));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -51,7 +69,7 @@ impl TileClient {
             // The token must not follow a redirect anywhere else.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| FetchError(format!("building the HTTP client: {e}")))?;
+            .map_err(|e| FetchError::other(format!("building the HTTP client: {e}")))?;
         Ok(Self { http, base, token })
     }
 
@@ -66,7 +84,7 @@ impl TileClient {
         if auth && let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let mut response = request.send().await.map_err(|e| FetchError(format!("GET {url}: {e}")))?;
+        let mut response = request.send().await.map_err(|e| FetchError::other(format!("GET {url}: {e}")))?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
@@ -78,12 +96,14 @@ impl TileClient {
             };
             let body = response.text().await.unwrap_or_default();
             let body: String = body.trim().chars().take(200).collect();
-            return Err(FetchError(format!("GET {url}: {status}{hint}: {body}")));
+            return Err(FetchError::other(format!("GET {url}: {status}{hint}: {body}")));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| FetchError(format!("GET {url}: reading: {e}")))? {
+        while let Some(chunk) =
+            response.chunk().await.map_err(|e| FetchError::other(format!("GET {url}: reading: {e}")))?
+        {
             if body.len() + chunk.len() > max {
-                return Err(FetchError(format!("GET {url}: the body exceeds {max} bytes")));
+                return Err(FetchError::other(format!("GET {url}: the body exceeds {max} bytes")));
             }
             body.extend_from_slice(&chunk);
         }
@@ -96,8 +116,8 @@ impl TileClient {
         let body = self
             .get("checkpoint", MAX_NOTE_SIZE, false)
             .await?
-            .ok_or_else(|| FetchError(format!("GET {url}: 404, the log has no checkpoint yet")))?;
-        String::from_utf8(body).map_err(|_| FetchError(format!("GET {url}: the checkpoint is not UTF-8")))
+            .ok_or_else(|| FetchError::other(format!("GET {url}: 404, the log has no checkpoint yet")))?;
+        String::from_utf8(body).map_err(|_| FetchError::other(format!("GET {url}: the checkpoint is not UTF-8")))
     }
 
     /// A hash tile; a partial tile the log no longer serves may be replaced by the full tile.
@@ -112,7 +132,7 @@ impl TileClient {
                 return Ok((candidate, data));
             }
         }
-        Err(FetchError(format!(
+        Err(FetchError::missing(format!(
             "GET {}: 404, the log does not serve a tile its checkpoint covers",
             self.url(&tile.path())
         )))
@@ -135,9 +155,9 @@ impl TileClient {
                 continue;
             };
             let mut entries = tile::decode_bundle(&data)
-                .map_err(|e| FetchError(format!("GET {}: malformed bundle: {e}", self.url(&path))))?;
+                .map_err(|e| FetchError::other(format!("GET {}: malformed bundle: {e}", self.url(&path))))?;
             if entries.len() != usize::from(w) {
-                return Err(FetchError(format!(
+                return Err(FetchError::other(format!(
                     "GET {}: the bundle holds {} entries, expected {w}",
                     self.url(&path),
                     entries.len()
@@ -146,7 +166,7 @@ impl TileClient {
             entries.truncate(usize::from(width));
             return Ok(entries);
         }
-        Err(FetchError(format!(
+        Err(FetchError::missing(format!(
             "GET {}: 404, the log does not serve entries its checkpoint covers",
             self.url(&tile::entries_path(n, width))
         )))
