@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
+use quis_core::sentinel::SentinelConfig;
 use quis_proto::{
     ledger::{AccessEvent, Action, Actor, Commitment, Decision, Event, LedgerEntry, Purpose, event::Kind},
     policy::{self as pb, entity::Kind as E},
@@ -156,7 +157,7 @@ fn enriched(view: &EntityView, details: &HashMap<Vec<u8>, String>, batch: &[(u64
 
 fn pipeline(c: &mut Criterion) {
     let view = organization();
-    let (all, details) = entries(100 * BATCH);
+    let (all, details) = entries(20 * SentinelConfig::default().batch_max.max(BATCH));
     let mut group = c.benchmark_group("sentinel");
     group.throughput(Throughput::Elements(BATCH as u64));
 
@@ -169,20 +170,26 @@ fn pipeline(c: &mut Criterion) {
         })
     });
 
+    // The consumer commits up to `sentinel.batch_max` entries at once when it is behind: the
+    // default, beside the 500 it was until it was measured here.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sentinel.db").display());
-    let store = runtime.block_on(SentinelStore::connect(&url, 86_400)).expect("store");
-    let mut engine = Engine::new(config());
-    let mut cursor = 0u64;
-    group.bench_function("decode+enrich+detect+commit (SQLite)", |b| {
-        b.iter(|| {
-            let batch = &all[(cursor as usize) % all.len()..][..BATCH];
-            let out = engine.process(&enriched(&view, &details, batch));
-            runtime.block_on(store.commit_batch(cursor, cursor + BATCH as u64, &out)).expect("commit");
-            cursor += BATCH as u64;
-        })
-    });
+    for batch_size in [500, SentinelConfig::default().batch_max] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("sentinel.db").display());
+        let store = runtime.block_on(SentinelStore::connect(&url, 86_400)).expect("store");
+        let mut engine = Engine::new(config());
+        let mut cursor = 0u64;
+        group.throughput(Throughput::Elements(batch_size as u64));
+        group.bench_function(format!("decode+enrich+detect+commit (SQLite), {batch_size} per batch"), |b| {
+            b.iter(|| {
+                let start = (cursor as usize) % (all.len() - batch_size);
+                let batch = &all[start..start + batch_size];
+                let out = engine.process(&enriched(&view, &details, batch));
+                runtime.block_on(store.commit_batch(cursor, cursor + batch_size as u64, &out)).expect("commit");
+                cursor += batch_size as u64;
+            })
+        });
+    }
     group.finish();
 }
 
