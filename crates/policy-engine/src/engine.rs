@@ -737,6 +737,17 @@ fn diagnose(req: &ParsedRequest, slice: &Slice) -> Why {
             if action == Action::Update && purpose != Purpose::Casework {
                 return same("updates need the CASEWORK purpose");
             }
+            // An active temporary grant for this purpose stands in for a case (the pack's
+            // temporary-grant permit): without it the access was allowed, so the missing case
+            // is not the reason, and saying so would reveal what else denied it.
+            let granted = slice.grant.as_ref().is_some_and(|g| {
+                g.model.kind == GrantKind::Temporary
+                    && g.model.is_active_at(req.time)
+                    && g.model.purposes.contains(&purpose)
+            });
+            if granted && matches!(action, Action::Read | Action::RecordAccess) {
+                return why(NOT_AUTHORIZED, "no policy permits this access under the temporary grant");
+            }
             if let Some(problem) = case_problem(slice, purpose, false) {
                 return problem;
             }
