@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock};
 use cedar_policy::{Authorizer, Context, Effect, Entities, EntityUid, PolicyId, Request, RestrictedExpression};
 use dashmap::DashMap;
 
-use crate::index::{EntityIndex, Node, TYPES, uid};
+use crate::index::{EntityIndex, Node, StaffPrincipal, TYPES, uid};
 use crate::model::{
     Action, Case, CaseStatus, Conflict, EntityKind, Grant, GrantKind, Id, Purpose, Staff, Subject, Team,
 };
@@ -73,8 +73,8 @@ pub struct Engine;
 /// The entities one request needs, cut from the index.
 #[derive(Default)]
 struct Slice {
-    staff: Option<Arc<Node<Staff>>>,
-    teams: Vec<Arc<Node<Team>>>,
+    /// A staff principal with their teams, and their Cedar entities built beforehand.
+    principal: Option<Arc<StaffPrincipal>>,
     subject: Option<Arc<Node<Subject>>>,
     /// The case named by the caller, found for them, or searched in.
     case: Option<Arc<Node<Case>>>,
@@ -129,6 +129,9 @@ impl Engine {
             }
             Err(Unknown::Subject) => {
                 return deny(NO_CASE, "denied: unknown subject".into());
+            }
+            Err(Unknown::Entities(e)) => {
+                return deny(NOT_AUTHORIZED, format!("denied: the entity slice could not be built: {e}"));
             }
         };
 
@@ -257,9 +260,21 @@ impl Engine {
     }
 }
 
+impl Slice {
+    fn staff(&self) -> Option<&Arc<Node<Staff>>> {
+        self.principal.as_ref().map(|p| &p.staff)
+    }
+
+    fn teams(&self) -> &[Arc<Node<Team>>] {
+        self.principal.as_ref().map_or(&[], |p| &p.teams)
+    }
+}
+
 enum Unknown {
     Principal,
     Subject,
+    /// The principal's entities could not be built (Cedar refused them).
+    Entities(String),
 }
 
 fn principal_name(p: &PrincipalRef) -> String {
@@ -477,9 +492,8 @@ fn build_slice(index: &EntityIndex, req: &ParsedRequest) -> Result<Slice, Unknow
     let mut slice = Slice::default();
     let staff_id = match &req.principal {
         PrincipalRef::Staff(id) => {
-            let staff = index.staff(id.as_str()).ok_or(Unknown::Principal)?;
-            slice.teams = index.team_chain(&staff.model.team);
-            slice.staff = Some(staff);
+            let principal = index.staff_principal(id.as_str()).ok_or(Unknown::Principal)?;
+            slice.principal = Some(principal.map_err(Unknown::Entities)?);
             Some(id)
         }
         PrincipalRef::Subject(id) => {
@@ -500,7 +514,7 @@ fn build_slice(index: &EntityIndex, req: &ParsedRequest) -> Result<Slice, Unknow
             }
             slice.subject = Some(node);
             let Some(staff_id) = staff_id else { return Ok(slice) };
-            let team_ids: Vec<&Id> = slice.teams.iter().map(|t| &t.model.id).collect();
+            let team_ids: Vec<&Id> = slice.teams().iter().map(|t| &t.model.id).collect();
             slice.case = match &req.case {
                 Some(named) => {
                     let case = index.case(named.as_str());
@@ -649,14 +663,18 @@ fn cedar_parts(req: &ParsedRequest, slice: &Slice) -> Result<(Request, Entities,
 
     // No entity appears twice: each part of a slice has its own type and the index refuses
     // team cycles. Were one repeated, Cedar would refuse the slice and the check deny.
-    let entities = (slice.staff.iter().map(|s| &s.cedar))
-        .chain(slice.teams.iter().map(|t| &t.cedar))
-        .chain(slice.subject.iter().map(|s| &s.cedar))
+    // The principal's part comes built with its team closure; the rest has no parents, so
+    // adding it leaves that closure as it is.
+    let rest = (slice.subject.iter().map(|s| &s.cedar))
         .chain(slice.case.iter().map(|c| &c.cedar))
         .chain(slice.grant.iter().map(|g| &g.cedar))
         .chain(slice.conflict.iter().map(|c| &c.cedar))
         .cloned();
-    let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
+    let entities = match &slice.principal {
+        Some(principal) => principal.entities.clone().add_entities(rest, None),
+        None => Entities::from_entities(rest, None),
+    }
+    .map_err(|e| e.to_string())?;
     Ok((request, entities, keys))
 }
 
@@ -679,7 +697,7 @@ fn same(text: impl Into<String>) -> Why {
 /// Explains a denial that no forbid determined, from the slice, in the terms of the
 /// default pack. It never mentions compartments or decoys.
 fn diagnose(req: &ParsedRequest, slice: &Slice) -> Why {
-    let roles: &[String] = slice.staff.as_ref().map_or(&[], |s| &s.model.roles);
+    let roles: &[String] = slice.staff().map_or(&[], |s| &s.model.roles);
     let has = |r: &str| roles.iter().any(|x| x == r);
     if matches!(req.action, Action::AdminEntities | Action::AdminPolicy) {
         return match req.principal {
@@ -771,8 +789,8 @@ fn case_problem(slice: &Slice, purpose: Purpose, searching: bool) -> Option<Why>
     if c.status != CaseStatus::Open {
         return Some(same(format!("case {} is closed", c.id)));
     }
-    let staff = slice.staff.as_ref()?;
-    let teams: Vec<&Id> = slice.teams.iter().map(|t| &t.model.id).collect();
+    let staff = slice.staff()?;
+    let teams: Vec<&Id> = slice.teams().iter().map(|t| &t.model.id).collect();
     if !is_assigned(c, &staff.model.id, &teams) {
         return Some(same(format!("case {} is not assigned to you or your team", c.id)));
     }

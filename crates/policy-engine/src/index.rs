@@ -22,6 +22,9 @@ pub const MAX_TEAM_DEPTH: usize = 32;
 const MAX_ROLES: usize = 64;
 /// Most members of one list of a case (subjects, staff or teams) or purposes of a grant.
 pub const MAX_LIST_LEN: usize = 10_000;
+/// Most staff members whose Cedar entities (with their teams) are kept built; past it the
+/// cache starts again empty.
+const PRINCIPALS_KEPT: usize = 100_000;
 
 /// Why a change was refused; the index is unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -216,6 +219,19 @@ fn grant_node(g: Grant) -> Result<Node<Grant>, EntityError> {
     Ok(Node { model: g, cedar })
 }
 
+/// A staff member, the teams above them, and the Cedar entities of all of them with the
+/// transitive closure of the team hierarchy already computed: the part of a slice that
+/// depends on the principal alone, built once and reused by every check they make.
+#[derive(Debug)]
+pub struct StaffPrincipal {
+    pub staff: Arc<Node<Staff>>,
+    /// Their team and the teams above it, nearest first.
+    pub teams: Vec<Arc<Node<Team>>>,
+    pub entities: cedar_policy::Entities,
+    /// The team generation it was built at: any team change makes it stale.
+    team_generation: u64,
+}
+
 /// An entity with its Cedar form, built before the writer lock is taken (so that
 /// changes applied from several threads build their entities in parallel).
 enum Built {
@@ -264,6 +280,10 @@ pub struct EntityIndex {
     conflicts_by_staff: DashMap<Id, Vec<Id>>,
     /// staff id -> ids of the grants they hold.
     grants_by_staff: DashMap<Id, Vec<Id>>,
+    /// staff id -> their built principal part of a slice (see [`StaffPrincipal`]).
+    principals: DashMap<Id, Arc<StaffPrincipal>>,
+    /// Counts team changes, so a kept principal built over an older hierarchy is rebuilt.
+    team_generation: AtomicU64,
     version: AtomicU64,
     writer: Mutex<()>,
 }
@@ -347,7 +367,9 @@ impl EntityIndex {
     fn upsert(&self, node: Built) -> Result<(), EntityError> {
         match node {
             Built::Staff(node) => {
-                self.staff.insert(node.model.id.clone(), Arc::new(node));
+                let id = node.model.id.clone();
+                self.staff.insert(id.clone(), Arc::new(node));
+                self.principals.remove(&id);
             }
             Built::Team(node) => {
                 let team = &node.model;
@@ -355,6 +377,7 @@ impl EntityIndex {
                     return Err(EntityError::TeamCycle(node.model.id));
                 }
                 self.teams.insert(node.model.id.clone(), Arc::new(node));
+                self.team_generation.fetch_add(1, Ordering::AcqRel);
             }
             Built::Subject(node) => {
                 self.subjects.insert(node.model.id.clone(), Arc::new(node));
@@ -395,9 +418,11 @@ impl EntityIndex {
         match kind {
             EntityKind::Staff => {
                 self.staff.remove(id);
+                self.principals.remove(id);
             }
             EntityKind::Team => {
                 self.teams.remove(id);
+                self.team_generation.fetch_add(1, Ordering::AcqRel);
             }
             EntityKind::Subject => {
                 self.subjects.remove(id);
@@ -472,6 +497,34 @@ impl EntityIndex {
             chain.push(node);
         }
         chain
+    }
+
+    /// Staff member `id` with their teams and Cedar entities, kept from an earlier check
+    /// unless the staff member or any team changed since; `None` for unknown staff.
+    /// A kept principal is only used while its staff node is the one in the index and no
+    /// team changed, so a suspension or a move takes effect on the next check.
+    pub fn staff_principal(&self, id: &str) -> Option<Result<Arc<StaffPrincipal>, String>> {
+        let staff = self.staff(id)?;
+        let generation = self.team_generation.load(Ordering::Acquire);
+        if let Some(kept) = self.principals.get(id)
+            && Arc::ptr_eq(&kept.staff, &staff)
+            && kept.team_generation == generation
+        {
+            return Some(Ok(kept.clone()));
+        }
+        let teams = self.team_chain(&staff.model.team);
+        let cedar = std::iter::once(staff.cedar.clone()).chain(teams.iter().map(|t| t.cedar.clone()));
+        let entities = match cedar_policy::Entities::from_entities(cedar, None) {
+            Ok(entities) => entities,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        let built =
+            Arc::new(StaffPrincipal { staff: staff.clone(), teams, entities, team_generation: generation });
+        if self.principals.len() >= PRINCIPALS_KEPT {
+            self.principals.clear();
+        }
+        self.principals.insert(staff.model.id.clone(), built.clone());
+        Some(Ok(built))
     }
 
     /// The cases listing `subject`.

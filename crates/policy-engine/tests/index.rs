@@ -63,6 +63,39 @@ fn team_chains_follow_parents() {
     assert_eq!(index.team_chain(&id("north-intake")).len(), 2);
 }
 
+/// A check reuses the principal's entities built by an earlier one; moving a team in the
+/// hierarchy, or the staff member between teams, must take effect on the next check all
+/// the same.
+#[test]
+fn kept_principals_follow_team_and_staff_changes() {
+    let policies = PolicySet::default();
+    let index = index_of(northshire());
+    index
+        .apply(EntityChange::Upsert(case("c-200", Purpose::Casework, CaseStatus::Open, &["s-ben"], &[], &["north"])))
+        .unwrap();
+    let read_ben = request("staff/alice", "read", "subjects/s-ben", Some("CASEWORK"));
+    let allowed = |index: &EntityIndex| Engine::check(&policies, index, &read_ben).unwrap().allowed;
+    // alice is in north-intake, under north, to which c-200 is assigned.
+    assert!(allowed(&index));
+    assert!(allowed(&index), "the second check, on the kept principal, decides the same");
+
+    index.apply(EntityChange::Upsert(team("north-intake", Some("south")))).unwrap();
+    assert!(!allowed(&index), "north-intake left north: c-200 is no longer alice's team's");
+    index.apply(EntityChange::Upsert(team("north-intake", Some("north")))).unwrap();
+    assert!(allowed(&index));
+
+    index.apply(EntityChange::Upsert(staff("alice", "south", &["caseworker"], &[], StaffStatus::Active))).unwrap();
+    assert!(!allowed(&index), "alice moved to south");
+    index.apply(EntityChange::Upsert(staff("alice", "north", &["caseworker"], &[], StaffStatus::Active))).unwrap();
+    assert!(allowed(&index));
+    index.apply(EntityChange::Delete(EntityKind::Team, id("north"))).unwrap();
+    assert!(!allowed(&index), "alice's team is gone, and so is its case assignment through the hierarchy");
+    index.apply(EntityChange::Delete(EntityKind::Staff, id("alice"))).unwrap();
+    let d = Engine::check(&policies, &index, &read_ben).unwrap();
+    assert!(!d.allowed);
+    assert_eq!(d.public_reason, "you are not known to the policy service");
+}
+
 /// One writer flips alice between active and suspended and moves case c-100 between
 /// teams while readers check; every decision must match one of the states the writer
 /// produced, and the last one after it stops must match the final state.
