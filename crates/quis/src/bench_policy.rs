@@ -2,7 +2,8 @@
 //! (default 10,000 staff, 1,000,000 subjects, 200,000 open cases), measured
 //! where it matters: bulk upsert of the organization (100,000 entities per
 //! call, one transaction each), loading it at start, and `Check` over gRPC
-//! through real sockets (closed loop), with a ledger recording every change.
+//! through real sockets (closed loop, or open loop at `--rate`), with a ledger
+//! recording every change.
 //! Everything runs in this process on loopback, on a fresh data directory
 //! (SQLite) or a PostgreSQL database.
 use std::{
@@ -50,6 +51,10 @@ pub struct BenchPolicyArgs {
     /// Calls in flight at once (closed loop).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Open loop instead: start this many checks a second whatever the answers do, and time
+    /// each from when it was due (so a stall counts against every call it delays).
+    #[arg(long)]
+    rate: Option<u64>,
     /// HTTP/2 connections shared by the workers.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -259,9 +264,16 @@ pub async fn run(args: &BenchPolicyArgs, data_dir: &std::path::Path) -> Result<(
     println!("load at start: {total_entities} entities in {:.2} s", loaded.as_secs_f64());
 
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let (calls, allowed, errors, elapsed, latency) = check_load(args, &org, target, &auth).await?;
+    let (calls, allowed, errors, elapsed, latency) = match args.rate {
+        Some(rate) => open_loop(args, rate, &org, target, &auth).await?,
+        None => check_load(args, &org, target, &auth).await?,
+    };
+    let mode = match args.rate {
+        Some(rate) => format!("open loop at {rate}/s"),
+        None => format!("closed loop, {} in flight", args.concurrency),
+    };
     println!(
-        "Check over gRPC: {} calls in {:.1} s = {:.0}/s, allowed {:.0}%, errors {errors}; latency p50 {} µs, p90 {} µs, p99 {} µs, max {} µs",
+        "Check over gRPC ({mode}): {} calls in {:.1} s = {:.0}/s, allowed {:.0}%, errors {errors}; latency p50 {} µs, p90 {} µs, p99 {} µs, max {} µs",
         calls,
         elapsed.as_secs_f64(),
         calls as f64 / elapsed.as_secs_f64(),
@@ -277,16 +289,68 @@ pub async fn run(args: &BenchPolicyArgs, data_dir: &std::path::Path) -> Result<(
     Ok(())
 }
 
+async fn connect(args: &BenchPolicyArgs, target: SocketAddr) -> Result<Vec<Channel>> {
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        channels.push(Channel::from_shared(format!("http://{target}"))?.tcp_nodelay(true).connect().await?);
+    }
+    Ok(channels)
+}
+
+/// Starts `rate` checks a second for one second of warm-up and `args.seconds` measured,
+/// each on its own task; a call's latency runs from when it was due to its answer.
+async fn open_loop(
+    args: &BenchPolicyArgs,
+    rate: u64,
+    org: &Org,
+    target: SocketAddr,
+    auth: &MetadataValue<tonic::metadata::Ascii>,
+) -> Result<(u64, u64, u64, Duration, Histogram<u64>)> {
+    let channels = connect(args, target).await?;
+    let requests: Arc<Vec<CheckRequest>> = Arc::new((0..100_000).map(|n| org.check(n)).collect());
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let warm_up = rate;
+    let total = rate * (1 + args.seconds);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<(Duration, bool)>>();
+    let started = tokio::time::Instant::now();
+    for n in 0..total {
+        let due = started + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(due).await;
+        let mut client = PolicyServiceClient::new(channels[n as usize % channels.len()].clone());
+        let mut request = tonic::Request::new(requests[n as usize % requests.len()].clone());
+        request.metadata_mut().insert("authorization", auth.clone());
+        let (tx, measured) = (tx.clone(), n >= warm_up);
+        tokio::spawn(async move {
+            let result = client.check(request).await;
+            if measured {
+                let _ = tx.send(result.ok().map(|d| (due.elapsed(), d.into_inner().allowed)));
+            }
+        });
+    }
+    drop(tx);
+    let mut latency = histogram();
+    let (mut allowed, mut errors) = (0, 0);
+    while let Some(answer) = rx.recv().await {
+        match answer {
+            Some((took, ok)) => {
+                let _ = latency.record(took.as_micros().max(1) as u64);
+                allowed += u64::from(ok);
+            }
+            None => errors += 1,
+        }
+    }
+    // Elapsed over the measured part, until its last answer.
+    let elapsed = started.elapsed().saturating_sub(interval.mul_f64(warm_up as f64));
+    Ok((latency.len(), allowed, errors, elapsed, latency))
+}
+
 async fn check_load(
     args: &BenchPolicyArgs,
     org: &Org,
     target: SocketAddr,
     auth: &MetadataValue<tonic::metadata::Ascii>,
 ) -> Result<(u64, u64, u64, Duration, Histogram<u64>)> {
-    let mut channels = Vec::new();
-    for _ in 0..args.connections.max(1) {
-        channels.push(Channel::from_shared(format!("http://{target}"))?.tcp_nodelay(true).connect().await?);
-    }
+    let channels = connect(args, target).await?;
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));

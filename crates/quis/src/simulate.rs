@@ -264,6 +264,12 @@ fn summary(report: &Report) -> String {
             lag.p50_secs, lag.max_secs
         ));
     }
+    if let Some(lag) = &p.wall_detection_lag {
+        out.push_str(&format!(
+            "\nDetection lag (wall clock, answer to alert on the stream, {} alerts): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms.",
+            lag.alerts, lag.p50_ms, lag.p99_ms, lag.max_ms
+        ));
+    }
     match p.integrity_alert_wall_secs {
         Some(s) => out.push_str(&format!("\nLedger tampering raised within {s:.1} s (wall clock).")),
         None => out.push_str("\nLedger tampering: no integrity alert within the deadline."),

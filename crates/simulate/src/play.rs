@@ -4,7 +4,10 @@
 //! Activities run in time order in small groups (at most `concurrency`, all
 //! within one simulated minute); the simulated clock is set to the group's
 //! start, so the ledger stamps each event within a minute of its planned time.
-use std::collections::HashSet;
+use std::{
+    collections::{HashMap, HashSet},
+    time::Instant,
+};
 
 use anyhow::Result;
 use futures::{StreamExt, stream};
@@ -48,6 +51,8 @@ pub struct Tally {
     pub first_failure: Option<String>,
     pub staff_days: HashSet<(usize, u32)>,
     pub max_index: Option<u64>,
+    /// When the call that wrote each ledger entry was answered (wall clock).
+    pub answered: HashMap<u64, Instant>,
 }
 
 /// See the module documentation.
@@ -71,9 +76,12 @@ impl Player<'_> {
             let (group, tail) = rest.split_at(n);
             rest = tail;
             self.clock.set_ms(first.at_ms);
-            let results: Vec<Result<Outcome, Status>> =
-                stream::iter(group).map(|a| self.perform(a)).buffered(self.concurrency).collect().await;
-            for (activity, result) in group.iter().zip(results) {
+            let results: Vec<(Result<Outcome, Status>, Instant)> = stream::iter(group)
+                .map(|a| async { (self.perform(a).await, Instant::now()) })
+                .buffered(self.concurrency)
+                .collect()
+                .await;
+            for (activity, (result, answered)) in group.iter().zip(results) {
                 tally.calls += 1;
                 tally.staff_days.insert((activity.actor, day));
                 let outcome = result.unwrap_or_else(|status| {
@@ -83,6 +91,7 @@ impl Player<'_> {
                 });
                 tally.denied += u64::from(outcome.denied);
                 tally.max_index = outcome.indices.iter().copied().chain(tally.max_index).max();
+                tally.answered.extend(outcome.indices.iter().map(|&i| (i, answered)));
                 outcomes.push(outcome);
             }
         }

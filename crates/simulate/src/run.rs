@@ -25,6 +25,8 @@ use crate::{
 
 /// How long sentinel may take to process everything played.
 const CATCH_UP: Duration = Duration::from_secs(300);
+/// How long the alert stream may trail the alert list once sentinel has caught up.
+const WATCH_DRAIN: Duration = Duration::from_secs(10);
 /// The integrity monitor must raise tampering within this (wall clock).
 pub const INTEGRITY_DEADLINE: Duration = Duration::from_secs(10);
 /// Independent random streams for the plan and the incidents, so that adding
@@ -114,6 +116,14 @@ pub async fn run(sim: &Simulation, suite: &Suite<'_>) -> Result<Report> {
         clock: &suite.clock,
         concurrency: sim.concurrency,
     };
+    let investigator = org
+        .staff_where(StaffRole::Investigator, TeamKind::Investigations)
+        .first()
+        .copied()
+        .context("the organization needs an investigator")?;
+    let mut sentinel =
+        Sentinel::new(gateway.channel(org.staff[investigator].host)?, staff_tokens[investigator].clone());
+    let watch = sentinel.watch();
     let mut tally = Tally::default();
     for day in 0..sim.params.days {
         suite.clock.set_ms(day_start_ms(day) - 300_000);
@@ -140,16 +150,11 @@ pub async fn run(sim: &Simulation, suite: &Suite<'_>) -> Result<Report> {
         bail!("{} calls failed; the first: {}", tally.failed, tally.first_failure.unwrap_or_default());
     }
 
-    let investigator = org
-        .staff_where(StaffRole::Investigator, TeamKind::Investigations)
-        .first()
-        .copied()
-        .context("the organization needs an investigator")?;
-    let mut sentinel =
-        Sentinel::new(gateway.channel(org.staff[investigator].host)?, staff_tokens[investigator].clone());
     if let Some(last) = tally.max_index {
         sentinel.catch_up(last, CATCH_UP).await?;
     }
+    let received = watch.finish(&sentinel.alerts("").await?, WATCH_DRAIN).await;
+    let wall_detection_lag = score::wall_lag(&received, &tally.answered);
     let integrity_alert_wall_secs = insider(&org, &mut incidents, suite, &mut sentinel).await?;
     let stats = sentinel.stats().await?;
     let alerts = sentinel.alerts("").await?;
@@ -163,6 +168,7 @@ pub async fn run(sim: &Simulation, suite: &Suite<'_>) -> Result<Report> {
         calls: tally.calls,
         denied: tally.denied,
         integrity_alert_wall_secs,
+        wall_detection_lag,
     };
     let raised = score::Raised { alerts: &alerts, incidents: &sentinel_incidents };
     Ok(score::score(played, incidents, raised, stats.share_explained))

@@ -38,6 +38,41 @@ pub struct Played {
     pub denied: u64,
     /// Wall-clock seconds from the ledger rows being rewritten to the integrity alert, if it came.
     pub integrity_alert_wall_secs: Option<f64>,
+    /// Wall-clock time from the answer to the call that wrote an alert's last evidence entry
+    /// to the alert's arrival on the alert stream, over the alerts on played calls.
+    pub wall_detection_lag: Option<WallLag>,
+}
+
+/// Wall-clock detection lag, in milliseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct WallLag {
+    pub alerts: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// The wall-clock lag of each `received` alert whose last evidence entry was written by a
+/// call answered at `answered[index]` (an alert can arrive before its caller has the
+/// answer: that counts as no lag).
+pub fn wall_lag(
+    received: &[(Alert, std::time::Instant)],
+    answered: &std::collections::HashMap<u64, std::time::Instant>,
+) -> Option<WallLag> {
+    let mut lags: Vec<f64> = received
+        .iter()
+        .filter(|(a, _)| a.detection_id != INTEGRITY_DETECTION)
+        .filter_map(|(a, at)| {
+            let last = a.evidence.iter().map(|e| e.index).max()?;
+            Some(at.saturating_duration_since(*answered.get(&last)?).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    if lags.is_empty() {
+        return None;
+    }
+    lags.sort_by(f64::total_cmp);
+    let at = |q: f64| lags[((lags.len() as f64 * q).ceil() as usize).clamp(1, lags.len()) - 1];
+    Some(WallLag { alerts: lags.len(), p50_ms: at(0.5), p99_ms: at(0.99), max_ms: lags[lags.len() - 1] })
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -1,10 +1,13 @@
 //! Reading sentinel's results through the gateway with an investigator's token.
-use std::time::{Duration, Instant};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Result, bail};
 use quis_proto::sentinel::{
     Alert, GetDetectionStatsRequest, GetDetectionStatsResponse, Incident, ListAlertsRequest, ListIncidentsRequest,
-    sentinel_service_client::SentinelServiceClient,
+    WatchAlertsRequest, sentinel_service_client::SentinelServiceClient,
 };
 use tonic::transport::Channel;
 
@@ -92,8 +95,63 @@ impl Sentinel {
         Ok(None)
     }
 
+    /// Follows the alert stream from now on, noting when each alert arrives (see [`AlertWatch`]).
+    pub fn watch(&self) -> AlertWatch {
+        let received: Arc<Mutex<Vec<(Alert, Instant)>>> = Arc::default();
+        let (mut client, token, sink) = (self.client.clone(), self.token.clone(), received.clone());
+        let task = tokio::spawn(async move {
+            // The alert the stream resumes after when it breaks (sentinel restarting).
+            let mut after = String::new();
+            loop {
+                let request = WatchAlertsRequest { after: after.clone(), ..Default::default() };
+                if let Ok(request) = authed(request, &token)
+                    && let Ok(response) = client.watch_alerts(request).await
+                {
+                    let mut stream = response.into_inner();
+                    while let Ok(Some(message)) = stream.message().await {
+                        if let Some(alert) = message.alert {
+                            after.clone_from(&alert.name);
+                            sink.lock().unwrap_or_else(|p| p.into_inner()).push((alert, Instant::now()));
+                        }
+                    }
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        });
+        AlertWatch { received, task }
+    }
+
     /// How many `ledger-integrity` alerts there are now.
     pub async fn integrity_alerts(&mut self) -> Result<usize> {
         Ok(self.alerts(INTEGRITY_DETECTION).await?.len())
+    }
+}
+
+/// Alerts as a client watching the stream receives them, with the instant each arrived:
+/// with the instant each ledger entry was acknowledged to its caller, the wall-clock
+/// detection lag.
+pub struct AlertWatch {
+    received: Arc<Mutex<Vec<(Alert, Instant)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AlertWatch {
+    /// Waits until every alert of `expected` (by name) has arrived, or `timeout`; stops
+    /// watching and returns what arrived.
+    pub async fn finish(self, expected: &[Alert], timeout: Duration) -> Vec<(Alert, Instant)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let complete = {
+                let received = self.received.lock().unwrap_or_else(|p| p.into_inner());
+                let names: std::collections::HashSet<&str> = received.iter().map(|(a, _)| a.name.as_str()).collect();
+                expected.iter().all(|a| names.contains(a.name.as_str()))
+            };
+            if complete || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        self.task.abort();
+        std::mem::take(&mut *self.received.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }

@@ -177,6 +177,7 @@ fn scoring_matches_alerts_by_actor_evidence_and_time() {
         calls: 1_000,
         denied: 10,
         integrity_alert_wall_secs: Some(1.5),
+        wall_detection_lag: None,
     };
     // One sentinel incident per alert: two of them belong to no planted incident.
     let grouped = |name: &str, actor: &str, alerts: &[&str]| SentinelIncident {
@@ -215,4 +216,25 @@ fn scoring_matches_alerts_by_actor_evidence_and_time() {
     assert!(lag.p50_secs <= lag.max_secs);
     let json = serde_json::to_value(&report).expect("json");
     assert_eq!(json["recall_by_kind"]["decoy-touched"]["recall"], 1.0);
+}
+
+#[test]
+fn wall_lag_runs_from_the_answer_of_the_last_evidence_entry_to_the_alert() {
+    use std::time::{Duration, Instant};
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let answered = [(10, ms(0)), (11, ms(5)), (12, ms(100))].into_iter().collect();
+    let received = [
+        // Its last evidence entry, 11, was answered at 5 ms.
+        (alert("a1", "volume", "emp-0001", 0, &[10, 11]), ms(25)),
+        (alert("a2", "honeytoken", "emp-0002", 0, &[12]), ms(400)),
+        // Arrived before its caller had the answer: no lag.
+        (alert("a3", "off-hours", "emp-0003", 0, &[12]), ms(90)),
+        // Not on a played call, or the integrity monitor's: not counted.
+        (alert("a4", "off-hours", "emp-0003", 0, &[99]), ms(90)),
+        (alert("a5", "ledger-integrity", "", 0, &[10]), ms(90)),
+    ];
+    let lag = score::wall_lag(&received, &answered).expect("three alerts timed");
+    assert_eq!(lag.alerts, 3);
+    assert_eq!((lag.p50_ms, lag.p99_ms, lag.max_ms), (20.0, 300.0, 300.0));
 }
