@@ -38,6 +38,11 @@ pub trait ApiError: std::error::Error {
     fn retry_after(&self) -> Option<Duration> {
         None
     }
+    /// `ErrorInfo.metadata`: facts the caller may act on (e.g. the ledger index of a
+    /// recorded refusal). Never secrets or record contents.
+    fn metadata(&self) -> HashMap<String, String> {
+        HashMap::new()
+    }
     /// The message the caller sees. Internal errors hide their cause.
     fn public_message(&self) -> String {
         if self.code() == Code::Internal { "internal error".to_string() } else { self.to_string() }
@@ -59,7 +64,8 @@ pub fn to_status<E: ApiError + ?Sized>(err: &E) -> Status {
             None,
         );
     }
-    status(err.code(), &err.public_message(), err.reason(), err.domain(), &err.violations(), err.retry_after())
+    let details = details(err.reason(), err.domain(), err.metadata(), &err.violations(), err.retry_after());
+    Status::with_error_details(err.code(), err.public_message(), details)
 }
 
 /// Builds a status with `ErrorInfo`, optional `BadRequest` and optional `RetryInfo`.
@@ -71,15 +77,25 @@ pub fn status(
     violations: &[FieldViolation],
     retry_after: Option<Duration>,
 ) -> Status {
+    Status::with_error_details(code, message, details(reason, domain, HashMap::new(), violations, retry_after))
+}
+
+fn details(
+    reason: &str,
+    domain: &str,
+    metadata: HashMap<String, String>,
+    violations: &[FieldViolation],
+    retry_after: Option<Duration>,
+) -> ErrorDetails {
     let mut details = ErrorDetails::new();
-    details.set_error_info(reason, domain, HashMap::new());
+    details.set_error_info(reason, domain, metadata);
     for v in violations {
         details.add_bad_request_violation(v.field.clone(), v.rule.clone());
     }
     if let Some(delay) = retry_after {
         details.set_retry_info(Some(delay));
     }
-    Status::with_error_details(code, message, details)
+    details
 }
 
 /// Shorthand for an `INVALID_ARGUMENT` with one field violation.

@@ -466,6 +466,13 @@ async fn guarded_reads_are_decided_recorded_and_minimized(postgres: bool) {
     );
     let (index, first) = &events.iter().find(|(_, e)| e.action == ledger::Action::Read as i32).expect("first read");
     assert_eq!(*index, receipt.ledger_index);
+    // A refusal names the entry that recorded it, as a receipt would.
+    let recorded_at = |status: &tonic::Status| -> u64 {
+        let info = status.get_details_error_info().expect("error info");
+        info.metadata.get("ledger_index").expect("the refusal's ledger index").parse().expect("a number")
+    };
+    let denied: Vec<u64> = events.iter().filter(|(_, e)| e.decision == deny).map(|(index, _)| *index).collect();
+    assert_eq!(denied, [recorded_at(&no_case), recorded_at(&wrong_purpose), recorded_at(&restricted)]);
     assert_eq!(first.record_version, 1, "the version read is recorded");
     assert_eq!(first.fields_returned, ["assets", "contact", "employment", "identity", "income", "notes"]);
     assert_eq!(first.case, "cases/c1");

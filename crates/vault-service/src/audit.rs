@@ -191,7 +191,11 @@ impl Recorded {
 
     /// Fails with policy's caller-safe reason unless the access was allowed.
     pub fn allowed(self) -> Result<Self, ServiceError> {
-        if self.decision.allowed { Ok(self) } else { Err(ServiceError::Denied(self.decision.public_reason)) }
+        if self.decision.allowed {
+            Ok(self)
+        } else {
+            Err(ServiceError::Denied { reason: self.decision.public_reason, ledger_index: self.ledger_index })
+        }
     }
 }
 

@@ -15,9 +15,9 @@ pub enum ServiceError {
     #[error("this call needs the {0} role")]
     RoleRequired(&'static str),
     /// Policy denied the access; the message is policy's caller-safe reason.
-    /// The denial is in the ledger.
-    #[error("{0}")]
-    Denied(String),
+    /// The denial is in the ledger at `ledger_index`, which the caller is told.
+    #[error("{reason}")]
+    Denied { reason: String, ledger_index: u64 },
     #[error("only the grantee or an administrator may end a break-glass grant")]
     NotGrantee,
     #[error("{0} has already ended")]
@@ -53,7 +53,7 @@ impl ApiError for ServiceError {
     fn code(&self) -> Code {
         match self {
             ServiceError::Vault(e) => e.code(),
-            ServiceError::RoleRequired(_) | ServiceError::Denied(_) | ServiceError::NotGrantee => {
+            ServiceError::RoleRequired(_) | ServiceError::Denied { .. } | ServiceError::NotGrantee => {
                 Code::PermissionDenied
             }
             ServiceError::AlreadyEnded(_) => Code::FailedPrecondition,
@@ -65,7 +65,7 @@ impl ApiError for ServiceError {
         match self {
             ServiceError::Vault(e) => e.reason(),
             ServiceError::RoleRequired(_) => "ROLE_REQUIRED",
-            ServiceError::Denied(_) => "ACCESS_DENIED",
+            ServiceError::Denied { .. } => "ACCESS_DENIED",
             ServiceError::NotGrantee => "NOT_GRANTEE",
             ServiceError::AlreadyEnded(_) => "ALREADY_ENDED",
             ServiceError::PolicyUnavailable(_) => "POLICY_UNAVAILABLE",
@@ -87,6 +87,15 @@ impl ApiError for ServiceError {
     fn retry_after(&self) -> Option<Duration> {
         matches!(self, ServiceError::PolicyUnavailable(_) | ServiceError::LedgerUnavailable(_))
             .then(|| Duration::from_secs(1))
+    }
+
+    fn metadata(&self) -> std::collections::HashMap<String, String> {
+        match self {
+            ServiceError::Denied { ledger_index, .. } => {
+                [("ledger_index".to_string(), ledger_index.to_string())].into()
+            }
+            _ => Default::default(),
+        }
     }
 
     fn public_message(&self) -> String {
