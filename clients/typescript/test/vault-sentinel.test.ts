@@ -124,6 +124,7 @@ describe("vault and sentinel through the gateway", () => {
     const e = await rejects(bob.vault.getRecord(record, { purpose: "CASEWORK", caseRef }), Code.PermissionDenied);
     assert.equal(e.reason, "ACCESS_DENIED");
     assert.ok(e.rawMessage.length > 0);
+    assert.ok(BigInt(e.errorInfo?.metadata["ledger_index"] ?? "0") > 0n, "the entry that recorded the refusal");
   });
 
   test("a search finds the subject, with a receipt", async () => {

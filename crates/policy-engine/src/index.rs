@@ -518,8 +518,7 @@ impl EntityIndex {
             Ok(entities) => entities,
             Err(e) => return Some(Err(e.to_string())),
         };
-        let built =
-            Arc::new(StaffPrincipal { staff: staff.clone(), teams, entities, team_generation: generation });
+        let built = Arc::new(StaffPrincipal { staff: staff.clone(), teams, entities, team_generation: generation });
         if self.principals.len() >= PRINCIPALS_KEPT {
             self.principals.clear();
         }

@@ -76,6 +76,7 @@ def test_guarded_read_denied_with_reason(world, token_client):
         bob.vault.get_record(world["record"], purpose="CASEWORK", case=world["case"])
     assert e.value.reason == "ACCESS_DENIED"
     assert e.value.message  # a readable reason
+    assert int(e.value.metadata["ledger_index"]) > 0  # the entry that recorded the refusal
 
 
 def test_search_finds_the_subject(world, token_client):
