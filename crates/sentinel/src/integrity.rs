@@ -45,6 +45,8 @@ const MAX_PENDING_SAMPLES: usize = 4096;
 
 /// Distinct failures remembered so that each raises one alert (the oldest is forgotten first).
 const MAX_REPORTED: usize = 256;
+/// The newest alerts whose evidence is read from the store at start.
+const EVIDENCE_ALERTS_AT_START: i64 = 4096;
 
 /// What one check found.
 #[derive(Debug, PartialEq, Eq)]
@@ -83,6 +85,10 @@ pub struct Monitor {
     access_grace_ms: i64,
     /// Which stored entries to re-read next.
     schedule: recheck::Schedule,
+    /// Every alert stored from now on, for the entries it cites (see [`recheck`]), and
+    /// whether those of the alerts stored before this start have been read.
+    raised: broadcast::Receiver<AlertRow>,
+    evidence_loaded: bool,
 }
 
 impl Monitor {
@@ -116,7 +122,6 @@ impl Monitor {
             samples,
             pending: Vec::new(),
             reported: VecDeque::new(),
-            alerts,
             stall_after: Duration::from_millis(config.stall_alert_ms),
             progress: None,
             stall_reported: None,
@@ -129,6 +134,9 @@ impl Monitor {
                 config.recheck_recent_entries,
                 config.integrity_interval_ms,
             ),
+            raised: alerts.subscribe(),
+            evidence_loaded: false,
+            alerts,
         })
     }
 
@@ -221,7 +229,33 @@ impl Monitor {
     async fn check_entries(&mut self, verified: &VerifiedCheckpoint) -> Result<(), Problem> {
         self.check_samples(verified).await?;
         self.check_access_index(verified.size).await?;
+        self.note_evidence().await;
         self.recheck(verified).await
+    }
+
+    /// Gives the re-check the entries that alerts cite: those of the alerts stored before
+    /// this start once, then those of each alert as it is stored.
+    async fn note_evidence(&mut self) {
+        if !self.evidence_loaded {
+            match self.store.alerts(&crate::store::AlertFilter::default(), EVIDENCE_ALERTS_AT_START).await {
+                Ok(stored) => {
+                    // Newest first from the store; noted oldest first, so the newest are re-checked first.
+                    for alert in stored.iter().rev() {
+                        alert.evidence.iter().for_each(|e| self.schedule.note_evidence(e.index));
+                    }
+                    self.evidence_loaded = true;
+                }
+                Err(e) => tracing::warn!(error = %e, "alerts' evidence unreadable; the re-check sweeps without it"),
+            }
+        }
+        loop {
+            match self.raised.try_recv() {
+                Ok(alert) => alert.evidence.iter().for_each(|e| self.schedule.note_evidence(e.index)),
+                // Missed alerts are in the store: read them all again next round.
+                Err(broadcast::error::TryRecvError::Lagged(_)) => self.evidence_loaded = false,
+                Err(_) => break,
+            }
+        }
     }
 
     /// Alerts an integrity failure once (however often it is found again).

@@ -8,10 +8,16 @@
 //! ledger's inclusion proofs. An entry the signed tree covers that the ledger
 //! no longer has is a deletion.
 //!
-//! The cost is `recheck_entries_per_sec`; half of each round returns to the
-//! newest `recheck_recent_entries` (where fresh tracks are covered), the other
-//! half sweeps the whole log from its start, round after round.
-use std::{collections::BTreeSet, ops::Range};
+//! The cost is `recheck_entries_per_sec`. Entries that alerts cite as evidence
+//! are what an insider covering their tracks rewrites first, so once there are
+//! any, a third of each round goes to their tiles (newest first, the last
+//! [`MAX_EVIDENCE_TILES`] kept). Of the rest, half returns to the newest
+//! `recheck_recent_entries` (where fresh tracks are covered) and half sweeps
+//! the whole log from its start, round after round.
+use std::{
+    collections::{BTreeSet, HashSet, VecDeque},
+    ops::Range,
+};
 
 use quis_proto::ledger::{GetEntriesRequest, StoredEntry};
 use quis_tlog::{
@@ -24,6 +30,8 @@ use super::{Monitor, Problem};
 use crate::{detect::Evidence, store::VerifiedCheckpoint};
 
 const WIDTH: u64 = FULL_WIDTH as u64;
+/// Most tiles of alert evidence kept for re-checking (the newest).
+pub const MAX_EVIDENCE_TILES: usize = 4096;
 
 /// Which tiles of entries to re-check next.
 #[derive(Debug)]
@@ -33,6 +41,13 @@ pub struct Schedule {
     /// The next tile of the sweep over the whole log, and of the recent range.
     sweep_next: u64,
     recent_next: u64,
+    /// Tiles holding entries that alerts cite, oldest first, and how many evidence tiles
+    /// have been re-checked (the position of the next one, counted from the newest).
+    evidence: VecDeque<u64>,
+    evidence_held: HashSet<u64>,
+    evidence_next: usize,
+    /// Thirds of a tile owed to the evidence share.
+    evidence_credit: u64,
 }
 
 impl Schedule {
@@ -40,7 +55,29 @@ impl Schedule {
     pub fn new(entries_per_sec: u64, recent_entries: u64, interval_ms: u64) -> Self {
         let per_round = entries_per_sec.saturating_mul(interval_ms) / 1000;
         let tiles_per_round = if entries_per_sec == 0 { 0 } else { per_round.div_ceil(WIDTH).max(1) };
-        Self { tiles_per_round, recent_tiles: recent_entries.div_ceil(WIDTH).max(1), sweep_next: 0, recent_next: 0 }
+        Self {
+            tiles_per_round,
+            recent_tiles: recent_entries.div_ceil(WIDTH).max(1),
+            sweep_next: 0,
+            recent_next: 0,
+            evidence: VecDeque::new(),
+            evidence_held: HashSet::new(),
+            evidence_next: 0,
+            evidence_credit: 0,
+        }
+    }
+
+    /// Notes that an alert cites entry `index`: its tile joins the evidence share.
+    pub fn note_evidence(&mut self, index: u64) {
+        let tile = index / WIDTH;
+        if self.evidence_held.insert(tile) {
+            self.evidence.push_back(tile);
+            if self.evidence.len() > MAX_EVIDENCE_TILES
+                && let Some(oldest) = self.evidence.pop_front()
+            {
+                self.evidence_held.remove(&oldest);
+            }
+        }
     }
 
     /// The ranges of entries, one tile each, of the tree of `size` to re-check this round.
@@ -50,8 +87,22 @@ impl Schedule {
         if tiles == 0 {
             return Vec::new();
         }
+        // A third of the budget over the rounds, so that a budget of one or two tiles a round
+        // still gives evidence a whole round now and then without starving the rest.
+        self.evidence_credit = if self.evidence.is_empty() { 0 } else { self.evidence_credit + self.tiles_per_round };
+        let evidence_share = self.evidence_credit / 3;
+        self.evidence_credit -= evidence_share * 3;
+        for _ in 0..evidence_share.min(self.evidence.len() as u64) {
+            let position = self.evidence_next % self.evidence.len();
+            let tile = self.evidence[self.evidence.len() - 1 - position];
+            if tile < tiles {
+                chosen.insert(tile);
+            }
+            self.evidence_next = position + 1;
+        }
+        let budget = self.tiles_per_round.saturating_sub(evidence_share);
         let recent_from = tiles.saturating_sub(self.recent_tiles);
-        let recent_share = self.tiles_per_round / 2;
+        let recent_share = budget / 2;
         for _ in 0..recent_share.min(tiles - recent_from) {
             if !(recent_from..tiles).contains(&self.recent_next) {
                 self.recent_next = recent_from;
@@ -59,7 +110,7 @@ impl Schedule {
             chosen.insert(self.recent_next);
             self.recent_next += 1;
         }
-        for _ in 0..(self.tiles_per_round - recent_share).min(tiles) {
+        for _ in 0..(budget - recent_share).min(tiles) {
             if self.sweep_next >= tiles {
                 self.sweep_next = 0;
             }
@@ -248,5 +299,35 @@ mod tests {
         assert_eq!(starts(&s.next(size)), vec![0, 1, 8, 9], "the sweep starts over");
         assert!(Schedule::new(0, 768, 1000).next(size).is_empty(), "0 disables");
         assert!(s.next(0).is_empty());
+    }
+
+    #[test]
+    fn a_third_of_the_budget_goes_to_the_tiles_of_alert_evidence_newest_first() {
+        // 6 tiles a round over a log of 20 tiles, the recent range 2 tiles.
+        let mut s = Schedule::new(6 * WIDTH, 2 * WIDTH, 1000);
+        let size = 20 * WIDTH;
+        let starts = |r: &[Range<u64>]| r.iter().map(|r| r.start / WIDTH).collect::<Vec<_>>();
+        for index in [3 * WIDTH + 5, 3 * WIDTH + 9, 11 * WIDTH, 5 * WIDTH + 1] {
+            s.note_evidence(index);
+        }
+        // Evidence tiles 5 then 11 (newest first), recent 18 and 19, sweep 0 and 1.
+        assert_eq!(starts(&s.next(size)), vec![0, 1, 5, 11, 18, 19]);
+        // Then 3 (tile 3 was noted once), and round again to 5; the sweep goes on.
+        assert_eq!(starts(&s.next(size)), vec![2, 3, 5, 18, 19]);
+        assert_eq!(starts(&s.next(size)), vec![3, 4, 5, 11, 18, 19]);
+
+        let mut s = Schedule::new(WIDTH, WIDTH, 1000);
+        for tile in 0..(MAX_EVIDENCE_TILES as u64 + 10) {
+            s.note_evidence(tile * WIDTH);
+        }
+        assert_eq!(s.evidence.len(), MAX_EVIDENCE_TILES, "bounded");
+        assert_eq!(s.evidence.front(), Some(&10), "the oldest go first");
+
+        // One tile a round: every third round is the evidence's, the others the recent range's
+        // and the sweep's.
+        let mut s = Schedule::new(WIDTH, WIDTH, 1000);
+        s.note_evidence(7 * WIDTH);
+        let rounds: Vec<Vec<u64>> = (0..6).map(|_| starts(&s.next(size))).collect();
+        assert_eq!(rounds, [vec![0], vec![1], vec![7], vec![2], vec![3], vec![7]]);
     }
 }
