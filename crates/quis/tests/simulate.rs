@@ -15,8 +15,9 @@ fn sentinel_finds_every_planted_incident_on_a_simulated_week() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("report.json");
     let status = Command::new(QUIS)
-        // The default re-check (8,192 entries a second, half of it sweeping) covers this run's
-        // ~50,000 entries in about 12 s: twice that keeps the 10 s deadline on a loaded debug build.
+        // The tampered entries are alert evidence, which a third of the re-check budget returns to
+        // (the rest sweeps this run's ~50,000 entries); twice the default budget keeps the 10 s
+        // deadline on a loaded debug build.
         .env("QUIS_SENTINEL__RECHECK_ENTRIES_PER_SEC", "16384")
         .args(["simulate", "--seed", "11", "--staff", "500", "--subjects", "10000", "--days", "5", "--out"])
         .arg(&out)
