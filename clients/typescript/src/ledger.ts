@@ -60,9 +60,9 @@ export class LedgerClient {
     return this.raw.getConsistencyProof({ fromSize, toSize }, options);
   }
 
-  /** The value behind a commitment (auditors and investigators; the read is logged). */
-  eventDetail(digest: Uint8Array, options?: CallOptions): Promise<GetEventDetailResponse> {
-    return this.raw.getEventDetail({ digest }, options);
+  /** The value behind commitment `digest` of entry `entryIndex` (auditors and investigators; the read is logged). */
+  eventDetail(entryIndex: bigint, digest: Uint8Array, options?: CallOptions): Promise<GetEventDetailResponse> {
+    return this.raw.getEventDetail({ entryIndex, digest }, options);
   }
 
   /**

@@ -177,10 +177,14 @@ describe("live suite through the gateway", () => {
     const { detail, subject, index } = appended[0]!;
     const entries = await readBack(index, index + 1n, 1);
     const access = fromBinary(LedgerEntrySchema, entries[0]!.data).event!.kind.value as { subject: { digest: Uint8Array } };
-    const res = await auditor.ledger.eventDetail(access.subject.digest);
+    const res = await auditor.ledger.eventDetail(index, access.subject.digest);
     assert.equal(res.value, subject);
     assert.deepEqual(res.salt, detail.salt);
     assert.equal(res.entryIndex, index);
+    // A commitment is found in its own entry only.
+    await assert.rejects(auditor.ledger.eventDetail(index + 1n, access.subject.digest), (e: unknown) => {
+      return e instanceof QuisError && e.reason === "DETAIL_NOT_FOUND";
+    });
   });
 
   test("the checkpoint's log signature and witness cosignature verify; tampering is rejected", () => {

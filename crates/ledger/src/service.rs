@@ -40,6 +40,22 @@ fn internal(e: impl std::fmt::Display) -> Status {
 /// Most commitments opened by one `GetEventDetails`.
 const MAX_DETAILS: usize = 1000;
 
+/// The entry index of a request naming one commitment, once both fields are valid.
+fn detail_key(digest: &[u8], entry_index: Option<u64>) -> Result<u64, Status> {
+    let mut v = Vec::new();
+    if digest.len() != 32 {
+        v.push(FieldViolation::new("digest", "must be 32 bytes"));
+    }
+    match (entry_index, v.is_empty()) {
+        (Some(index), true) => Ok(index),
+        (None, _) => {
+            v.push(FieldViolation::new("entry_index", "is required: the index of the entry holding the commitment"));
+            Err(LedgerError::Invalid(v).into())
+        }
+        (Some(_), false) => Err(LedgerError::Invalid(v).into()),
+    }
+}
+
 impl Ledger {
     fn may_read(&self, p: &Principal) -> Result<(), Status> {
         let service_reader = p.is_service() && self.config.ledger.reader_services.contains(&p.id);
@@ -274,12 +290,10 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<GetEventDetailResponse>, Status> {
         let principal = quis_auth::principal(&request)?;
         self.may_read_details(&principal)?;
-        let digest = request.into_inner().digest;
-        if digest.len() != 32 {
-            return Err(LedgerError::Invalid(vec![FieldViolation::new("digest", "must be 32 bytes")]).into());
-        }
-        let (entry_index, nonce, ciphertext) =
-            self.store.read_detail(&digest).await.map_err(internal)?.ok_or(LedgerError::NoDetail)?;
+        let GetEventDetailRequest { digest, entry_index } = request.into_inner();
+        let entry_index = detail_key(&digest, entry_index)?;
+        let (nonce, ciphertext) =
+            self.store.read_detail(entry_index, &digest).await.map_err(internal)?.ok_or(LedgerError::NoDetail)?;
         let (salt, value) = self.decrypt_detail(&digest, &nonce, &ciphertext)?;
         tracing::info!(principal = %principal.id, entry_index, "event detail read");
         Ok(Response::new(GetEventDetailResponse { digest, salt, value, entry_index }))
@@ -291,10 +305,13 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<GetEventDetailsResponse>, Status> {
         let principal = quis_auth::principal(&request)?;
         self.may_read_details(&principal)?;
-        let digests = request.into_inner().digests;
+        let GetEventDetailsRequest { digests, entry_indexes } = request.into_inner();
         let mut v = Vec::new();
         if digests.is_empty() || digests.len() > MAX_DETAILS {
             v.push(FieldViolation::new("digests", format!("must hold 1 to {MAX_DETAILS} digests")));
+        }
+        if entry_indexes.len() != digests.len() {
+            v.push(FieldViolation::new("entry_indexes", "must hold the entry of each digest, as many as digests"));
         }
         for (i, _) in digests.iter().enumerate().filter(|(_, d)| d.len() != 32) {
             v.push(FieldViolation::new(format!("digests[{i}]"), "must be 32 bytes"));
@@ -303,8 +320,8 @@ impl LedgerService for LedgerApi {
             return Err(LedgerError::Invalid(v).into());
         }
         let mut details = Vec::with_capacity(digests.len());
-        for digest in digests {
-            if let Some((entry_index, nonce, ciphertext)) = self.store.read_detail(&digest).await.map_err(internal)? {
+        for (digest, entry_index) in digests.into_iter().zip(entry_indexes) {
+            if let Some((nonce, ciphertext)) = self.store.read_detail(entry_index, &digest).await.map_err(internal)? {
                 let (salt, value) = self.decrypt_detail(&digest, &nonce, &ciphertext)?;
                 details.push(GetEventDetailResponse { digest, salt, value, entry_index });
             }
@@ -324,13 +341,18 @@ impl LedgerService for LedgerApi {
         if req.digest.len() != 32 {
             v.push(FieldViolation::new("digest", "must be 32 bytes"));
         }
+        if req.entry_index.is_none() {
+            v.push(FieldViolation::new("entry_index", "is required: the index of the entry holding the commitment"));
+        }
         if req.reason.trim().is_empty() || req.reason.chars().count() > 512 {
             v.push(FieldViolation::new("reason", "must be 1 to 512 characters"));
         }
-        if !v.is_empty() {
+        let (Some(entry_index), true) = (req.entry_index, v.is_empty()) else {
             return Err(LedgerError::Invalid(v).into());
+        };
+        if !self.store.erase_detail(entry_index, &req.digest).await.map_err(internal)? {
+            return Err(LedgerError::NoDetail.into());
         }
-        let entry_index = self.store.erase_detail(&req.digest).await.map_err(internal)?.ok_or(LedgerError::NoDetail)?;
         tracing::warn!(principal = %principal.id, entry_index, reason = %req.reason, "event detail erased");
         Ok(Response::new(EraseEventDetailResponse { entry_index }))
     }

@@ -210,13 +210,16 @@ async fn append_load(args: &BenchLedgerArgs, channel: &Channel) -> Result<(u64, 
     Ok((counter.load(Ordering::Relaxed), elapsed.unwrap_or_else(|| started.elapsed()), latency))
 }
 
-/// Distinct commitments across runs on the same ledger (details are keyed by commitment).
+/// Distinct commitments across runs on the same ledger, as real ones are (each has a fresh salt).
 fn rand_start() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0) << 8
 }
 
-/// Follows the tail from the current size and measures sequencing→receipt for each entry.
+/// Follows the tail from the latest checkpoint and measures sequencing→receipt for
+/// each entry sequenced since it started. The checkpoint may be behind the durable
+/// size by an earlier run's last entries: their replay is no lag of this run's.
 async fn tail_lag(channel: Channel, token: String, stop: Arc<AtomicBool>) -> Result<Histogram<u64>> {
+    let since = SystemTime::now();
     let mut client = LedgerServiceClient::new(channel);
     let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
     let mut req = tonic::Request::new(GetCheckpointRequest {});
@@ -232,6 +235,9 @@ async fn tail_lag(channel: Channel, token: String, stop: Arc<AtomicBool>) -> Res
         let Ok(decoded) = LedgerEntry::decode(entry.data.as_slice()) else { continue };
         if let Some(t) = decoded.sequence_time {
             let sequenced = SystemTime::UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos as u32);
+            if sequenced < since {
+                continue;
+            }
             if let Ok(d) = SystemTime::now().duration_since(sequenced) {
                 let _ = lag.record(d.as_micros().max(1) as u64);
             }

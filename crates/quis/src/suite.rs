@@ -49,7 +49,7 @@ async fn build_backend(name: &str, ctx: &ServiceContext) -> Result<Backend> {
             Backend { grpc, http: None, notes: Vec::new() }
         }
         "vault" => {
-            let (grpc, _) = quis_vault_service::build(ctx).await.map_err(anyhow::Error::msg)?;
+            let grpc = quis_vault_service::build(ctx).await.map_err(anyhow::Error::msg)?;
             Backend { grpc, http: None, notes: Vec::new() }
         }
         "echo" => Backend { grpc: quis_echo::build(), http: None, notes: Vec::new() },

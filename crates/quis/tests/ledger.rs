@@ -239,15 +239,7 @@ async fn ownership_and_bad_input_are_refused_and_write_nothing(postgres: bool) {
         .append_events(with_token(AppendEventsRequest { events: vec![event], details: vec![wrong] }, &vault))
         .await
         .expect_err("wrong detail");
-    use tonic_types::StatusExt;
-    let fields: Vec<_> = err
-        .get_error_details()
-        .bad_request()
-        .expect("BadRequest")
-        .field_violations
-        .iter()
-        .map(|v| v.field.clone())
-        .collect();
+    let fields = violation_fields(&err);
     assert!(fields.contains(&"events[0].subject".to_string()), "{fields:?}");
     // An entry over the tile format's 65,535 bytes.
     let huge = Event {
@@ -428,12 +420,10 @@ async fn details_decrypt_for_investigators_and_erasure_leaves_proofs_valid() {
         .await
         .expect("append")
         .into_inner();
+    let at = r.indices[0];
+    let one = |digest: &Vec<u8>| GetEventDetailRequest { digest: digest.clone(), entry_index: Some(at) };
     let investigator = l.token("ivan", PrincipalKind::Staff, &[Role::Investigator]);
-    let got = client
-        .get_event_detail(with_token(GetEventDetailRequest { digest: digest.clone() }, &investigator))
-        .await
-        .expect("detail")
-        .into_inner();
+    let got = client.get_event_detail(with_token(one(&digest), &investigator)).await.expect("detail").into_inner();
     assert_eq!(
         (got.value.as_str(), got.salt.as_slice(), got.entry_index),
         ("subject-42", detail.salt.as_slice(), r.indices[0])
@@ -441,57 +431,105 @@ async fn details_decrypt_for_investigators_and_erasure_leaves_proofs_valid() {
     let cp = checkpoint_of_size(&l, 1).await;
 
     let caseworker = l.token("alice", PrincipalKind::Staff, &[Role::Caseworker]);
-    let err = client
-        .get_event_detail(with_token(GetEventDetailRequest { digest: digest.clone() }, &caseworker))
-        .await
-        .expect_err("not a reader");
+    let err = client.get_event_detail(with_token(one(&digest), &caseworker)).await.expect_err("not a reader");
     assert_refused(&err, Code::PermissionDenied, "ROLE_REQUIRED");
     // Of the services, only those of ledger.detail_reader_services (vault, sentinel) open details.
     let err = client
-        .get_event_detail(with_token(GetEventDetailRequest { digest: digest.clone() }, &l.service("policy")))
+        .get_event_detail(with_token(one(&digest), &l.service("policy")))
         .await
         .expect_err("policy appends admin events and opens no details");
     assert_refused(&err, Code::PermissionDenied, "ROLE_REQUIRED");
     let by_sentinel = client
-        .get_event_detail(with_token(GetEventDetailRequest { digest: digest.clone() }, &l.service("sentinel")))
+        .get_event_detail(with_token(one(&digest), &l.service("sentinel")))
         .await
         .expect("sentinel opens details")
         .into_inner();
     assert_eq!(by_sentinel.value, "subject-42");
     let batch = client
         .get_event_details(with_token(
-            GetEventDetailsRequest { digests: vec![vec![7; 32], digest.clone()] },
+            GetEventDetailsRequest {
+                digests: vec![vec![7; 32], digest.clone(), digest.clone()],
+                entry_indexes: vec![at, at, at + 1],
+            },
             &l.service("sentinel"),
         ))
         .await
         .expect("sentinel opens details in bulk")
         .into_inner()
         .details;
-    assert_eq!(batch.len(), 1, "an unknown commitment is left out");
+    assert_eq!(batch.len(), 1, "an unknown commitment, and a commitment of another entry, are left out");
     assert_eq!((batch[0].digest.as_slice(), batch[0].value.as_str()), (digest.as_slice(), "subject-42"));
     let err = client
-        .get_event_details(with_token(GetEventDetailsRequest { digests: vec![vec![1; 3]] }, &investigator))
+        .get_event_details(with_token(
+            GetEventDetailsRequest { digests: vec![vec![1; 3]], entry_indexes: vec![at] },
+            &investigator,
+        ))
         .await
         .expect_err("a short digest");
     assert_refused(&err, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(violation_fields(&err), ["digests[0]"]);
+    let err = client
+        .get_event_details(with_token(
+            GetEventDetailsRequest { digests: vec![digest.clone()], entry_indexes: vec![] },
+            &investigator,
+        ))
+        .await
+        .expect_err("no entry index");
+    assert_eq!(violation_fields(&err), ["entry_indexes"]);
+    let err = client
+        .get_event_detail(with_token(
+            GetEventDetailRequest { digest: digest.clone(), entry_index: None },
+            &investigator,
+        ))
+        .await
+        .expect_err("no entry index");
+    assert_eq!(violation_fields(&err), ["entry_index"]);
     let err = client
         .erase_event_detail(with_token(
-            EraseEventDetailRequest { digest: digest.clone(), reason: "erasure request 7".into() },
+            EraseEventDetailRequest {
+                digest: digest.clone(),
+                entry_index: Some(at),
+                reason: "erasure request 7".into(),
+            },
             &investigator,
         ))
         .await
         .expect_err("only privacy officers erase");
     assert_refused(&err, Code::PermissionDenied, "ROLE_REQUIRED");
     let dpo = l.token("priya", PrincipalKind::Staff, &[Role::PrivacyOfficer]);
-    client
+    let err = client
         .erase_event_detail(with_token(
-            EraseEventDetailRequest { digest: digest.clone(), reason: "erasure request 7".into() },
+            EraseEventDetailRequest { digest: digest.clone(), entry_index: None, reason: "erasure request 7".into() },
+            &dpo,
+        ))
+        .await
+        .expect_err("no entry index");
+    assert_eq!(violation_fields(&err), ["entry_index"]);
+    let err = client
+        .erase_event_detail(with_token(
+            EraseEventDetailRequest {
+                digest: digest.clone(),
+                entry_index: Some(at + 1),
+                reason: "erasure request 7".into(),
+            },
+            &dpo,
+        ))
+        .await
+        .expect_err("not a commitment of that entry");
+    assert_refused(&err, Code::NotFound, "DETAIL_NOT_FOUND");
+    let erased = client
+        .erase_event_detail(with_token(
+            EraseEventDetailRequest {
+                digest: digest.clone(),
+                entry_index: Some(at),
+                reason: "erasure request 7".into(),
+            },
             &dpo,
         ))
         .await
         .expect("erased");
-    let err =
-        client.get_event_detail(with_token(GetEventDetailRequest { digest }, &investigator)).await.expect_err("gone");
+    assert_eq!(erased.into_inner().entry_index, at);
+    let err = client.get_event_detail(with_token(one(&digest), &investigator)).await.expect_err("gone");
     assert_refused(&err, Code::NotFound, "DETAIL_NOT_FOUND");
 
     // The entry and its proof are untouched.

@@ -30,7 +30,6 @@ use quis_proto::{
     vault::{self as v, field::Value, vault_service_client::VaultServiceClient},
 };
 use quis_tlog::{Hash, note::Verifier};
-use quis_vault_service::VaultHandle;
 use support::*;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -75,7 +74,6 @@ struct World {
     ledger: SocketAddr,
     ledger_stop: CancellationToken,
     ledger_task: Option<JoinHandle<()>>,
-    vault: VaultHandle,
     vault_stop: CancellationToken,
     vault_task: Option<JoinHandle<()>>,
     vault_addr: SocketAddr,
@@ -154,15 +152,6 @@ fn case(id: &str, subjects: &[&str], staff: &[&str], purpose: pb::Purpose) -> pb
     }
 }
 
-#[track_caller]
-fn violation_fields(status: &Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
-
 impl World {
     async fn start(postgres: bool) -> World {
         captured_logs();
@@ -191,7 +180,7 @@ impl World {
         serve_on(pctx, built, policy_listener);
         let vault_stop = stop.child_token();
         let vctx = ctx(&config, &vault_stop).await;
-        let (built, vault) = quis_vault_service::build(&vctx).await.expect("vault");
+        let built = quis_vault_service::build(&vctx).await.expect("vault");
         let vault_task = serve_on(vctx, built, vault_listener);
         let gateway = serve_gateway(&config, stop.clone()).await;
         let signer = TokenSigner::load(&FileKeySource::new(dir.path()), &config.auth.issuer, &config.auth.audience)
@@ -205,7 +194,6 @@ impl World {
             ledger,
             ledger_stop,
             ledger_task: Some(ledger_task),
-            vault,
             vault_stop,
             vault_task: Some(vault_task),
             vault_addr,
@@ -390,9 +378,8 @@ impl World {
         }
         self.vault_stop = self.stop.child_token();
         let vctx = ctx(&self.config, &self.vault_stop).await;
-        let (built, vault) = quis_vault_service::build(&vctx).await.expect("vault");
+        let built = quis_vault_service::build(&vctx).await.expect("vault");
         let listener = tokio::net::TcpListener::bind(self.vault_addr).await.expect("the vault's address again");
-        self.vault = vault;
         self.vault_task = Some(serve_on(vctx, built, listener));
     }
 }
@@ -865,6 +852,10 @@ async fn bad_input_is_refused_precisely_and_roles_are_enforced() {
         vault.rotate_keys(with_token(v::RotateKeysRequest { batch_size: 20_000 }, &admin)).await.expect_err("batch"),
         "batch_size",
     );
+    let beyond = v::RebuildAccessIndexRequest { start_index: u64::MAX, batch_size: 0 };
+    invalid(vault.rebuild_access_index(with_token(beyond, &admin)).await.expect_err("beyond"), "start_index");
+    let too_many = v::RebuildAccessIndexRequest { start_index: 0, batch_size: 100_001 };
+    invalid(vault.rebuild_access_index(with_token(too_many, &admin)).await.expect_err("batch"), "batch_size");
 
     // Wrong roles.
     let as_caseworker = v::CreateSubjectRequest { subject_id: "s-2".into(), subject: Some(person("Bo", "Jones")) };
@@ -875,6 +866,15 @@ async fn bad_input_is_refused_precisely_and_roles_are_enforced() {
     );
     assert_refused(
         &vault.rotate_keys(with_token(v::RotateKeysRequest::default(), &ingest)).await.expect_err("role"),
+        Code::PermissionDenied,
+        "ROLE_REQUIRED",
+    );
+    let privacy_officer = w.staff_token("petra", &[Role::PrivacyOfficer]);
+    assert_refused(
+        &vault
+            .rebuild_access_index(with_token(v::RebuildAccessIndexRequest::default(), &privacy_officer))
+            .await
+            .expect_err("role"),
         Code::PermissionDenied,
         "ROLE_REQUIRED",
     );
@@ -1049,13 +1049,30 @@ async fn access_history_lists_own_accesses_with_proofs(postgres: bool) {
 
     // The index is secondary: rows deleted behind the vault's back come back from the ledger.
     let store = quis_core::db::Db::connect(&w.config.store_url("vault")).await.expect("vault store");
-    quis_core::on_pool!(&store, pool => sqlx::query("DELETE FROM vault_access_index").execute(pool).await.map(|_| ()))
+    let deleted = quis_core::on_pool!(&store, pool => sqlx::query("DELETE FROM vault_access_index").execute(pool).await.map(|r| r.rows_affected()))
         .expect("delete rows");
     assert!(w.history(&me, "s-1", None).await.expect("own").items.is_empty());
-    w.vault.rebuild_access_index().await.expect("rebuild");
+    let admin = w.staff_token("root", &[Role::Admin]);
+    let rebuild = async |batch_size: i32| {
+        let (mut start, mut restored, mut calls) = (0, 0, 0);
+        loop {
+            let req = v::RebuildAccessIndexRequest { start_index: start, batch_size };
+            let done = w.vault().await.rebuild_access_index(with_token(req, &admin)).await.expect("rebuild");
+            let done = done.into_inner();
+            assert!(done.next_index > start || done.next_index == done.tree_size, "{done:?}");
+            (start, restored, calls) = (done.next_index, restored + done.restored, calls + 1);
+            if start == done.tree_size {
+                return (restored, calls);
+            }
+        }
+    };
+    let (restored, calls) = rebuild(3).await;
+    assert!(calls > 1, "three entries per call take several calls");
+    assert_eq!(restored as u64, deleted, "every deleted row, and only those, comes back");
     let rebuilt: Vec<u64> =
         w.history(&me, "s-1", None).await.expect("own").items.iter().map(|i| i.ledger_index).collect();
     assert_eq!(rebuilt, listed, "nothing is hidden after a rebuild");
+    assert_eq!(rebuild(0).await, (0, 1), "a second pass finds nothing missing");
 
     // Covert accesses appear once released: a policy version releasing after one second.
     let text = quis_policy_engine::policy::DEFAULT_POLICIES

@@ -28,15 +28,17 @@ pub async fn open_details(
     link: &LedgerLink,
     accesses: &[EnrichedAccess],
 ) -> Result<HashMap<Vec<u8>, String>, tonic::Status> {
-    let digests: Vec<Vec<u8>> = accesses
+    let wanted: Vec<(u64, &Vec<u8>)> = accesses
         .iter()
-        .flat_map(|a| a.subject.iter().chain(a.query.iter()))
-        .filter(|d| d.len() == 32)
-        .cloned()
+        .flat_map(|a| a.subject.iter().chain(a.query.iter()).map(|d| (a.index, d)))
+        .filter(|(_, d)| d.len() == 32)
         .collect();
-    let mut values = HashMap::with_capacity(digests.len());
-    for chunk in digests.chunks(DETAILS_PER_CALL) {
-        let request = link.request(GetEventDetailsRequest { digests: chunk.to_vec() })?;
+    let mut values = HashMap::with_capacity(wanted.len());
+    for chunk in wanted.chunks(DETAILS_PER_CALL) {
+        let request = link.request(GetEventDetailsRequest {
+            digests: chunk.iter().map(|(_, d)| d.to_vec()).collect(),
+            entry_indexes: chunk.iter().map(|(i, _)| *i).collect(),
+        })?;
         for d in link.client().get_event_details(request).await?.into_inner().details {
             values.insert(d.digest, d.value);
         }

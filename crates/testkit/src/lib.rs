@@ -49,6 +49,16 @@ pub fn reason(status: &Status) -> String {
     status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
 }
 
+/// The fields named by a status's `BadRequest` violations.
+pub fn violation_fields(status: &Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
 #[track_caller]
 pub fn assert_refused(status: &Status, code: Code, expected_reason: &str) {
     assert_eq!(status.code(), code, "{status:?}");

@@ -6,7 +6,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prost::Message;
-use quis_auth::PrincipalKind;
+use quis_auth::{PrincipalKind, Role};
 use quis_core::vault::HistoryAccessor;
 use quis_proto::{
     ledger::{self, AccessEvent, Actor, LedgerEntry, event::Kind},
@@ -20,9 +20,6 @@ use crate::{
     error::{ServiceError, Violations},
     service::{CallerInfo, Inner},
 };
-
-/// Entries read per ledger call during a rebuild.
-const REBUILD_PAGE: u64 = 1000;
 
 fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
@@ -126,7 +123,7 @@ impl Inner {
         };
         let inclusion_proof = ledger.inclusion_proof(index, tree_size).await?;
         let record = match &access.record {
-            Some(c) => ledger.detail(&c.digest).await?.map(|(_, value)| value).unwrap_or_default(),
+            Some(c) => ledger.detail(index, &c.digest).await?.map(|(_, value)| value).unwrap_or_default(),
             None => String::new(),
         };
         Ok(v::AccessHistoryItem {
@@ -143,41 +140,63 @@ impl Inner {
         })
     }
 
-    /// Restores the access index from the ledger up to its latest checkpoint:
-    /// every access event the vault appended, its commitments to subjects
-    /// opened through the ledger's event details. Rows already there are kept;
-    /// missing ones come back. Returns how many entries were indexed.
-    pub async fn rebuild_access_index(&self) -> Result<u64, ServiceError> {
+    /// Restores the access index from one range of the ledger, up to its
+    /// latest checkpoint: every access event the vault appended, its
+    /// commitments to subjects opened through the ledger's event details. Rows
+    /// already there are kept; missing ones come back.
+    pub async fn rebuild_access_index(
+        &self,
+        caller: &CallerInfo,
+        req: v::RebuildAccessIndexRequest,
+    ) -> Result<v::RebuildAccessIndexResponse, ServiceError> {
+        caller.require(Role::Admin)?;
+        let batch = page_size("batch_size", req.batch_size, 10_000, 100_000)? as u64;
         let ledger = &self.audit.ledger;
-        let store = self.vault.store();
-        let size = ledger.checkpoint().await?.size;
-        let mut indexed = 0;
-        let mut start = 0;
-        while start < size {
-            let end = size.min(start + REBUILD_PAGE);
-            for (index, data) in ledger.entries(start, end).await? {
-                let Some((_, access)) = access_event(&data, &self.service_principal) else { continue };
-                let actor = access.actor.clone().unwrap_or_default();
-                let visible_from_us = access.subject_visible_time.map_or(0, |t| t.seconds.saturating_mul(1_000_000));
-                for commitment in access.subject.iter().chain(&access.results) {
-                    // An erased detail leaves only the commitment: nothing to index.
-                    let Some((salt, value)) = ledger.detail(&commitment.digest).await? else { continue };
-                    let Some(subject_id) = names::parse_subject(&value) else { continue };
-                    if actor.kind == "subject" && actor.principal == subject_id {
-                        continue; // a subject's reads of their own history are not listed to them
-                    }
-                    let row = IndexedAccess {
-                        subject_id: subject_id.to_string(),
-                        ledger_index: index,
-                        visible_from_us,
-                        salt,
-                    };
-                    store.add_access(&row).await.map_err(quis_vault::VaultError::from)?;
-                    indexed += 1;
-                }
-            }
-            start = end;
+        let tree_size = ledger.checkpoint().await?.size;
+        if req.start_index > tree_size {
+            return Err(ServiceError::invalid(
+                "start_index",
+                format!("must be at most the signed tree size, {tree_size}"),
+            ));
         }
-        Ok(indexed)
+        let end = tree_size.min(req.start_index.saturating_add(batch));
+        let mut found = Vec::new();
+        for (index, data) in ledger.entries(req.start_index, end).await? {
+            let Some((_, access)) = access_event(&data, &self.service_principal) else { continue };
+            let actor = access.actor.unwrap_or_default();
+            let visible_from_us = access.subject_visible_time.map_or(0, |t| t.seconds.saturating_mul(1_000_000));
+            for commitment in access.subject.into_iter().chain(access.results) {
+                found.push((index, visible_from_us, actor.clone(), commitment.digest));
+            }
+        }
+        let commitments: Vec<(u64, Vec<u8>)> =
+            found.iter().map(|(index, .., digest)| (*index, digest.clone())).collect();
+        let details = ledger.details(&commitments).await?;
+        let mut rows = Vec::with_capacity(found.len());
+        for (ledger_index, visible_from_us, actor, digest) in found {
+            // An erased detail leaves only the commitment: nothing to index.
+            let Some((salt, value)) = details.get(&digest) else { continue };
+            let Some(subject_id) = names::parse_subject(value) else { continue };
+            if actor.kind == "subject" && actor.principal == subject_id {
+                continue; // a subject's reads of their own history are not listed to them
+            }
+            rows.push(IndexedAccess {
+                subject_id: subject_id.to_string(),
+                ledger_index,
+                visible_from_us,
+                salt: salt.clone(),
+            });
+        }
+        let restored = self.vault.store().add_accesses(&rows).await.map_err(quis_vault::VaultError::from)?;
+        if restored > 0 {
+            tracing::warn!(actor = %caller.principal.id, restored, start = req.start_index, end, "access index rows were missing and are restored");
+        }
+        tracing::info!(actor = %caller.principal.id, start = req.start_index, end, indexed = rows.len(), "access index rebuilt over a range");
+        Ok(v::RebuildAccessIndexResponse {
+            next_index: end,
+            tree_size,
+            indexed: i64::try_from(rows.len()).unwrap_or(i64::MAX),
+            restored: i64::try_from(restored).unwrap_or(i64::MAX),
+        })
     }
 }

@@ -30,7 +30,7 @@ impl IndexWriter {
                     rows.extend(more);
                     replies.push(reply);
                 }
-                let result = store.add_accesses(&rows).await.map_err(|e| e.to_string());
+                let result = store.add_accesses(&rows).await.map(|_| ()).map_err(|e| e.to_string());
                 for reply in replies {
                     let _ = reply.send(result.clone());
                 }

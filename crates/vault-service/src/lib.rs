@@ -42,19 +42,8 @@ pub fn library_config(config: &QuisConfig) -> VaultConfig {
     }
 }
 
-/// A running vault, for tests and operations.
-#[derive(Clone)]
-pub struct VaultHandle(Arc<Inner>);
-
-impl VaultHandle {
-    /// Restores missing rows of the access index from the ledger; how many it (re)indexed.
-    pub async fn rebuild_access_index(&self) -> Result<u64, ServiceError> {
-        self.0.rebuild_access_index().await
-    }
-}
-
 /// The vault service for the runtime.
-pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, VaultHandle), String> {
+pub async fn build(ctx: &ServiceContext) -> Result<BuiltService, String> {
     let config = &ctx.config;
     let settings = &config.vault;
     let credentials =
@@ -87,16 +76,13 @@ pub async fn build(ctx: &ServiceContext) -> Result<(BuiltService, VaultHandle), 
         service_principal: settings.service_principal.clone(),
         clock: config.clock.clone(),
     });
-    let server = VaultServiceServer::new(VaultApi(Arc::clone(&inner)))
+    let server = VaultServiceServer::new(VaultApi(inner))
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(settings.max_message_bytes);
-    Ok((
-        BuiltService {
-            name: "vault",
-            grpc_names: vec!["quis.vault.v1.VaultService"],
-            readiness: vec![store.db().readiness("store")],
-            routes: tonic::service::Routes::new(server),
-        },
-        VaultHandle(inner),
-    ))
+    Ok(BuiltService {
+        name: "vault",
+        grpc_names: vec!["quis.vault.v1.VaultService"],
+        readiness: vec![store.db().readiness("store")],
+        routes: tonic::service::Routes::new(server),
+    })
 }

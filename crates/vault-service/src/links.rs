@@ -1,13 +1,16 @@
 //! The vault's calls to policy and the ledger, as the `vault` service
 //! principal. Anything but an answer is `UNAVAILABLE`: the caller of a guarded
 //! call then gets no data (fail closed).
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
 
 use quis_auth::ServiceCredentials;
 use quis_proto::{
     ledger::{
         AppendEventsRequest, Event, EventDetail, GetCheckpointRequest, GetEntriesRequest, GetEventDetailRequest,
-        GetInclusionProofRequest, ledger_service_client::LedgerServiceClient,
+        GetEventDetailsRequest, GetInclusionProofRequest, ledger_service_client::LedgerServiceClient,
     },
     policy::{self as pb, policy_service_client::PolicyServiceClient},
 };
@@ -15,6 +18,9 @@ use tonic::{Code, Status, service::interceptor::InterceptedService, transport::C
 use tonic_types::StatusExt;
 
 use crate::error::ServiceError;
+
+/// The most digests the ledger opens in one `GetEventDetails`.
+const DETAILS_PER_CALL: usize = 1000;
 
 type Authenticated = InterceptedService<Channel, ServiceCredentials>;
 
@@ -206,9 +212,10 @@ impl LedgerLink {
         Ok(self.client.clone().get_inclusion_proof(request).await.map_err(ledger_error)?.into_inner().hashes)
     }
 
-    /// The salt and value behind a commitment, if the ledger still holds them (not erased).
-    pub async fn detail(&self, digest: &[u8]) -> Result<Option<(Vec<u8>, String)>, ServiceError> {
-        match self.client.clone().get_event_detail(GetEventDetailRequest { digest: digest.to_vec() }).await {
+    /// The salt and value behind commitment `digest` of entry `entry`, if the ledger still holds them (not erased).
+    pub async fn detail(&self, entry: u64, digest: &[u8]) -> Result<Option<(Vec<u8>, String)>, ServiceError> {
+        let request = GetEventDetailRequest { digest: digest.to_vec(), entry_index: Some(entry) };
+        match self.client.clone().get_event_detail(request).await {
             Ok(r) => {
                 let r = r.into_inner();
                 Ok(Some((r.salt, r.value)))
@@ -216,5 +223,23 @@ impl LedgerLink {
             Err(status) if status.code() == Code::NotFound => Ok(None),
             Err(status) => Err(ledger_error(status)),
         }
+    }
+
+    /// The salt and value behind each of the commitments (entry, digest) the
+    /// ledger still holds, by digest.
+    pub async fn details(
+        &self,
+        commitments: &[(u64, Vec<u8>)],
+    ) -> Result<HashMap<Vec<u8>, (Vec<u8>, String)>, ServiceError> {
+        let mut out = HashMap::with_capacity(commitments.len());
+        for chunk in commitments.chunks(DETAILS_PER_CALL) {
+            let request = GetEventDetailsRequest {
+                digests: chunk.iter().map(|(_, d)| d.clone()).collect(),
+                entry_indexes: chunk.iter().map(|(i, _)| *i).collect(),
+            };
+            let found = self.client.clone().get_event_details(request).await.map_err(ledger_error)?.into_inner();
+            out.extend(found.details.into_iter().map(|d| (d.digest, (d.salt, d.value))));
+        }
+        Ok(out)
     }
 }

@@ -221,4 +221,12 @@ impl VaultService for VaultApi {
         let caller = CallerInfo::of(&request)?;
         answer(self.0.rotate_keys(&caller, request.into_inner()).await)
     }
+
+    async fn rebuild_access_index(
+        &self,
+        request: Request<v::RebuildAccessIndexRequest>,
+    ) -> Result<Response<v::RebuildAccessIndexResponse>, Status> {
+        let caller = CallerInfo::of(&request)?;
+        answer(self.0.rebuild_access_index(&caller, request.into_inner()).await)
+    }
 }

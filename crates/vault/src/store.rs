@@ -470,17 +470,19 @@ impl Store {
 
     /// Adds an access to a subject's access index (idempotent).
     pub async fn add_access(&self, access: &IndexedAccess) -> Result<(), sqlx::Error> {
-        self.add_accesses(std::slice::from_ref(access)).await
+        self.add_accesses(std::slice::from_ref(access)).await.map(|_| ())
     }
 
-    /// Indexes several accesses in one transaction (each row at most once).
-    pub async fn add_accesses(&self, accesses: &[IndexedAccess]) -> Result<(), sqlx::Error> {
+    /// Indexes several accesses in one transaction (each row at most once);
+    /// returns how many rows were not there before.
+    pub async fn add_accesses(&self, accesses: &[IndexedAccess]) -> Result<u64, sqlx::Error> {
         macro_rules! insert_all {
             ($pool:expr) => {{
                 let mut tx = $pool.begin_with(self.begin_statement()).await?;
+                let mut inserted = 0;
                 for access in accesses {
                     let index = i64::try_from(access.ledger_index).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                    sqlx::query(
+                    let result = sqlx::query(
                         "INSERT INTO vault_access_index (subject_id, ledger_index, visible_from_us, salt) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (subject_id, ledger_index) DO NOTHING",
                     )
@@ -490,8 +492,10 @@ impl Store {
                     .bind(access.salt.as_slice())
                     .execute(&mut *tx)
                     .await?;
+                    inserted += result.rows_affected();
                 }
-                tx.commit().await
+                tx.commit().await?;
+                Ok(inserted)
             }};
         }
         on_pool!(&self.db, pool => insert_all!(pool))

@@ -60,11 +60,20 @@ class LedgerClient:
         """A stream of StoredEntry from `start_index` on, following new entries; `cancel()` to stop."""
         return self._svc.TailEvents(pb.TailEventsRequest(start_index=start_index), **kw).map(lambda r: r.entry)
 
-    def get_event_detail(self, digest: bytes, **kw) -> pb.GetEventDetailResponse:
-        return self._svc.GetEventDetail(pb.GetEventDetailRequest(digest=digest), **kw)
+    def get_event_detail(self, entry_index: int, digest: bytes, **kw) -> pb.GetEventDetailResponse:
+        """The value behind commitment `digest` of the entry at `entry_index`."""
+        req = pb.GetEventDetailRequest(entry_index=entry_index, digest=digest)
+        return self._svc.GetEventDetail(req, **kw)
 
-    def erase_event_detail(self, digest: bytes, reason: str, **kw) -> pb.EraseEventDetailResponse:
-        return self._svc.EraseEventDetail(pb.EraseEventDetailRequest(digest=digest, reason=reason), **kw)
+    def get_event_details(self, commitments: Iterable[tuple[int, bytes]], **kw) -> pb.GetEventDetailsResponse:
+        """The values behind up to 1000 (entry index, digest) commitments; erased ones are left out."""
+        pairs = list(commitments)
+        req = pb.GetEventDetailsRequest(entry_indexes=[i for i, _ in pairs], digests=[d for _, d in pairs])
+        return self._svc.GetEventDetails(req, **kw)
+
+    def erase_event_detail(self, entry_index: int, digest: bytes, reason: str, **kw) -> pb.EraseEventDetailResponse:
+        req = pb.EraseEventDetailRequest(entry_index=entry_index, digest=digest, reason=reason)
+        return self._svc.EraseEventDetail(req, **kw)
 
     # Verified reads: nothing below trusts the server's word.
 

@@ -233,3 +233,16 @@ class VaultClient:
 
     def rotate_keys(self, batch_size: int = 0, **kw) -> pb.RotateKeysResponse:
         return self._svc.RotateKeys(pb.RotateKeysRequest(batch_size=batch_size), **kw)
+
+    # The access index (admin).
+
+    def rebuild_access_index(self, batch_size: int = 0, **kw) -> tuple[int, int]:
+        """Rebuilds the whole access index from the ledger, range after range up to the latest
+        checkpoint; returns (accesses indexed, rows that were missing and are restored)."""
+        start, indexed, restored = 0, 0, 0
+        while True:
+            req = pb.RebuildAccessIndexRequest(start_index=start, batch_size=batch_size)
+            done = self._svc.RebuildAccessIndex(req, **kw)
+            start, indexed, restored = done.next_index, indexed + done.indexed, restored + done.restored
+            if start == done.tree_size:
+                return indexed, restored

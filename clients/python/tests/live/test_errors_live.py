@@ -119,7 +119,7 @@ def test_expired_token_is_unauthenticated(gateway):
 
 def test_errors_are_quis_errors_with_details(auditor):
     with pytest.raises(QuisError) as e:
-        auditor.ledger.get_event_detail(b"\x00" * 5)
+        auditor.ledger.get_event_detail(0, b"\x00" * 5)
     assert isinstance(e.value, InvalidArgument)
     assert e.value.code.name == "INVALID_ARGUMENT"
     assert "digest" in str(e.value)

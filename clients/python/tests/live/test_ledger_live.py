@@ -8,7 +8,7 @@ import threading
 import pytest
 from quis.ledger.v1 import ledger_pb2 as pb
 
-from quis_client import NotFound, PermissionDenied
+from quis_client import InvalidArgument, NotFound, PermissionDenied
 from quis_client.ledger import decode_entry
 from quis_client.tlog import (
     BadSignature,
@@ -53,10 +53,15 @@ def test_append_and_read_back_as_auditor(auditor, appended):
 def test_event_detail_opens_the_commitment(auditor, appended):
     events, _, subjects, resp = appended
     digest = events[0].access.subject.digest
-    detail = auditor.ledger.get_event_detail(digest)
+    detail = auditor.ledger.get_event_detail(resp.indices[0], digest)
     assert detail.value == subjects[0]
     assert hashlib.sha256(detail.salt + detail.value.encode()).digest() == digest
     assert detail.entry_index == resp.indices[0]
+    both = auditor.ledger.get_event_details([(resp.indices[0], digest), (resp.indices[1], digest)])
+    assert [d.entry_index for d in both.details] == [resp.indices[0]], "a commitment is found in its own entry only"
+    with pytest.raises(InvalidArgument) as e:
+        auditor.service("quis.ledger.v1.LedgerService").GetEventDetail(pb.GetEventDetailRequest(digest=digest))
+    assert [v.field for v in e.value.field_violations] == ["entry_index"]
 
 
 def test_erased_detail_leaves_the_log_verifiable(auditor, token_client, verifier, appended):
@@ -64,10 +69,10 @@ def test_erased_detail_leaves_the_log_verifiable(auditor, token_client, verifier
     digest, index = events[1].access.record.digest, resp.indices[1]
     privacy = token_client("QUIS_TOKEN_PRIVACY")
     with pytest.raises(PermissionDenied):
-        auditor.ledger.erase_event_detail(digest, "erasure request er-1")
-    assert privacy.ledger.erase_event_detail(digest, "erasure request er-1").entry_index == index
+        auditor.ledger.erase_event_detail(index, digest, "erasure request er-1")
+    assert privacy.ledger.erase_event_detail(index, digest, "erasure request er-1").entry_index == index
     with pytest.raises(NotFound) as e:
-        auditor.ledger.get_event_detail(digest)
+        auditor.ledger.get_event_detail(index, digest)
     assert (e.value.domain, e.value.reason) == ("quis.ledger", "DETAIL_NOT_FOUND")
     # Only the value is gone: the entry, with its commitment, still proves.
     wait_witnessed(auditor, verifier, resp.tree_size)

@@ -130,6 +130,21 @@ def test_access_history_with_every_proof_verified(world, token_client, verifier)
         verify_access_history(page, "subjects/someone-else", verifier)
 
 
+def test_access_index_rebuild_is_for_admins_and_finds_nothing_missing(world, token_client, verifier):
+    alice = token_client("QUIS_TOKEN_CASEWORKER")
+    read = alice.vault.get_record(world["record"], purpose="CASEWORK", case=world["case"]).receipt.ledger_index
+    wait_witnessed(token_client("QUIS_TOKEN_AUDITOR"), verifier, read + 1)  # the rebuild stops at the checkpoint
+    admin = token_client("QUIS_TOKEN_ADMIN")
+    indexed, restored = admin.vault.rebuild_access_index(batch_size=500)
+    assert indexed > 0 and restored == 0, (indexed, restored)
+    with pytest.raises(PermissionDenied) as e:
+        alice.vault.rebuild_access_index()
+    assert e.value.reason == "ROLE_REQUIRED"
+    with pytest.raises(InvalidArgument) as e:
+        admin.service("quis.vault.v1.VaultService").RebuildAccessIndex(vpb.RebuildAccessIndexRequest(batch_size=-1))
+    assert [v.field for v in e.value.field_violations] == ["batch_size"]
+
+
 def test_subject_cannot_read_another_subjects_history(world, token_client):
     me = token_client("QUIS_TOKEN_SUBJECT_PY")
     with pytest.raises(PermissionDenied) as e:
