@@ -4,6 +4,7 @@
 # acknowledgement latency at 5,000 events/s, the lag of a tail consumer, the
 # same events inserted one per statement into a plain PostgreSQL table, and
 # inclusion-proof latency on a large log (PROOF_LOG_SIZE entries, default 10 M).
+# COMPARE="/path/quis-a /path/quis-b" compares builds side by side instead.
 # Loopback only, bounded in time; never run by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +49,23 @@ run() { echo "\$ quis bench-ledger $*"; "$QUIS" bench-ledger --ledger "$LEDGER" 
 
 echo "== machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
+
+# COMPARE="A B ...": builds side by side instead: twice in turn, each on a fresh SQLite
+# ledger, the closed loop at peak and then the open loop at 5,000 events/s.
+if [ -n "${COMPARE:-}" ]; then
+    for round in 1 2; do
+        for QUIS in $COMPARE; do
+            echo "== $QUIS, round $round (fresh SQLite ledger, load $(cut -d' ' -f1 /proc/loadavg))"
+            start_ledger "$WORK/compare-$round-$(basename "$QUIS")"
+            tokens "$WORK/compare-$round-$(basename "$QUIS")"
+            run --concurrency 64 --events-per-call 16 --seconds 10 --tail
+            run --concurrency 64 --events-per-call 16 --seconds 10 --rate 5000 --tail
+            kill "$LEDGER_PID"; wait "$LEDGER_PID" 2>/dev/null || true
+        done
+    done
+    exit 0
+fi
+
 echo "== SQLite (embedded default)"
 start_ledger "$WORK/sqlite"
 tokens "$WORK/sqlite"
