@@ -319,10 +319,12 @@ impl LedgerService for LedgerApi {
         if !v.is_empty() {
             return Err(LedgerError::Invalid(v).into());
         }
+        let wanted: Vec<(u64, &[u8])> = entry_indexes.iter().copied().zip(digests.iter().map(Vec::as_slice)).collect();
+        let found = self.store.read_details(&wanted).await.map_err(internal)?;
         let mut details = Vec::with_capacity(digests.len());
         for (digest, entry_index) in digests.into_iter().zip(entry_indexes) {
-            if let Some((nonce, ciphertext)) = self.store.read_detail(entry_index, &digest).await.map_err(internal)? {
-                let (salt, value) = self.decrypt_detail(&digest, &nonce, &ciphertext)?;
+            if let Some((nonce, ciphertext)) = found.get(&(entry_index, digest.clone())) {
+                let (salt, value) = self.decrypt_detail(&digest, nonce, ciphertext)?;
                 details.push(GetEventDetailResponse { digest, salt, value, entry_index });
             }
         }

@@ -11,7 +11,13 @@
 //! (keyed by the digest alone, each detail was a write to a random page: a
 //! page written per event, and half the appends' throughput on SQLite). One
 //! transaction per sequenced batch.
-use std::{collections::HashMap, fmt::Write, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt::Write,
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
 
 use quis_core::{db::Db, on_pool};
 use quis_tlog::{HASH_SIZE, Hash};
@@ -386,13 +392,43 @@ impl LedgerStore {
 
     /// The encrypted detail behind commitment `digest` of entry `entry`: (nonce, ciphertext).
     pub async fn read_detail(&self, entry: u64, digest: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
-        Ok(on_pool!(&self.db, pool => sqlx::query_as(
-            "SELECT nonce, ciphertext FROM ledger_event_details WHERE entry_idx = $1 AND digest = $2"
-        )
-        .bind(to_i64(entry))
-        .bind(digest)
-        .fetch_optional(pool)
-        .await)?)
+        Ok(self.read_details(&[(entry, digest)]).await?.into_values().next())
+    }
+
+    /// The encrypted details behind commitments (entry, digest), by commitment; those
+    /// without one are absent. One query per [`KEYS_PER_LOOKUP`] entries: the details
+    /// of the entries named, of which the wanted are kept.
+    pub async fn read_details(
+        &self,
+        wanted: &[(u64, &[u8])],
+    ) -> Result<HashMap<(u64, Vec<u8>), (Vec<u8>, Vec<u8>)>, StoreError> {
+        let keep: HashSet<(u64, &[u8])> = wanted.iter().copied().collect();
+        let mut entries: Vec<u64> = wanted.iter().map(|(entry, _)| *entry).collect();
+        entries.sort_unstable();
+        entries.dedup();
+        let mut found = HashMap::with_capacity(wanted.len());
+        for chunk in entries.chunks(KEYS_PER_LOOKUP) {
+            let mut sql = String::from(
+                "SELECT entry_idx, digest, nonce, ciphertext FROM ledger_event_details WHERE entry_idx IN (",
+            );
+            for i in 1..=chunk.len() {
+                let _ = write!(sql, "{}${i}", if i == 1 { "" } else { ", " });
+            }
+            sql.push(')');
+            let rows: Vec<(i64, Vec<u8>, Vec<u8>, Vec<u8>)> = on_pool!(&self.db, pool => {
+                let mut q = sqlx::query_as(&sql);
+                for entry in chunk {
+                    q = q.bind(to_i64(*entry));
+                }
+                q.fetch_all(pool).await
+            })?;
+            for (entry, digest, nonce, ciphertext) in rows {
+                if keep.contains(&(entry as u64, digest.as_slice())) {
+                    found.insert((entry as u64, digest), (nonce, ciphertext));
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Erases the detail behind commitment `digest` of entry `entry`; whether there was one.
@@ -568,6 +604,11 @@ mod tests {
         let detail = store.read_detail(42, &digest).await.expect("read").expect("detail");
         assert_eq!(detail, (vec![7; 12], 42u64.to_be_bytes().to_vec()));
         assert!(store.read_detail(41, &digest).await.expect("read").is_none(), "another entry's commitment");
+        let other = quis_tlog::leaf_hash(&43u64.to_be_bytes());
+        let many =
+            store.read_details(&[(42, &digest), (43, &other), (41, &digest), (43, &digest)]).await.expect("read");
+        assert_eq!(many.len(), 2, "the wanted commitments of each entry, no other: {:?}", many.keys());
+        assert_eq!(many[&(43, other.to_vec())].1, 43u64.to_be_bytes().to_vec());
         assert!(store.erase_detail(42, &digest).await.expect("erase"));
         assert!(!store.erase_detail(42, &digest).await.expect("erase"));
         assert!(store.read_detail(42, &digest).await.expect("read").is_none());
