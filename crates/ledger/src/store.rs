@@ -8,9 +8,9 @@
 //! row per entry. Beside them: the signed checkpoints and the encrypted event
 //! details, keyed by their entry's index and then the commitment's digest, so
 //! that a batch's details too are appended at the right edge of their B-tree
-//! (keyed by the digest alone, each detail was a write to a random page: a
-//! page written per event, and half the appends' throughput on SQLite). One
-//! transaction per sequenced batch.
+//! (keyed by the digest alone, each detail dirtied a random page: about a page
+//! written per event, which held SQLite appends to a quarter of today's rate).
+//! One transaction per sequenced batch.
 use std::{
     collections::{HashMap, HashSet},
     fmt::Write,
