@@ -484,50 +484,18 @@ async fn details_decrypt_for_investigators_and_erasure_leaves_proofs_valid() {
         .await
         .expect_err("no entry index");
     assert_eq!(violation_fields(&err), ["entry_index"]);
-    let err = client
-        .erase_event_detail(with_token(
-            EraseEventDetailRequest {
-                digest: digest.clone(),
-                entry_index: Some(at),
-                reason: "erasure request 7".into(),
-            },
-            &investigator,
-        ))
-        .await
-        .expect_err("only privacy officers erase");
+    let erase = |entry_index: Option<u64>, token: &str| {
+        let req = EraseEventDetailRequest { digest: digest.clone(), entry_index, reason: "erasure request 7".into() };
+        with_token(req, token)
+    };
+    let err = client.erase_event_detail(erase(Some(at), &investigator)).await.expect_err("only privacy officers erase");
     assert_refused(&err, Code::PermissionDenied, "ROLE_REQUIRED");
     let dpo = l.token("priya", PrincipalKind::Staff, &[Role::PrivacyOfficer]);
-    let err = client
-        .erase_event_detail(with_token(
-            EraseEventDetailRequest { digest: digest.clone(), entry_index: None, reason: "erasure request 7".into() },
-            &dpo,
-        ))
-        .await
-        .expect_err("no entry index");
+    let err = client.erase_event_detail(erase(None, &dpo)).await.expect_err("no entry index");
     assert_eq!(violation_fields(&err), ["entry_index"]);
-    let err = client
-        .erase_event_detail(with_token(
-            EraseEventDetailRequest {
-                digest: digest.clone(),
-                entry_index: Some(at + 1),
-                reason: "erasure request 7".into(),
-            },
-            &dpo,
-        ))
-        .await
-        .expect_err("not a commitment of that entry");
+    let err = client.erase_event_detail(erase(Some(at + 1), &dpo)).await.expect_err("not a commitment of that entry");
     assert_refused(&err, Code::NotFound, "DETAIL_NOT_FOUND");
-    let erased = client
-        .erase_event_detail(with_token(
-            EraseEventDetailRequest {
-                digest: digest.clone(),
-                entry_index: Some(at),
-                reason: "erasure request 7".into(),
-            },
-            &dpo,
-        ))
-        .await
-        .expect("erased");
+    let erased = client.erase_event_detail(erase(Some(at), &dpo)).await.expect("erased");
     assert_eq!(erased.into_inner().entry_index, at);
     let err = client.get_event_detail(with_token(one(&digest), &investigator)).await.expect_err("gone");
     assert_refused(&err, Code::NotFound, "DETAIL_NOT_FOUND");
