@@ -76,6 +76,12 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// A stored detail, still encrypted: (nonce, ciphertext).
+pub type SealedDetail = (Vec<u8>, Vec<u8>);
+
+/// A row of `ledger_event_details`: entry index, digest, nonce, ciphertext.
+type DetailRow = (i64, Vec<u8>, Vec<u8>, Vec<u8>);
+
 /// A new entry's detail, ready to store.
 pub struct NewDetail {
     pub digest: [u8; 32],
@@ -390,8 +396,8 @@ impl LedgerStore {
         Ok(entries)
     }
 
-    /// The encrypted detail behind commitment `digest` of entry `entry`: (nonce, ciphertext).
-    pub async fn read_detail(&self, entry: u64, digest: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    /// The encrypted detail behind commitment `digest` of entry `entry`.
+    pub async fn read_detail(&self, entry: u64, digest: &[u8]) -> Result<Option<SealedDetail>, StoreError> {
         Ok(self.read_details(&[(entry, digest)]).await?.into_values().next())
     }
 
@@ -401,7 +407,7 @@ impl LedgerStore {
     pub async fn read_details(
         &self,
         wanted: &[(u64, &[u8])],
-    ) -> Result<HashMap<(u64, Vec<u8>), (Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<HashMap<(u64, Vec<u8>), SealedDetail>, StoreError> {
         let keep: HashSet<(u64, &[u8])> = wanted.iter().copied().collect();
         let mut entries: Vec<u64> = wanted.iter().map(|(entry, _)| *entry).collect();
         entries.sort_unstable();
@@ -415,7 +421,7 @@ impl LedgerStore {
                 let _ = write!(sql, "{}${i}", if i == 1 { "" } else { ", " });
             }
             sql.push(')');
-            let rows: Vec<(i64, Vec<u8>, Vec<u8>, Vec<u8>)> = on_pool!(&self.db, pool => {
+            let rows: Vec<DetailRow> = on_pool!(&self.db, pool => {
                 let mut q = sqlx::query_as(&sql);
                 for entry in chunk {
                     q = q.bind(to_i64(*entry));
