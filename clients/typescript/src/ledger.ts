@@ -8,6 +8,7 @@ import type {
   GetCheckpointResponse,
   GetConsistencyProofResponse,
   GetEventDetailResponse,
+  GetEventDetailsResponse,
   GetInclusionProofResponse,
   LedgerService,
   StoredEntry,
@@ -63,6 +64,13 @@ export class LedgerClient {
   /** The value behind commitment `digest` of entry `entryIndex` (auditors and investigators; the read is logged). */
   eventDetail(entryIndex: bigint, digest: Uint8Array, options?: CallOptions): Promise<GetEventDetailResponse> {
     return this.raw.getEventDetail({ entryIndex, digest }, options);
+  }
+
+  /** The values behind up to 1000 [entryIndex, digest] commitments at once; erased ones are left out. */
+  eventDetails(commitments: [bigint, Uint8Array][], options?: CallOptions): Promise<GetEventDetailsResponse> {
+    const entryIndexes = commitments.map(([index]) => index);
+    const digests = commitments.map(([, digest]) => digest);
+    return this.raw.getEventDetails({ entryIndexes, digests }, options);
   }
 
   /**

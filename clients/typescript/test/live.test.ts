@@ -185,6 +185,14 @@ describe("live suite through the gateway", () => {
     await assert.rejects(auditor.ledger.eventDetail(index + 1n, access.subject.digest), (e: unknown) => {
       return e instanceof QuisError && e.reason === "DETAIL_NOT_FOUND";
     });
+    const both = await auditor.ledger.eventDetails([
+      [index, access.subject.digest],
+      [index + 1n, access.subject.digest],
+    ]);
+    assert.deepEqual(
+      both.details.map((d) => d.entryIndex),
+      [index],
+    );
   });
 
   test("the checkpoint's log signature and witness cosignature verify; tampering is rejected", () => {
