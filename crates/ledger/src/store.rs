@@ -19,7 +19,10 @@ use std::{
     time::Duration,
 };
 
-use quis_core::{db::Db, on_pool};
+use quis_core::{
+    db::{Db, insert_sql, statement_sizes},
+    on_pool,
+};
 use quis_tlog::{HASH_SIZE, Hash};
 use sqlx::{
     Connection, SqliteConnection,
@@ -58,10 +61,6 @@ const MOVE_OLDER_DETAILS: [&str; 2] = [
     "DROP TABLE ledger_details",
 ];
 
-/// Rows per multi-row INSERT on SQLite, the largest of the power-of-two
-/// statement sizes a batch is cut into, so that a handful of prepared
-/// statements serve every batch (SQLite allows 32,766 bound values).
-const SQLITE_ROWS_PER_STATEMENT: usize = 256;
 /// Indices per `IN (...)` lookup.
 const KEYS_PER_LOOKUP: usize = 1000;
 
@@ -135,37 +134,6 @@ fn row_of(index: u64) -> Option<(u64, usize)> {
     let (level, k) = quis_tlog::split_stored_hash_index(index);
     let entry = k.checked_add(1)?.checked_mul(1u64.checked_shl(u32::from(level))?)? - 1;
     Some((entry, usize::from(level)))
-}
-
-/// SQLite's `INSERT INTO <table> (<columns>) VALUES (?, ..), ..` for `rows` rows.
-///
-/// Anonymous `?` parameters, not `$n`: sqlx resolves each named parameter
-/// with `sqlite3_bind_parameter_name`, a linear scan, which made binding a
-/// statement quadratic in its parameters (13% of the ledger's CPU at 768).
-fn insert_sql(prefix: &str, columns: usize, rows: usize, suffix: &str) -> String {
-    let row = format!("({})", vec!["?"; columns].join(", "));
-    let mut sql = String::with_capacity(prefix.len() + rows * (row.len() + 2) + suffix.len());
-    sql.push_str(prefix);
-    for r in 0..rows {
-        sql.push_str(if r == 0 { " " } else { ", " });
-        sql.push_str(&row);
-    }
-    sql.push_str(suffix);
-    sql
-}
-
-/// Cuts `len` rows into statements of at most [`SQLITE_ROWS_PER_STATEMENT`]
-/// rows whose sizes are powers of two: at most nine distinct statements,
-/// each prepared once per connection and reused from sqlx's statement cache.
-fn statement_sizes(mut len: usize) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        if len == 0 {
-            return None;
-        }
-        let rows = if len >= SQLITE_ROWS_PER_STATEMENT { SQLITE_ROWS_PER_STATEMENT } else { 1 << len.ilog2() };
-        len -= rows;
-        Some(rows)
-    })
 }
 
 impl LedgerStore {
@@ -692,15 +660,6 @@ mod tests {
         let after = wal_checkpoint(&mut checkpointer).await;
         assert!(after.frames < behind.frames / 4, "the WAL was not started over: {behind:?} then {after:?}");
         assert_eq!(store.read_entries(0, 1010).await.expect("read").len(), 1010);
-    }
-
-    #[test]
-    fn batches_are_cut_into_a_few_statement_sizes() {
-        for len in [0, 1, 2, 3, 255, 256, 257, 1000, 8192, 8191] {
-            let sizes: Vec<usize> = statement_sizes(len).collect();
-            assert_eq!(sizes.iter().sum::<usize>(), len);
-            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= SQLITE_ROWS_PER_STATEMENT), "{len}: {sizes:?}");
-        }
     }
 
     #[test]

@@ -16,7 +16,10 @@
 //!   grant itself is held by policy; this is who may end it, and when).
 //! - `vault_kek_checks`: per KEK id, a check value (an HMAC under the KEK), so
 //!   that a KEK file replaced by another key is refused at start.
-use quis_core::{db::Db, on_pool};
+use quis_core::{
+    db::{Db, insert_sql, statement_sizes},
+    on_pool,
+};
 
 use crate::envelope::Sealed;
 
@@ -474,14 +477,38 @@ impl Store {
     }
 
     /// Indexes several accesses in one transaction (each row at most once);
-    /// returns how many rows were not there before.
+    /// returns how many rows were not there before. On SQLite in multi-row
+    /// statements: each statement is a hop to sqlx's connection thread, and
+    /// this runs once per group of guarded reads.
     pub async fn add_accesses(&self, accesses: &[IndexedAccess]) -> Result<u64, sqlx::Error> {
-        macro_rules! insert_all {
-            ($pool:expr) => {{
-                let mut tx = $pool.begin_with(self.begin_statement()).await?;
-                let mut inserted = 0;
-                for access in accesses {
-                    let index = i64::try_from(access.ledger_index).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let mut indexes = Vec::with_capacity(accesses.len());
+        for access in accesses {
+            indexes.push(i64::try_from(access.ledger_index).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
+        }
+        let mut inserted = 0;
+        match &self.db {
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin_with(self.begin_statement()).await?;
+                let mut done = 0;
+                for rows in statement_sizes(accesses.len()) {
+                    let sql = insert_sql(
+                        "INSERT INTO vault_access_index (subject_id, ledger_index, visible_from_us, salt) VALUES",
+                        4,
+                        rows,
+                        " ON CONFLICT (subject_id, ledger_index) DO NOTHING",
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for (access, index) in accesses.iter().zip(&indexes).skip(done).take(rows) {
+                        q = q.bind(&access.subject_id).bind(index).bind(access.visible_from_us).bind(&access.salt);
+                    }
+                    inserted += q.execute(&mut *tx).await?.rows_affected();
+                    done += rows;
+                }
+                tx.commit().await?;
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin_with(self.begin_statement()).await?;
+                for (access, index) in accesses.iter().zip(&indexes) {
                     let result = sqlx::query(
                         "INSERT INTO vault_access_index (subject_id, ledger_index, visible_from_us, salt) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (subject_id, ledger_index) DO NOTHING",
@@ -495,10 +522,9 @@ impl Store {
                     inserted += result.rows_affected();
                 }
                 tx.commit().await?;
-                Ok(inserted)
-            }};
+            }
         }
-        on_pool!(&self.db, pool => insert_all!(pool))
+        Ok(inserted)
     }
 
     /// The accesses to a subject visible at `now_us`, above ledger index

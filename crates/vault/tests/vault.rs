@@ -526,6 +526,11 @@ async fn relationship_keys_and_access_index(backend: Backend) {
     assert_eq!(released[2], access("a1", 9, i64::MAX), "the salt comes back with the row");
     assert_eq!(indices(released), [5, 7, 9]);
     assert_eq!(indices(store.accesses("a1", i64::MAX, 5, 1).await.expect("page")), [7]);
+    // A group of 300 (statements of 256, 32, 8 and 4 rows on SQLite): two rows already there, one twice.
+    let mut group: Vec<IndexedAccess> = (100..398).map(|i| access("c1", i, 0)).collect();
+    group.extend([access("a1", 5, 0), access("c1", 100, 0)]);
+    assert_eq!(store.add_accesses(&group).await.expect("group"), 298, "only rows not there before count");
+    assert_eq!(store.accesses("c1", 0, -1, 1000).await.expect("list").len(), 298);
     store.clear_access_index().await.expect("clear");
     assert!(store.accesses("a1", i64::MAX, -1, 10).await.expect("empty").is_empty());
 }
