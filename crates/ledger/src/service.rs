@@ -6,12 +6,15 @@ use futures::Stream;
 use prost::Message;
 use quis_auth::{Principal, Role};
 use quis_core::FieldViolation;
-use quis_proto::ledger::{
-    AppendEventsRequest, AppendEventsResponse, EraseEventDetailRequest, EraseEventDetailResponse, GetCheckpointRequest,
-    GetCheckpointResponse, GetConsistencyProofRequest, GetConsistencyProofResponse, GetEntriesRequest,
-    GetEntriesResponse, GetEventDetailRequest, GetEventDetailResponse, GetEventDetailsRequest, GetEventDetailsResponse,
-    GetInclusionProofRequest, GetInclusionProofResponse, LedgerEntry, StoredEntry, TailEventsRequest,
-    TailEventsResponse, ledger_service_server::LedgerService,
+use quis_proto::{
+    MAX_EVENT_DETAILS_PER_CALL,
+    ledger::{
+        AppendEventsRequest, AppendEventsResponse, EraseEventDetailRequest, EraseEventDetailResponse,
+        GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest, GetConsistencyProofResponse,
+        GetEntriesRequest, GetEntriesResponse, GetEventDetailRequest, GetEventDetailResponse, GetEventDetailsRequest,
+        GetEventDetailsResponse, GetInclusionProofRequest, GetInclusionProofResponse, LedgerEntry, StoredEntry,
+        TailEventsRequest, TailEventsResponse, ledger_service_server::LedgerService,
+    },
 };
 use rand::RngCore;
 use tonic::{Request, Response, Status};
@@ -37,22 +40,13 @@ fn internal(e: impl std::fmt::Display) -> Status {
     LedgerError::Internal(e.to_string()).into()
 }
 
-/// Most commitments opened by one `GetEventDetails`.
-const MAX_DETAILS: usize = 1000;
-
-/// The entry index of a request naming one commitment, once both fields are valid.
-fn detail_key(digest: &[u8], entry_index: Option<u64>) -> Result<u64, Status> {
-    let mut v = Vec::new();
+/// Checks how a request names one commitment: its digest and the entry holding it.
+fn check_detail_key(digest: &[u8], entry_index: Option<u64>, v: &mut Vec<FieldViolation>) {
     if digest.len() != 32 {
         v.push(FieldViolation::new("digest", "must be 32 bytes"));
     }
-    match (entry_index, v.is_empty()) {
-        (Some(index), true) => Ok(index),
-        (None, _) => {
-            v.push(FieldViolation::new("entry_index", "is required: the index of the entry holding the commitment"));
-            Err(LedgerError::Invalid(v).into())
-        }
-        (Some(_), false) => Err(LedgerError::Invalid(v).into()),
+    if entry_index.is_none() {
+        v.push(FieldViolation::new("entry_index", "is required: the index of the entry holding the commitment"));
     }
 }
 
@@ -291,7 +285,11 @@ impl LedgerService for LedgerApi {
         let principal = quis_auth::principal(&request)?;
         self.may_read_details(&principal)?;
         let GetEventDetailRequest { digest, entry_index } = request.into_inner();
-        let entry_index = detail_key(&digest, entry_index)?;
+        let mut v = Vec::new();
+        check_detail_key(&digest, entry_index, &mut v);
+        let (Some(entry_index), true) = (entry_index, v.is_empty()) else {
+            return Err(LedgerError::Invalid(v).into());
+        };
         let (nonce, ciphertext) =
             self.store.read_detail(entry_index, &digest).await.map_err(internal)?.ok_or(LedgerError::NoDetail)?;
         let (salt, value) = self.decrypt_detail(&digest, &nonce, &ciphertext)?;
@@ -307,8 +305,8 @@ impl LedgerService for LedgerApi {
         self.may_read_details(&principal)?;
         let GetEventDetailsRequest { digests, entry_indexes } = request.into_inner();
         let mut v = Vec::new();
-        if digests.is_empty() || digests.len() > MAX_DETAILS {
-            v.push(FieldViolation::new("digests", format!("must hold 1 to {MAX_DETAILS} digests")));
+        if digests.is_empty() || digests.len() > MAX_EVENT_DETAILS_PER_CALL {
+            v.push(FieldViolation::new("digests", format!("must hold 1 to {MAX_EVENT_DETAILS_PER_CALL} digests")));
         }
         if entry_indexes.len() != digests.len() {
             v.push(FieldViolation::new("entry_indexes", "must hold the entry of each digest, as many as digests"));
@@ -340,12 +338,7 @@ impl LedgerService for LedgerApi {
         quis_auth::require_any_role(&principal, &[Role::PrivacyOfficer])?;
         let req = request.into_inner();
         let mut v = Vec::new();
-        if req.digest.len() != 32 {
-            v.push(FieldViolation::new("digest", "must be 32 bytes"));
-        }
-        if req.entry_index.is_none() {
-            v.push(FieldViolation::new("entry_index", "is required: the index of the entry holding the commitment"));
-        }
+        check_detail_key(&req.digest, req.entry_index, &mut v);
         if req.reason.trim().is_empty() || req.reason.chars().count() > 512 {
             v.push(FieldViolation::new("reason", "must be 1 to 512 characters"));
         }

@@ -46,6 +46,10 @@ pub use quis::{
     vault::v1 as vault,
 };
 
+/// The most commitments one `LedgerService.GetEventDetails` opens (its
+/// documented limit): the ledger refuses more, its callers send at most this.
+pub const MAX_EVENT_DETAILS_PER_CALL: usize = 1000;
+
 /// The gRPC service names of every Quis API, as routed by the gateway.
 pub const SERVICE_NAMES: &[&str] = &[
     "quis.echo.v1.EchoService",

@@ -12,9 +12,6 @@ use crate::{
     link::LedgerLink,
 };
 
-/// Most commitments opened per call (the ledger's limit).
-const DETAILS_PER_CALL: usize = 1000;
-
 /// The subject id a subject detail names: `subjects/{id}[/records/{record}]`, or a bare id.
 pub fn subject_id(value: &str) -> &str {
     match value.strip_prefix("subjects/") {
@@ -34,7 +31,7 @@ pub async fn open_details(
         .filter(|(_, d)| d.len() == 32)
         .collect();
     let mut values = HashMap::with_capacity(wanted.len());
-    for chunk in wanted.chunks(DETAILS_PER_CALL) {
+    for chunk in wanted.chunks(quis_proto::MAX_EVENT_DETAILS_PER_CALL) {
         let request = link.request(GetEventDetailsRequest {
             digests: chunk.iter().map(|(_, d)| d.to_vec()).collect(),
             entry_indexes: chunk.iter().map(|(i, _)| *i).collect(),

@@ -19,9 +19,6 @@ use tonic_types::StatusExt;
 
 use crate::error::ServiceError;
 
-/// The most digests the ledger opens in one `GetEventDetails`.
-const DETAILS_PER_CALL: usize = 1000;
-
 type Authenticated = InterceptedService<Channel, ServiceCredentials>;
 
 fn channel(url: &str, setting: &str, tls: Option<tonic::transport::ClientTlsConfig>) -> Result<Channel, String> {
@@ -232,7 +229,7 @@ impl LedgerLink {
         commitments: &[(u64, Vec<u8>)],
     ) -> Result<HashMap<Vec<u8>, (Vec<u8>, String)>, ServiceError> {
         let mut out = HashMap::with_capacity(commitments.len());
-        for chunk in commitments.chunks(DETAILS_PER_CALL) {
+        for chunk in commitments.chunks(quis_proto::MAX_EVENT_DETAILS_PER_CALL) {
             let request = GetEventDetailsRequest {
                 digests: chunk.iter().map(|(_, d)| d.clone()).collect(),
                 entry_indexes: chunk.iter().map(|(i, _)| *i).collect(),
