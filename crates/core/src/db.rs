@@ -107,6 +107,42 @@ impl Db {
         Ok(())
     }
 
+    /// Adds `column` (with its SQL `definition`, e.g. `BIGINT NOT NULL DEFAULT 0`) to a table
+    /// created before the column existed; returns whether it was added. `table`, `column` and
+    /// `definition` are the schema's own constants, never outside input.
+    pub async fn add_column_if_missing(
+        &self,
+        table: &str,
+        column: &str,
+        definition: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let (present,): (i64,) = match self {
+            Db::Sqlite(pool) => {
+                sqlx::query_as("SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2")
+                    .bind(table)
+                    .bind(column)
+                    .fetch_one(pool)
+                    .await?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT COUNT(*) FROM information_schema.columns \
+                     WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2",
+                )
+                .bind(table)
+                .bind(column)
+                .fetch_one(pool)
+                .await?
+            }
+        };
+        if present > 0 {
+            return Ok(false);
+        }
+        let statement = format!("ALTER TABLE {table} ADD COLUMN {column} {definition}");
+        on_pool!(self, pool => sqlx::query(&statement).execute(pool).await.map(|_| ()))?;
+        Ok(true)
+    }
+
     /// A readiness check that the store answers a trivial query.
     pub fn readiness(&self, name: &'static str) -> std::sync::Arc<dyn ReadinessCheck> {
         std::sync::Arc::new(DbReady { db: self.clone(), name })
@@ -134,6 +170,18 @@ impl ReadinessCheck for DbReady {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_missing_column_is_added_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())).await.unwrap();
+        db.migrate("CREATE TABLE t (a BIGINT NOT NULL); INSERT INTO t (a) VALUES (7)", "").await.unwrap();
+        assert!(db.add_column_if_missing("t", "b", "BIGINT NOT NULL DEFAULT 1").await.unwrap());
+        assert!(!db.add_column_if_missing("t", "b", "BIGINT NOT NULL DEFAULT 1").await.unwrap());
+        let Db::Sqlite(pool) = &db else { unreachable!() };
+        let row: (i64, i64) = sqlx::query_as("SELECT a, b FROM t").fetch_one(pool).await.unwrap();
+        assert_eq!(row, (7, 1));
+    }
 
     #[test]
     fn batches_are_cut_into_a_few_statement_sizes() {

@@ -94,6 +94,10 @@ pub struct SentinelConfig {
     pub reconnect_max_ms: u64,
     /// Alerts on one actor less than this apart join the same incident.
     pub incident_window_secs: u64,
+    /// A detection firing again on an actor less than this after the last firing of its
+    /// still open (untriaged) alert joins that alert instead of raising another; 0 raises an
+    /// alert for every firing. Three days, so that a weekend does not split an episode.
+    pub alert_window_secs: u64,
     /// The detections.
     pub detections: DetectionsConfig,
 }
@@ -120,6 +124,7 @@ impl Default for SentinelConfig {
             reconnect_min_ms: 100,
             reconnect_max_ms: 10_000,
             incident_window_secs: 24 * 3600,
+            alert_window_secs: 72 * 3600,
             detections: DetectionsConfig::default(),
         }
     }

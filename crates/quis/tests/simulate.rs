@@ -1,10 +1,9 @@
 //! End to end: `quis simulate` on 500 staff over 5 working days (about 2,500
 //! staff-days, the default organization) with every incident kind planted twice, through the real
 //! binary, the real suite and its embedded stores. Sentinel must find every
-//! planted incident with few false alerts, and raise the insider's tampering
-//! with the ledger's rows within 10 seconds. The rate counts sentinel's
-//! incidents, planted ones included: 17 planted incidents need well over
-//! 1,700 staff-days to stay under 10 per 1,000.
+//! planted incident with few false alerts (at least 80 % of alerts on a planted
+//! incident, at most 10 alerts per 1,000 staff-days, planted ones included), and
+//! raise the insider's tampering with the ledger's rows within 10 seconds.
 use std::process::Command;
 
 const QUIS: &str = env!("CARGO_BIN_EXE_quis");
@@ -35,12 +34,14 @@ fn sentinel_finds_every_planted_incident_on_a_simulated_week() {
     for incident in report["incidents"].as_array().expect("incidents") {
         assert_eq!(incident["found"], true, "missed: {incident}");
     }
-    // The figures count sentinel's incidents (grouped alerts, what an analyst triages).
-    let precision = report["incident_precision"].as_f64().expect("precision");
-    assert!(precision >= 0.8, "precision {precision}; unmatched: {}", report["unmatched_incidents"]);
-    let rate = report["incidents_per_1000_staff_days"].as_f64().expect("rate");
-    assert!(rate <= 10.0, "{rate} incidents per 1,000 staff-days; unmatched: {}", report["unmatched_incidents"]);
-    assert!(report["alerts_per_1000_staff_days"].as_f64().expect("alert rate") >= rate);
+    // Alerts (each an episode of one detection on one actor), and sentinel's incidents, which
+    // group an actor's related alerts.
+    let precision = report["alert_precision"].as_f64().expect("precision");
+    assert!(precision >= 0.8, "precision {precision}; unmatched: {}", report["unmatched_alerts"]);
+    let rate = report["alerts_per_1000_staff_days"].as_f64().expect("rate");
+    assert!(rate <= 10.0, "{rate} alerts per 1,000 staff-days; unmatched: {}", report["unmatched_alerts"]);
+    assert!(report["incident_precision"].as_f64().expect("incident precision") >= 0.8);
+    assert!(report["incidents_per_1000_staff_days"].as_f64().expect("incident rate") <= rate);
     assert!(report["detection_lag"]["max_secs"].as_f64().is_some(), "lag in event time");
     // Measured, not judged here: the wall-clock lag is a benchmark (docs/benchmarks.md).
     let wall = &played["wall_detection_lag"];
@@ -76,6 +77,9 @@ fn a_sentinel_restart_mid_simulation_changes_no_figure() {
         "sentinel_incidents_matched",
         "incident_precision",
         "incidents_per_1000_staff_days",
+        "alerts",
+        "alerts_matched",
+        "alerts_per_1000_staff_days",
         "share_explained",
         "detection_lag",
     ] {

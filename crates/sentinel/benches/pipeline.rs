@@ -176,7 +176,7 @@ fn pipeline(c: &mut Criterion) {
     for batch_size in [500, SentinelConfig::default().batch_max] {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("sentinel.db").display());
-        let store = runtime.block_on(SentinelStore::connect(&url, 86_400)).expect("store");
+        let store = runtime.block_on(SentinelStore::connect(&url, 86_400, 86_400)).expect("store");
         let mut engine = Engine::new(config());
         let mut cursor = 0u64;
         group.throughput(Throughput::Elements(batch_size as u64));

@@ -72,7 +72,7 @@ pub async fn build_with(
     stop: CancellationToken,
 ) -> Result<BuiltService, String> {
     config::validate(&config).map_err(|e| e.to_string())?;
-    let store = SentinelStore::connect(store_url, config.incident_window_secs)
+    let store = SentinelStore::connect(store_url, config.incident_window_secs, config.alert_window_secs)
         .await
         .map_err(|e| format!("sentinel store: {e}"))?;
     let (alerts, _) = broadcast::channel(WATCH_BUFFER);

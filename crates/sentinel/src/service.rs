@@ -88,6 +88,9 @@ fn alert(a: AlertRow) -> Alert {
         triaged_by: a.triaged_by,
         triage_time: timestamp(a.triage_ms),
         triage_ledger_index: a.triage_index as u64,
+        first_event_time: timestamp(a.first_event_ms),
+        firings: u32::try_from(a.firings).unwrap_or(u32::MAX),
+        update_time: timestamp(a.update_ms),
     }
 }
 
@@ -521,8 +524,9 @@ impl SentinelService for SentinelApi {
                 tokio::select! {
                     _ = tx.closed() => return,
                     next = live.recv() => match next {
-                        Ok(a) if a.seq > last => {
-                            last = a.seq;
+                        Ok(a) if a.seq > last || a.firings > 1 => {
+                            // A new alert, or a new firing joining one already sent.
+                            last = last.max(a.seq);
                             if !send(a).await {
                                 return;
                             }

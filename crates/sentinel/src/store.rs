@@ -7,7 +7,7 @@
 use quis_core::{db::Db, on_pool};
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{Evidence, NewAlert, Output};
+use crate::detect::{Evidence, MAX_EVIDENCE, NewAlert, Output};
 
 const SCHEMA_SQLITE: &str = "
 CREATE TABLE IF NOT EXISTS sentinel_state (id INTEGER PRIMARY KEY CHECK (id = 1), cursor BIGINT NOT NULL,
@@ -22,8 +22,10 @@ CREATE TABLE IF NOT EXISTS sentinel_alerts (seq INTEGER PRIMARY KEY AUTOINCREMEN
     detection TEXT NOT NULL, severity BIGINT NOT NULL, explanation TEXT NOT NULL, evidence TEXT NOT NULL,
     actor TEXT NOT NULL, event_ms BIGINT NOT NULL, create_ms BIGINT NOT NULL, state BIGINT NOT NULL,
     incident TEXT NOT NULL, triage_note TEXT NOT NULL, triaged_by TEXT NOT NULL, triage_ms BIGINT NOT NULL,
-    triage_index BIGINT NOT NULL);
+    triage_index BIGINT NOT NULL, first_event_ms BIGINT NOT NULL DEFAULT 0, update_ms BIGINT NOT NULL DEFAULT 0,
+    firings BIGINT NOT NULL DEFAULT 1);
 CREATE INDEX IF NOT EXISTS sentinel_alerts_incident ON sentinel_alerts (incident);
+CREATE INDEX IF NOT EXISTS sentinel_alerts_open ON sentinel_alerts (actor, detection, state, event_ms);
 CREATE TABLE IF NOT EXISTS sentinel_reviews (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
     actor TEXT NOT NULL, grant_name TEXT NOT NULL, evidence TEXT NOT NULL, justified BIGINT NOT NULL,
     event_ms BIGINT NOT NULL, state BIGINT NOT NULL, note TEXT NOT NULL, reviewed_by TEXT NOT NULL,
@@ -44,14 +46,23 @@ CREATE TABLE IF NOT EXISTS sentinel_alerts (seq BIGSERIAL PRIMARY KEY, id TEXT N
     detection TEXT NOT NULL, severity BIGINT NOT NULL, explanation TEXT NOT NULL, evidence TEXT NOT NULL,
     actor TEXT NOT NULL, event_ms BIGINT NOT NULL, create_ms BIGINT NOT NULL, state BIGINT NOT NULL,
     incident TEXT NOT NULL, triage_note TEXT NOT NULL, triaged_by TEXT NOT NULL, triage_ms BIGINT NOT NULL,
-    triage_index BIGINT NOT NULL);
+    triage_index BIGINT NOT NULL, first_event_ms BIGINT NOT NULL DEFAULT 0, update_ms BIGINT NOT NULL DEFAULT 0,
+    firings BIGINT NOT NULL DEFAULT 1);
 CREATE INDEX IF NOT EXISTS sentinel_alerts_incident ON sentinel_alerts (incident);
+CREATE INDEX IF NOT EXISTS sentinel_alerts_open ON sentinel_alerts (actor, detection, state, event_ms);
 CREATE TABLE IF NOT EXISTS sentinel_reviews (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE,
     actor TEXT NOT NULL, grant_name TEXT NOT NULL, evidence TEXT NOT NULL, justified BIGINT NOT NULL,
     event_ms BIGINT NOT NULL, state BIGINT NOT NULL, note TEXT NOT NULL, reviewed_by TEXT NOT NULL,
     review_ms BIGINT NOT NULL, review_index BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS sentinel_integrity (id INTEGER PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL,
     root BYTEA NOT NULL, note TEXT NOT NULL)";
+
+/// Columns added to `sentinel_alerts` after its first release (see [`SentinelStore::connect`]).
+const ADDED_ALERT_COLUMNS: [(&str, &str); 3] = [
+    ("first_event_ms", "BIGINT NOT NULL DEFAULT 0"),
+    ("update_ms", "BIGINT NOT NULL DEFAULT 0"),
+    ("firings", "BIGINT NOT NULL DEFAULT 1"),
+];
 
 /// Alert states, as stored (the `quis.sentinel.v1.AlertState` numbers).
 pub const ALERT_OPEN: i64 = 1;
@@ -85,6 +96,7 @@ pub struct AlertRow {
     pub explanation: String,
     pub evidence: Vec<Evidence>,
     pub actor: String,
+    /// Event time of the detection's last firing on this alert (of its last evidence entry).
     pub event_ms: i64,
     pub create_ms: i64,
     pub state: i64,
@@ -93,6 +105,12 @@ pub struct AlertRow {
     pub triaged_by: String,
     pub triage_ms: i64,
     pub triage_index: i64,
+    /// Event time of the detection's first firing on this alert.
+    pub first_event_ms: i64,
+    /// When the last firing joined it (its creation time if it fired once).
+    pub update_ms: i64,
+    /// How many times the detection fired into it (see [`SentinelStore::commit_batch`]).
+    pub firings: i64,
 }
 
 /// A stored incident with its alerts' ids and detections.
@@ -148,7 +166,8 @@ pub struct Stats {
     pub staff_days: u64,
     pub accesses: u64,
     pub explained: u64,
-    /// create − event time of every alert raised from an event, milliseconds, sorted.
+    /// For every alert raised from events: from its last firing's event time to when that
+    /// firing was stored, milliseconds, sorted.
     pub lags_ms: Vec<i64>,
 }
 
@@ -179,27 +198,51 @@ pub fn now_ms() -> i64 {
     quis_auth::revocation::now_ms()
 }
 
-type AlertTuple = (i64, String, String, i64, String, String, String, i64, i64, i64, String, String, String, i64, i64);
+/// A row of `sentinel_alerts` as read, before its evidence is decoded.
+#[derive(sqlx::FromRow)]
+struct AlertRecord {
+    seq: i64,
+    id: String,
+    detection: String,
+    severity: i64,
+    explanation: String,
+    evidence: String,
+    actor: String,
+    event_ms: i64,
+    create_ms: i64,
+    state: i64,
+    incident: String,
+    triage_note: String,
+    triaged_by: String,
+    triage_ms: i64,
+    triage_index: i64,
+    first_event_ms: i64,
+    update_ms: i64,
+    firings: i64,
+}
 const ALERT_COLUMNS: &str = "seq, id, detection, severity, explanation, evidence, actor, event_ms, create_ms, state, \
-    incident, triage_note, triaged_by, triage_ms, triage_index";
+    incident, triage_note, triaged_by, triage_ms, triage_index, first_event_ms, update_ms, firings";
 
-fn alert_row(t: AlertTuple) -> Result<AlertRow, StoreError> {
+fn alert_row(r: AlertRecord) -> Result<AlertRow, StoreError> {
     Ok(AlertRow {
-        seq: t.0,
-        id: t.1,
-        detection: t.2,
-        severity: t.3,
-        explanation: t.4,
-        evidence: serde_json::from_str(&t.5)?,
-        actor: t.6,
-        event_ms: t.7,
-        create_ms: t.8,
-        state: t.9,
-        incident: t.10,
-        triage_note: t.11,
-        triaged_by: t.12,
-        triage_ms: t.13,
-        triage_index: t.14,
+        seq: r.seq,
+        id: r.id,
+        detection: r.detection,
+        severity: r.severity,
+        explanation: r.explanation,
+        evidence: serde_json::from_str(&r.evidence)?,
+        actor: r.actor,
+        event_ms: r.event_ms,
+        create_ms: r.create_ms,
+        state: r.state,
+        incident: r.incident,
+        triage_note: r.triage_note,
+        triaged_by: r.triaged_by,
+        triage_ms: r.triage_ms,
+        triage_index: r.triage_index,
+        first_event_ms: r.first_event_ms,
+        update_ms: r.update_ms,
+        firings: r.firings,
     })
 }
 
@@ -244,19 +287,67 @@ macro_rules! in_tx {
     };
 }
 
-/// Inserts alerts (grouping each into its actor's incident) inside a transaction.
+/// Inserts alerts inside a transaction, grouping each into its actor's incident. With a
+/// merge window (`Some(ms)`), a detection firing on an actor whose alert for it is still
+/// open and last fired at most that long before joins that alert instead (see
+/// [`SentinelStore::commit_batch`]).
 macro_rules! insert_alerts {
-    ($tx:ident, $alerts:expr, $window_ms:expr, $now:expr) => {{
-        let mut stored = Vec::new();
+    ($tx:ident, $alerts:expr, $window_ms:expr, $merge_ms:expr, $now:expr) => {{
+        let mut stored: Vec<AlertRow> = Vec::new();
         for a in $alerts {
             let a: &NewAlert = a;
+            let severity = i64::from(a.severity.to_proto());
+            let open: Option<AlertRecord> = match $merge_ms {
+                Some(merge_ms) => {
+                    sqlx::query_as(&format!(
+                        "SELECT {ALERT_COLUMNS} FROM sentinel_alerts WHERE actor = $1 AND detection = $2 \
+                         AND state = $3 AND event_ms >= $4 ORDER BY seq DESC LIMIT 1"
+                    ))
+                    .bind(&a.actor)
+                    .bind(a.detection)
+                    .bind(ALERT_OPEN)
+                    .bind(a.event_time_ms.saturating_sub(merge_ms))
+                    .fetch_optional(&mut *$tx)
+                    .await?
+                }
+                None => None,
+            };
+            if let Some(open) = open {
+                let mut row = alert_row(open)?;
+                add_firing(&mut row, a, $now);
+                sqlx::query(
+                    "UPDATE sentinel_alerts SET severity = $1, explanation = $2, evidence = $3, event_ms = $4, \
+                     update_ms = $5, firings = $6 WHERE id = $7",
+                )
+                .bind(row.severity)
+                .bind(&row.explanation)
+                .bind(serde_json::to_string(&row.evidence)?)
+                .bind(row.event_ms)
+                .bind(row.update_ms)
+                .bind(row.firings)
+                .bind(&row.id)
+                .execute(&mut *$tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE sentinel_incidents SET end_ms = CASE WHEN end_ms > $1 THEN end_ms ELSE $1 END, \
+                     severity = CASE WHEN severity > $2 THEN severity ELSE $2 END WHERE id = $3",
+                )
+                .bind(row.event_ms)
+                .bind(row.severity)
+                .bind(&row.incident)
+                .execute(&mut *$tx)
+                .await?;
+                // A later firing in the same batch finds the updated row; report each alert once.
+                stored.retain(|s| s.id != row.id);
+                stored.push(row);
+                continue;
+            }
             let latest: Option<(String, i64, i64)> = sqlx::query_as(
                 "SELECT id, end_ms, severity FROM sentinel_incidents WHERE actor = $1 ORDER BY end_ms DESC, seq DESC LIMIT 1",
             )
             .bind(&a.actor)
             .fetch_optional(&mut *$tx)
             .await?;
-            let severity = i64::from(a.severity.to_proto());
             let incident = match latest {
                 Some((id, end_ms, sev)) if a.event_time_ms - end_ms <= $window_ms => {
                     sqlx::query("UPDATE sentinel_incidents SET end_ms = $1, severity = $2 WHERE id = $3")
@@ -284,8 +375,8 @@ macro_rules! insert_alerts {
             let id = uuid::Uuid::new_v4().to_string();
             let (seq,): (i64,) = sqlx::query_as(
                 "INSERT INTO sentinel_alerts (id, detection, severity, explanation, evidence, actor, event_ms, create_ms, \
-                 state, incident, triage_note, triaged_by, triage_ms, triage_index) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, '', '', 0, 0) RETURNING seq",
+                 state, incident, triage_note, triaged_by, triage_ms, triage_index, first_event_ms, update_ms, firings) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, '', '', 0, 0, $7, $8, 1) RETURNING seq",
             )
             .bind(&id)
             .bind(a.detection)
@@ -315,10 +406,32 @@ macro_rules! insert_alerts {
                 triaged_by: String::new(),
                 triage_ms: 0,
                 triage_index: 0,
+                first_event_ms: a.event_time_ms,
+                update_ms: $now,
+                firings: 1,
             });
         }
         stored
     }};
+}
+
+/// Joins a new firing of an alert's detection to the alert: the highest severity, the
+/// latest explanation, the evidence of both (the first and the latest entries when that
+/// exceeds [`MAX_EVIDENCE`]).
+pub fn add_firing(row: &mut AlertRow, a: &NewAlert, now_ms: i64) {
+    row.severity = row.severity.max(i64::from(a.severity.to_proto()));
+    row.explanation.clone_from(&a.explanation);
+    let mut evidence: Vec<Evidence> = row.evidence.drain(..).chain(a.evidence.iter().cloned()).collect();
+    evidence.sort_by_key(|e| e.index);
+    evidence.dedup_by_key(|e| e.index);
+    if evidence.len() > MAX_EVIDENCE {
+        evidence.drain(MAX_EVIDENCE / 2..evidence.len() - (MAX_EVIDENCE - MAX_EVIDENCE / 2));
+    }
+    row.evidence = evidence;
+    row.first_event_ms = row.first_event_ms.min(a.event_time_ms);
+    row.event_ms = row.event_ms.max(a.event_time_ms);
+    row.update_ms = now_ms;
+    row.firings += 1;
 }
 
 /// See the module documentation.
@@ -326,13 +439,32 @@ macro_rules! insert_alerts {
 pub struct SentinelStore {
     db: Db,
     incident_window_ms: i64,
+    /// `None`: every firing is an alert of its own.
+    alert_window_ms: Option<i64>,
 }
 
 impl SentinelStore {
-    pub async fn connect(url: &str, incident_window_secs: u64) -> Result<Self, StoreError> {
+    /// Opens the store: alerts on one actor less than `incident_window_secs` apart share an
+    /// incident; a detection firing again on an actor within `alert_window_secs` of its open
+    /// alert's last firing joins that alert (0: never).
+    pub async fn connect(url: &str, incident_window_secs: u64, alert_window_secs: u64) -> Result<Self, StoreError> {
         let db = Db::connect(url).await?;
         db.migrate(SCHEMA_SQLITE, SCHEMA_POSTGRES).await?;
-        Ok(Self { db, incident_window_ms: to_i64(incident_window_secs).saturating_mul(1000) })
+        let mut added = false;
+        for (column, definition) in ADDED_ALERT_COLUMNS {
+            added |= db.add_column_if_missing("sentinel_alerts", column, definition).await?;
+        }
+        if added {
+            // Alerts stored before firings were counted fired once.
+            on_pool!(&db, pool => sqlx::query(
+                "UPDATE sentinel_alerts SET first_event_ms = event_ms, update_ms = create_ms WHERE first_event_ms = 0")
+                .execute(pool).await.map(|_| ()))?;
+        }
+        Ok(Self {
+            db,
+            incident_window_ms: to_i64(incident_window_secs).saturating_mul(1000),
+            alert_window_ms: (alert_window_secs > 0).then(|| to_i64(alert_window_secs).saturating_mul(1000)),
+        })
     }
 
     pub fn db(&self) -> &Db {
@@ -354,10 +486,15 @@ impl SentinelStore {
 
     /// Commits a processed batch: moves the cursor from `from` to `to` (failing, writing
     /// nothing, if another consumer moved it), and stores the alerts, reviews, counters and
-    /// actor states the batch produced. Returns the stored alerts.
+    /// actor states the batch produced. Returns the alerts stored or updated.
+    ///
+    /// A detection that fires again on an actor while its alert for that actor is open
+    /// (untriaged) and last fired within the alert window adds a firing to that alert rather
+    /// than raising another: one alert per episode of one kind of behaviour, which is what an
+    /// analyst triages. Once the alert is triaged, the next firing is a new alert.
     pub async fn commit_batch(&self, from: u64, to: u64, out: &Output) -> Result<Vec<AlertRow>, StoreError> {
         let now = now_ms();
-        let window = self.incident_window_ms;
+        let (window, merge) = (self.incident_window_ms, self.alert_window_ms);
         let stored = in_tx!(&self.db, tx => {
             let moved = sqlx::query(
                 "UPDATE sentinel_state SET cursor = $1, accesses = accesses + $2, explained = explained + $3 \
@@ -410,16 +547,16 @@ impl SentinelStore {
                 .execute(&mut *tx)
                 .await?;
             }
-            insert_alerts!(tx, &out.alerts, window, now)
+            insert_alerts!(tx, &out.alerts, window, merge, now)
         });
         Ok(stored)
     }
 
-    /// Stores alerts raised outside the tail (the integrity monitor's).
+    /// Stores alerts raised outside the tail (the integrity monitor's), each an alert of its own.
     pub async fn raise(&self, alerts: &[NewAlert]) -> Result<Vec<AlertRow>, StoreError> {
         let now = now_ms();
         let window = self.incident_window_ms;
-        Ok(in_tx!(&self.db, tx => insert_alerts!(tx, alerts, window, now)))
+        Ok(in_tx!(&self.db, tx => insert_alerts!(tx, alerts, window, None::<i64>, now)))
     }
 
     /// The last verified checkpoint.
@@ -474,7 +611,7 @@ impl SentinelStore {
         let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
         let order = if f.after_seq.is_some() { "ASC" } else { "DESC" };
         let sql = format!("SELECT {ALERT_COLUMNS} FROM sentinel_alerts {filter} ORDER BY seq {order} LIMIT {limit}");
-        let rows: Vec<AlertTuple> = on_pool!(&self.db, pool => {
+        let rows: Vec<AlertRecord> = on_pool!(&self.db, pool => {
             let mut q = sqlx::query_as(&sql);
             for p in &params {
                 q = match p { Param::Int(i) => q.bind(*i), Param::Text(t) => q.bind(t.clone()) };
@@ -486,7 +623,7 @@ impl SentinelStore {
 
     pub async fn alert(&self, id: &str) -> Result<Option<AlertRow>, StoreError> {
         let sql = format!("SELECT {ALERT_COLUMNS} FROM sentinel_alerts WHERE id = $1");
-        let row: Option<AlertTuple> =
+        let row: Option<AlertRecord> =
             on_pool!(&self.db, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?;
         row.map(alert_row).transpose()
     }
@@ -604,7 +741,7 @@ impl SentinelStore {
         let by: Vec<(String, i64)> = on_pool!(&self.db, pool => sqlx::query_as(
             "SELECT detection, COUNT(*) FROM sentinel_alerts GROUP BY detection ORDER BY detection").fetch_all(pool).await)?;
         let lags: Vec<(i64,)> = on_pool!(&self.db, pool => sqlx::query_as(
-            "SELECT create_ms - event_ms FROM sentinel_alerts WHERE detection <> 'ledger-integrity' ORDER BY 1").fetch_all(pool).await)?;
+            "SELECT update_ms - event_ms FROM sentinel_alerts WHERE detection <> 'ledger-integrity' ORDER BY 1").fetch_all(pool).await)?;
         Ok(Stats {
             cursor: cursor as u64,
             alerts: by.iter().map(|(_, n)| *n as u64).sum(),

@@ -49,7 +49,7 @@ fn plant(dir: &std::path::Path, key: &[u8]) {
 }
 
 async fn store(dir: &std::path::Path, postgres: bool) -> SentinelStore {
-    SentinelStore::connect(&sentinel_store_url(dir, postgres).await, 3600).await.expect("store")
+    SentinelStore::connect(&sentinel_store_url(dir, postgres).await, 3600, 3600).await.expect("store")
 }
 
 async fn consistent_log_then_fork_and_rollback(postgres: bool) {
@@ -172,7 +172,7 @@ async fn an_entry_rewritten(from_tiles: bool) {
     }
     let _built =
         quis_sentinel::build_with(config, &url, ledger.link().await, None, stop.clone()).await.expect("sentinel");
-    let store = SentinelStore::connect(&url, 3600).await.expect("store");
+    let store = SentinelStore::connect(&url, 3600, 3600).await.expect("store");
     let filter = AlertFilter { detection: Some("ledger-integrity".into()), ..Default::default() };
     let on_tail = async || {
         let alerts = store.alerts(&filter, 10).await.expect("alerts");
@@ -204,7 +204,7 @@ async fn an_entry_deleted_from_the_ledger_store_is_an_alert() {
     let config = SentinelConfig { stall_alert_ms: 300, ..ledger.sentinel_config() };
     let _built =
         quis_sentinel::build_with(config, &url, ledger.link().await, None, stop.clone()).await.expect("sentinel");
-    let store = SentinelStore::connect(&url, 3600).await.expect("store");
+    let store = SentinelStore::connect(&url, 3600, 3600).await.expect("store");
     let both = async || {
         let alerts = integrity_alerts(&store).await;
         alerts.iter().any(|a| a.contains("Ledger entry 3 is missing")) && alerts.iter().any(|a| a.contains("stuck"))
@@ -240,7 +240,7 @@ async fn rows_rewritten_or_deleted_after_sentinel_read_them_are_alerts() {
     };
     let _built =
         quis_sentinel::build_with(config, &url, ledger.link().await, None, stop.clone()).await.expect("sentinel");
-    let store = SentinelStore::connect(&url, 3600).await.expect("store");
+    let store = SentinelStore::connect(&url, 3600, 3600).await.expect("store");
     assert!(eventually(Duration::from_secs(10), async || store.cursor().await.expect("cursor") >= 600).await);
     // Several sweeps of the 3 tiles of entries, all clean.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -124,6 +124,20 @@ async fn investigators_triage_and_the_ledger_records_it(postgres: bool) {
 
     let got = f.client.get_alert(with_token(GetAlertRequest { name: watched.name.clone() }, &ivy)).await.expect("get");
     assert_eq!(got.into_inner().alert.expect("alert"), watched);
+    assert_eq!(watched.firings, 1);
+
+    // Probing on: the detection fires again and joins the open alert, which the stream sends again.
+    f.ledger.append(probing("mallory", 5)).await;
+    f.wait_cursor(10).await;
+    let again = tokio::time::timeout(Duration::from_secs(5), watch.message()).await.expect("in time").expect("ok");
+    let again = again.and_then(|w| w.alert).expect("an alert");
+    assert_eq!((again.name.as_str(), again.firings), (watched.name.as_str(), 2));
+    assert_eq!(again.evidence.len(), 10);
+    assert_eq!(again.first_event_time, watched.event_time);
+    let seconds = |t: &Option<prost_types::Timestamp>| t.as_ref().map(|t| (t.seconds, t.nanos));
+    assert!(seconds(&again.update_time) >= seconds(&watched.update_time));
+    let got = f.client.get_alert(with_token(GetAlertRequest { name: watched.name.clone() }, &ivy)).await.expect("get");
+    assert_eq!(got.into_inner().alert.expect("alert"), again);
 
     // Triage: recorded in the ledger first, by the sentinel service, naming the investigator.
     let triaged = f
@@ -143,11 +157,11 @@ async fn investigators_triage_and_the_ledger_records_it(postgres: bool) {
         .expect("alert");
     assert_eq!(triaged.state, AlertState::Acknowledged as i32);
     assert_eq!(triaged.triaged_by, "ivy");
-    assert_eq!(triaged.triage_ledger_index, 5);
+    assert_eq!(triaged.triage_ledger_index, 10);
     let mut ledger = LedgerServiceClient::new(f.ledger.channel().await);
     let entries = ledger
         .get_entries(with_token(
-            GetEntriesRequest { start_index: 5, end_index: 6, ..Default::default() },
+            GetEntriesRequest { start_index: 10, end_index: 11, ..Default::default() },
             &f.ledger.token("audrey", &[Role::Auditor]),
         ))
         .await
@@ -162,7 +176,7 @@ async fn investigators_triage_and_the_ledger_records_it(postgres: bool) {
     assert_eq!(t.actor.expect("actor").principal, "ivy");
     assert!(t.note.is_some_and(|n| n.digest.len() == 32));
     // Sentinel tails its own triage event too; it raises nothing.
-    f.wait_cursor(6).await;
+    f.wait_cursor(11).await;
 
     let resolve = |action: TriageAction| {
         with_token(TriageAlertRequest { name: watched.name.clone(), action: action as i32, note: "done".into() }, &ivy)

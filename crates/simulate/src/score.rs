@@ -1,18 +1,19 @@
 //! Scoring: sentinel's alerts and incidents matched against the planted incidents.
 //!
-//! An alert belongs to a planted incident when it is about the incident's
-//! actor and either rests on one of the incident's ledger entries or happened
-//! (event time) between the incident's first event and an hour after its
-//! last; a `ledger-integrity` alert belongs to the ledger-tampering incident.
-//! Sentinel groups related alerts on one actor into an incident, which is what
-//! an analyst triages: a sentinel incident belongs to a planted one when one of
-//! its alerts does. Recall is per kind (a planted incident is found when at
-//! least one alert belongs to it). The headline figures count sentinel's
-//! incidents: `incident_precision` (the share that belong to a planted
-//! incident) and `incidents_per_1000_staff_days`; the same figures over raw
-//! alerts stand beside them (`alert_precision`, `alerts_per_1000_staff_days`).
-//! Lag is event time from an incident's first event to its first alert (for the
-//! tampering, wall-clock time to the integrity alert, in `played`).
+//! An alert (one episode of one detection on one actor: its repeated firings
+//! join it) belongs to a planted incident when it is about the incident's
+//! actor and either rests on one of the incident's ledger entries or its
+//! firings (event time) meet the span from the incident's first event to an
+//! hour after its last; a `ledger-integrity` alert belongs to the
+//! ledger-tampering incident. Sentinel groups related alerts on one actor into
+//! an incident: a sentinel incident belongs to a planted one when one of its
+//! alerts does. Recall is per kind (a planted incident is found when at least
+//! one alert belongs to it). The figures: `alert_precision` (the share of
+//! alerts that belong to a planted incident) and `alerts_per_1000_staff_days`,
+//! and the same over sentinel's incidents (`incident_precision`,
+//! `incidents_per_1000_staff_days`). Lag is event time from an incident's
+//! first event to its first alert's first firing (for the tampering,
+//! wall-clock time to the integrity alert, in `played`).
 use std::collections::BTreeMap;
 
 use quis_proto::sentinel::{Alert, Incident as SentinelIncident};
@@ -145,8 +146,17 @@ pub struct Report {
     pub unmatched_alerts: Vec<UnmatchedAlert>,
 }
 
-fn event_ms(alert: &Alert) -> i64 {
-    alert.event_time.as_ref().map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+fn ms(t: Option<&prost_types::Timestamp>) -> i64 {
+    t.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+}
+
+/// Event time of the alert's first firing (an alert gathers the repeated firings of its
+/// detection on its actor).
+fn first_event_ms(alert: &Alert) -> i64 {
+    match ms(alert.first_event_time.as_ref()) {
+        0 => ms(alert.event_time.as_ref()),
+        first => first,
+    }
 }
 
 /// Whether `alert` belongs to `incident`.
@@ -158,8 +168,9 @@ pub fn belongs(alert: &Alert, incident: &Incident) -> bool {
         return false;
     }
     let on_evidence = alert.evidence.iter().any(|e| incident.ledger_indices.contains(&e.index));
-    let t = event_ms(alert);
-    on_evidence || (incident.start_ms..=incident.end_ms + MATCH_SLACK_MS).contains(&t)
+    // The alert's firings span [first, last]; it belongs when that span meets the incident's.
+    let (first, last) = (first_event_ms(alert), ms(alert.event_time.as_ref()));
+    on_evidence || (first <= incident.end_ms + MATCH_SLACK_MS && last >= incident.start_ms)
 }
 
 /// What sentinel raised: its alerts and the incidents it grouped them into.
@@ -175,7 +186,7 @@ pub fn score(played: Played, incidents: Vec<Incident>, raised: Raised<'_>, share
     let mut outcomes = Vec::with_capacity(incidents.len());
     for incident in incidents {
         let mut mine: Vec<(usize, &Alert)> = alerts.iter().enumerate().filter(|(_, a)| belongs(a, &incident)).collect();
-        mine.sort_by_key(|(_, a)| event_ms(a));
+        mine.sort_by_key(|(_, a)| first_event_ms(a));
         for (i, _) in &mine {
             matched[*i] = true;
         }
@@ -189,7 +200,7 @@ pub fn score(played: Played, incidents: Vec<Incident>, raised: Raised<'_>, share
             // `played.integrity_alert_wall_secs`, not an event-time lag.
             lag_secs: first
                 .filter(|_| incident.kind != IncidentKind::LedgerTampering)
-                .map(|a| (event_ms(a) - incident.start_ms).max(0) as f64 / 1000.0),
+                .map(|a| (first_event_ms(a) - incident.start_ms).max(0) as f64 / 1000.0),
             explanation: first.map(|a| a.explanation.clone()),
             alerts: mine.iter().map(|(_, a)| a.name.clone()).collect(),
             detections,
