@@ -28,9 +28,10 @@ pub struct SimulateArgs {
     /// Working days played.
     #[arg(long, default_value_t = 5)]
     days: u32,
-    /// Incidents planted per kind, each on its own actor.
-    #[arg(long, default_value_t = 2)]
-    incidents_per_kind: usize,
+    /// Incidents planted in the played days, each on its own actor: every kind once from 8
+    /// on, the rest of kinds the seed picks. The ledger tampering comes on top.
+    #[arg(long, default_value_t = 12)]
+    incidents: usize,
     /// Calls in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -143,7 +144,7 @@ impl Started {
 pub async fn simulate(args: &SimulateArgs, mut config: QuisConfig, data_dir_given: bool) -> Result<()> {
     let simulation = Simulation {
         params: OrgParams { seed: args.seed, staff: args.staff, subjects: args.subjects, days: args.days },
-        incidents_per_kind: args.incidents_per_kind,
+        incidents: args.incidents,
         concurrency: args.concurrency.max(1),
         restart_sentinel_after_day: args.restart_sentinel_after_day,
     };
@@ -168,7 +169,7 @@ pub async fn simulate(args: &SimulateArgs, mut config: QuisConfig, data_dir_give
 pub async fn demo(args: &DemoArgs, config: QuisConfig, data_dir_given: bool) -> Result<()> {
     let simulation = Simulation {
         params: OrgParams { seed: args.seed, staff: 120, subjects: 3_000, days: 5 },
-        incidents_per_kind: 1,
+        incidents: 8,
         concurrency: 16,
         restart_sentinel_after_day: None,
     };
@@ -241,21 +242,21 @@ fn summary(report: &Report) -> String {
     let p = &report.played;
     let mut out = format!(
         "Played {} calls ({} refused) over {} staff-days.\n\
-         Recall {:.2} ({} kinds), precision {:.2} ({} of {} incidents; {:.2} of alerts, {} of {}), \
-         {:.1} incidents ({:.1} alerts) per 1,000 staff-days, {:.1}% of accesses explained.",
+         Recall {:.2} ({} kinds), precision {:.2} ({} of {} alerts; {:.2} of incidents, {} of {}), \
+         {:.1} alerts ({:.1} incidents) per 1,000 staff-days, {:.1}% of accesses explained.",
         p.calls,
         p.denied,
         p.staff_days,
         report.recall,
         report.recall_by_kind.len(),
-        report.incident_precision,
-        report.sentinel_incidents_matched,
-        report.sentinel_incidents,
         report.alert_precision,
         report.alerts_matched,
         report.alerts,
-        report.incidents_per_1000_staff_days,
+        report.incident_precision,
+        report.sentinel_incidents_matched,
+        report.sentinel_incidents,
         report.alerts_per_1000_staff_days,
+        report.incidents_per_1000_staff_days,
         report.share_explained * 100.0,
     );
     if let Some(lag) = &report.detection_lag {

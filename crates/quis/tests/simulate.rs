@@ -61,7 +61,7 @@ fn a_sentinel_restart_mid_simulation_changes_no_figure() {
         let mut command = Command::new(QUIS);
         command
             .args(["simulate", "--seed", "5", "--staff", "80", "--subjects", "2000", "--days", "4"])
-            .args(["--incidents-per-kind", "1", "--out"])
+            .args(["--incidents", "8", "--out"])
             .arg(&out);
         if restart {
             command.args(["--restart-sentinel-after-day", "1"]);

@@ -81,10 +81,12 @@ pub struct Incident {
     pub description: String,
 }
 
-/// Plants `per_kind` incidents of every played kind on distinct actors, in the
-/// second half of the simulated days (after baselines have formed); returns the
-/// labels and their activities.
-pub fn plant(org: &Org, per_kind: usize, rng: &mut ChaCha20Rng) -> (Vec<Incident>, Vec<Activity>) {
+/// Plants `count` incidents on distinct actors, in the second half of the
+/// simulated days (after baselines have formed): every played kind once per
+/// round, in an order the seed shuffles, so that from 8 on every kind is there
+/// and the last round's kinds are the seed's pick. Returns the labels and their
+/// activities.
+pub fn plant(org: &Org, count: usize, rng: &mut ChaCha20Rng) -> (Vec<Incident>, Vec<Activity>) {
     let mut planter = Planter { org, rng, incidents: Vec::new(), activities: Vec::new() };
     let mut caseworkers = org.staff_where(StaffRole::Caseworker, TeamKind::Casework);
     caseworkers.shuffle(planter.rng);
@@ -92,16 +94,20 @@ pub fn plant(org: &Org, per_kind: usize, rng: &mut ChaCha20Rng) -> (Vec<Incident
     leads.shuffle(planter.rng);
     let mut caseworkers = caseworkers.into_iter();
     let mut leads = leads.into_iter();
-    for _ in 0..per_kind {
-        for kind in IncidentKind::PLAYED {
-            let actor = match kind {
-                IncidentKind::BulkCollection => leads.next(),
-                IncidentKind::SnoopingNeighbour => caseworkers.by_ref().find(|&s| !planter.neighbours(s).is_empty()),
-                _ => caseworkers.next(),
-            };
-            if let Some(actor) = actor {
-                planter.plant(kind, actor);
-            }
+    let mut kinds = Vec::with_capacity(count);
+    while kinds.len() < count {
+        let mut round = IncidentKind::PLAYED;
+        round.shuffle(planter.rng);
+        kinds.extend(round.into_iter().take(count - kinds.len()));
+    }
+    for kind in kinds {
+        let actor = match kind {
+            IncidentKind::BulkCollection => leads.next(),
+            IncidentKind::SnoopingNeighbour => caseworkers.by_ref().find(|&s| !planter.neighbours(s).is_empty()),
+            _ => caseworkers.next(),
+        };
+        if let Some(actor) = actor {
+            planter.plant(kind, actor);
         }
     }
     (planter.incidents, planter.activities)

@@ -38,8 +38,9 @@ const INCIDENT_STREAM: u64 = 0x696e_6364;
 #[derive(Clone, Debug)]
 pub struct Simulation {
     pub params: OrgParams,
-    /// Incidents planted per kind (on distinct actors).
-    pub incidents_per_kind: usize,
+    /// Incidents planted in the played days, on distinct actors (see [`incidents::plant`]);
+    /// the ledger tampering comes on top.
+    pub incidents: usize,
     /// Calls in flight at once.
     pub concurrency: usize,
     /// Restart sentinel once this day has been played (the figures must not change).
@@ -64,11 +65,8 @@ pub struct Suite<'a> {
 pub async fn run(sim: &Simulation, suite: &Suite<'_>) -> Result<Report> {
     let org = Org::generate(&sim.params);
     let mut activities = plan::legitimate(&org, &mut ChaCha20Rng::seed_from_u64(sim.params.seed ^ PLAN_STREAM));
-    let (mut incidents, planted) = incidents::plant(
-        &org,
-        sim.incidents_per_kind,
-        &mut ChaCha20Rng::seed_from_u64(sim.params.seed ^ INCIDENT_STREAM),
-    );
+    let (mut incidents, planted) =
+        incidents::plant(&org, sim.incidents, &mut ChaCha20Rng::seed_from_u64(sim.params.seed ^ INCIDENT_STREAM));
     activities.extend(planted);
     activities.sort_by_key(|a| a.at_ms);
     tracing::info!(

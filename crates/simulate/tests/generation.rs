@@ -21,7 +21,7 @@ fn params(seed: u64) -> OrgParams {
 fn generate(seed: u64) -> (Org, Vec<Activity>, Vec<Incident>, Vec<Activity>) {
     let org = Org::generate(&params(seed));
     let legit = plan::legitimate(&org, &mut ChaCha20Rng::seed_from_u64(seed));
-    let (labels, planted) = incidents::plant(&org, 2, &mut ChaCha20Rng::seed_from_u64(seed + 1));
+    let (labels, planted) = incidents::plant(&org, 12, &mut ChaCha20Rng::seed_from_u64(seed + 1));
     (org, legit, labels, planted)
 }
 
@@ -110,7 +110,14 @@ fn incidents_cover_every_kind_on_distinct_actors_late_in_the_run() {
     let (org, _, labels, planted) = generate(5);
     let kinds: BTreeSet<IncidentKind> = labels.iter().map(|i| i.kind).collect();
     assert_eq!(kinds.len(), IncidentKind::PLAYED.len(), "{kinds:?}");
-    assert_eq!(labels.len(), 2 * IncidentKind::PLAYED.len());
+    assert_eq!(labels.len(), 12);
+    for kind in kinds {
+        let n = labels.iter().filter(|i| i.kind == kind).count();
+        assert!((1..=2).contains(&n), "{kind:?} planted {n} times");
+    }
+    // Fewer than the kinds: as many distinct kinds.
+    let (few, _) = incidents::plant(&org, 5, &mut ChaCha20Rng::seed_from_u64(9));
+    assert_eq!(few.iter().map(|i| i.kind).collect::<BTreeSet<_>>().len(), 5);
     let actors: HashSet<&str> = labels.iter().map(|i| i.actor.as_str()).collect();
     assert_eq!(actors.len(), labels.len(), "one incident per actor");
     for (n, label) in labels.iter().enumerate() {
