@@ -418,7 +418,7 @@ macro_rules! insert_alerts {
 /// Joins a new firing of an alert's detection to the alert: the highest severity, the
 /// latest explanation, the evidence of both (the first and the latest entries when that
 /// exceeds [`MAX_EVIDENCE`]).
-pub fn add_firing(row: &mut AlertRow, a: &NewAlert, now_ms: i64) {
+fn add_firing(row: &mut AlertRow, a: &NewAlert, now_ms: i64) {
     row.severity = row.severity.max(i64::from(a.severity.to_proto()));
     row.explanation.clone_from(&a.explanation);
     let mut evidence: Vec<Evidence> = row.evidence.drain(..).chain(a.evidence.iter().cloned()).collect();

@@ -143,6 +143,13 @@ pub async fn run(sim: &Simulation, suite: &Suite<'_>) -> Result<Report> {
             restarter.restart().await.context("restarting sentinel")?;
             tracing::info!(day, "sentinel restarted");
         }
+        // Sentinel enriches an event with the entities as they are when it processes it. The
+        // simulated clock plays a day in seconds, so let it finish the day before the next day's
+        // cases change them, as it would in real time; otherwise how far it lags (after a
+        // restart, say) would decide which accesses a case explains.
+        if let Some(last) = tally.max_index {
+            sentinel.catch_up(last, CATCH_UP).await.with_context(|| format!("day {day}: sentinel catching up"))?;
+        }
     }
     if tally.failed > 0 {
         bail!("{} calls failed; the first: {}", tally.failed, tally.first_failure.unwrap_or_default());
