@@ -4,10 +4,11 @@
 //! "A change takes effect on the next check" is kept literally: each check
 //! waits for a read of the feed's head that *started after the check arrived*,
 //! and for the changes up to that head to be applied. Concurrent checks share
-//! one such read (single flight): a round notes how many checks have arrived,
-//! reads the head (one indexed one-row `SELECT`), applies what is missing, and
-//! releases every check it covers. A check therefore costs at most two rounds
-//! of waiting, and the store sees one cheap query per round, not per check.
+//! one such read (single flight): a round first lets the tasks that are ready
+//! run (their checks join it), notes how many checks have arrived, reads the
+//! head (one indexed one-row `SELECT`), applies what is missing, and releases
+//! every check it covers. A check therefore costs at most two rounds of
+//! waiting, and the store sees one cheap query per round, not per check.
 use std::sync::{
     Arc,
     atomic::{AtomicI64, AtomicU64, Ordering},
@@ -159,15 +160,17 @@ impl Live {
             let mut covered = 0u64;
             let mut failing = false;
             loop {
-                let target = live.arrivals.load(Ordering::Acquire);
-                if target == covered {
+                if live.arrivals.load(Ordering::Acquire) == covered {
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         _ = live.wake.notified() => continue,
                         _ = tokio::time::sleep(idle) => {}
                     }
                 }
-                // `target` was read before the head read below starts: every check up to it arrived before.
+                // Let the tasks that are ready run first: the checks they bring share this round.
+                tokio::task::yield_now().await;
+                // Read before the head read below starts: every check up to `target` arrived before it.
+                let target = live.arrivals.load(Ordering::Acquire);
                 let result = live.catch_up().await;
                 match &result {
                     Err(e) if !failing => {
