@@ -169,7 +169,13 @@ async fn run(cli: Cli) -> Result<()> {
             let config = load_config(&cli, None)?;
             bench_policy::run(args, &config.data_dir).await
         }
-        Command::BenchVault(args) => bench_vault::run(args, load_config(&cli, None)?).await,
+        Command::BenchVault(args) => {
+            // The suite runs in this process: its log settings apply, as under `quis up`
+            // (`QUIS_LOG__LEVEL=sqlx::query=debug` lists every statement with its time).
+            let config = load_config(&cli, None)?;
+            let _telemetry = quis_core::telemetry::init("bench-vault", &config.log).map_err(anyhow::Error::msg)?;
+            bench_vault::run(args, config).await
+        }
         Command::Verify(args) => verify::run(args).await,
         Command::Simulate(args) => simulate::simulate(args, load_config(&cli, None)?, cli.data_dir.is_some()).await,
         Command::Demo(args) => simulate::demo(args, load_config(&cli, None)?, cli.data_dir.is_some()).await,
