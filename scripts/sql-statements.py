@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Statements per guarded read, by table, from the log of a `quis bench-vault` run.
 
-    QUIS_LOG__LEVEL="sqlx::query=debug,warn" QUIS_LOG__FORMAT=json \
+    QUIS_LOG__LEVEL="sqlx::query=debug,warn" QUIS_LOG__FORMAT=json \\
         quis --data-dir DIR bench-vault --seconds 5 2> sql.log
     python3 scripts/sql-statements.py sql.log
 
@@ -9,30 +9,61 @@ Counts sqlx's statement log (one JSON line per statement, with the time it took 
 connection) over the window from the vault's first record read to its last, and divides
 by the number of record reads.
 """
-import json,re,collections,sys
-rows=[]
-for line in open(sys.argv[1]):
-    try: j=json.loads(line)
-    except: continue
-    if j.get('target')!='sqlx::query': continue
-    st=re.sub(r'\s+',' ',j.get('db.statement') or j.get('summary') or '').strip()
-    rows.append((j['timestamp'],st,j.get('elapsed_secs',0)))
-rec=[r for r in rows if r[1].startswith('SELECT r.version, r.kind')]
-t0,t1=rec[0][0],rec[-1][0]
-print('window',t0[11:23],'-',t1[11:23],'record reads',len(rec))
-win=[r for r in rows if t0<=r[0]<=t1]
-def table(st):
-    m=re.search(r'(vault_\w+|ledger_\w+|policy_\w+|sentinel_\w+|witness_\w+|revocation_\w+|identity_\w+)',st)
-    return m.group(1) if m else (st[:30] or '?')
-def kind(st):
-    if 'idx, hashes FROM' in st: return 'SELECT hashes'
-    if 'idx, data FROM' in st: return 'SELECT entry range'
-    return (st.split() or ['?'])[0]
-c=collections.Counter(); t=collections.Counter()
-for ts,st,e in win:
-    k=(table(st), kind(st)); c[k]+=1; t[k]+=e
-n=len(rec); tot=sum(t.values())
-print(f"{'table':26s} {'statement':20s} {'count':>6s} {'per read':>8s} {'time ms':>9s} {'share':>6s}")
-for k,v in sorted(c.items(), key=lambda kv:-t[kv[0]]):
-    print(f"{k[0]:26s} {k[1]:20s} {v:6d} {v/n:8.2f} {t[k]*1e3:9.1f} {100*t[k]/tot:5.1f}%")
-print(f"all statements: {len(win)} ({len(win)/n:.2f} per read), {tot:.2f} s of statement time in {len(rec)} reads")
+import collections
+import json
+import re
+import sys
+
+RECORD_READ = "SELECT r.version, r.kind"
+TABLE = re.compile(r"(vault_\w+|ledger_\w+|policy_\w+|sentinel_\w+|witness_\w+|revocation_\w+|identity_\w+)")
+
+
+def statements(path):
+    """(timestamp, statement with whitespace collapsed, seconds) of every logged statement."""
+    with open(path) as log:
+        for line in log:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if event.get("target") != "sqlx::query":
+                continue
+            text = event.get("db.statement") or event.get("summary") or ""
+            yield event["timestamp"], re.sub(r"\s+", " ", text).strip(), event.get("elapsed_secs", 0.0)
+
+
+def label(text):
+    """(table, kind of statement); the ledger's two reads of `ledger_entries` apart."""
+    found = TABLE.search(text)
+    table = found.group(1) if found else (text[:30] or "?")
+    if "idx, hashes FROM" in text:
+        return table, "SELECT hashes"
+    if "idx, data FROM" in text:
+        return table, "SELECT entry range"
+    return table, (text.split() or ["?"])[0]
+
+
+def main(path):
+    rows = list(statements(path))
+    reads = [row for row in rows if row[1].startswith(RECORD_READ)]
+    if not reads:
+        sys.exit(f"{path}: no record reads logged (was QUIS_LOG__LEVEL=sqlx::query=debug set?)")
+    start, end = reads[0][0], reads[-1][0]
+    count, seconds = collections.Counter(), collections.Counter()
+    window = [row for row in rows if start <= row[0] <= end]
+    for _, text, elapsed in window:
+        count[label(text)] += 1
+        seconds[label(text)] += elapsed
+    n, total = len(reads), sum(seconds.values())
+    print("window", start[11:23], "-", end[11:23], "record reads", n)
+    print(f"{'table':26s} {'statement':20s} {'count':>6s} {'per read':>8s} {'time ms':>9s} {'share':>6s}")
+    for key in sorted(count, key=lambda k: -seconds[k]):
+        share = 100 * seconds[key] / total if total else 0.0
+        print(f"{key[0]:26s} {key[1]:20s} {count[key]:6d} {count[key] / n:8.2f} {seconds[key] * 1e3:9.1f} {share:5.1f}%")
+    print(f"all statements: {len(window)} ({len(window) / n:.2f} per read), {total:.2f} s of statement time in {n} reads")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
