@@ -52,8 +52,9 @@ def main(path):
     count, seconds = collections.Counter(), collections.Counter()
     window = [row for row in rows if start <= row[0] <= end]
     for _, text, elapsed in window:
-        count[label(text)] += 1
-        seconds[label(text)] += elapsed
+        key = label(text)
+        count[key] += 1
+        seconds[key] += elapsed
     n, total = len(reads), sum(seconds.values())
     print("window", start[11:23], "-", end[11:23], "record reads", n)
     print(f"{'table':26s} {'statement':20s} {'count':>6s} {'per read':>8s} {'time ms':>9s} {'share':>6s}")
