@@ -307,6 +307,11 @@ impl World {
     /// The vault's access events in the ledger, read as an auditor through the gateway, once
     /// the signed checkpoint covers at least `count` of them.
     async fn access_events(&self, count: usize) -> Vec<(u64, AccessEvent)> {
+        self.access_entries(count).await.into_iter().map(|(index, _, event)| (index, event)).collect()
+    }
+
+    /// As [`Self::access_events`], with each entry's sequencing time.
+    async fn access_entries(&self, count: usize) -> Vec<(u64, prost_types::Timestamp, AccessEvent)> {
         let auditor = self.staff_token("audrey", &[Role::Auditor]);
         let mut ledger = LedgerServiceClient::new(channel(self.gateway).await);
         let mut events = Vec::new();
@@ -323,8 +328,9 @@ impl World {
                 let page = page.into_inner();
                 for entry in page.entries {
                     let decoded = LedgerEntry::decode(entry.data.as_slice()).expect("entry");
+                    let time = decoded.sequence_time.unwrap_or_default();
                     if let Some(Kind::Access(access)) = decoded.event.and_then(|e| e.kind) {
-                        events.push((entry.index, access));
+                        events.push((entry.index, time, access));
                     }
                 }
                 if page.next_page_token.is_empty() {
@@ -489,6 +495,79 @@ async fn guarded_reads_are_decided_recorded_and_minimized(postgres: bool) {
     };
     assert_eq!(shape(&found.matches[0]), shape(&found.matches[1]), "a decoy looks like any subject");
     assert_eq!(found.matches[0].subject.clone().expect("subject").family_name, "Smith");
+}
+
+/// Concurrent reads share their policy checks and ledger appends (one
+/// `BatchCheck`, one `AppendEvents` per group), yet each gets its own
+/// decision, and its receipt or refusal names exactly the entry that recorded
+/// it: the right caller, decision and record.
+async fn concurrent_reads_share_calls_yet_each_has_its_own_entry(postgres: bool) {
+    let w = World::start(postgres).await;
+    let mut records = Vec::new();
+    for s in 0..8 {
+        let id = format!("s-{s}");
+        records
+            .push(w.subject_with_record(&id, person("Ann", &format!("Smith{s}")), "1.00", &format!("note {s}")).await);
+    }
+    let on_case: Vec<&str> = ["s-0", "s-1", "s-2", "s-3"].into();
+    w.upsert(vec![case("c1", &on_case, &["alice"], pb::Purpose::Casework)]).await;
+    let (alice, bob) = (w.staff_token("alice", &[Role::Caseworker]), w.staff_token("bob", &[Role::Caseworker]));
+    // (caller, record, allowed): alice may read the case's subjects, bob none.
+    let calls: Vec<(&str, usize, bool)> = (0..64)
+        .map(|i| {
+            let (caller, record) = (if i % 3 == 0 { "bob" } else { "alice" }, i % 8);
+            (caller, record, caller == "alice" && record < 4)
+        })
+        .collect();
+    let vault = w.vault().await;
+    let answers = futures::future::join_all(calls.iter().map(|&(caller, record, _)| {
+        let mut vault = vault.clone();
+        let token = if caller == "alice" { &alice } else { &bob };
+        let request = with_token(read(&records[record], ledger::Purpose::Casework, "cases/c1"), token);
+        async move { vault.get_record(request).await.map(|r| r.into_inner()) }
+    }))
+    .await;
+    let mut indices = Vec::new();
+    for ((caller, record, allowed), answer) in calls.iter().zip(&answers) {
+        let index = match answer {
+            Ok(read) => {
+                assert!(allowed, "{caller} read {record}");
+                let fields = read.record.clone().expect("record").fields;
+                let note = fields.iter().find(|f| f.name == "notes").and_then(|f| f.value.clone());
+                assert_eq!(note, Some(Value::StringValue(format!("note {record}"))), "the record asked for");
+                read.receipt.clone().expect("receipt").ledger_index
+            }
+            Err(refused) => {
+                assert!(!allowed, "{caller} refused {record}: {refused:?}");
+                assert_refused(refused, Code::PermissionDenied, "ACCESS_DENIED");
+                let info = refused.get_details_error_info().expect("error info");
+                info.metadata.get("ledger_index").expect("the refusal's index").parse::<u64>().expect("a number")
+            }
+        };
+        indices.push(index);
+    }
+    let mut distinct = indices.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), calls.len(), "every read has an entry of its own");
+
+    let entries = w.access_entries(calls.len()).await;
+    let auditor = w.staff_token("audrey", &[Role::Auditor]);
+    let mut ledger = LedgerServiceClient::new(channel(w.gateway).await);
+    let mut times = std::collections::HashMap::<(i64, i32), usize>::new();
+    for ((caller, record, allowed), index) in calls.iter().zip(&indices) {
+        let (_, time, event) = entries.iter().find(|(i, _, _)| i == index).expect("the entry named");
+        *times.entry((time.seconds, time.nanos)).or_default() += 1;
+        assert_eq!(event.actor.clone().unwrap_or_default().principal, *caller);
+        let decision = if *allowed { ledger::Decision::Allow } else { ledger::Decision::Deny };
+        assert_eq!(event.decision, decision as i32, "entry {index}");
+        let digest = event.record.clone().expect("record commitment").digest;
+        let request = ledger::GetEventDetailRequest { digest, entry_index: Some(*index) };
+        let detail = ledger.get_event_detail(with_token(request, &auditor)).await.expect("detail").into_inner();
+        assert_eq!(detail.value, records[*record], "entry {index} is of the record read");
+    }
+    // The entries of one AppendEvents share its sequencing time: some reads did share a call.
+    assert!(times.values().any(|&n| n > 1), "no two reads shared an append: {times:?}");
 }
 
 // ------------------------------------------------------------------ source address
@@ -1123,6 +1202,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     guarded_reads_are_decided_recorded_and_minimized,
+    concurrent_reads_share_calls_yet_each_has_its_own_entry,
     no_plaintext_at_rest_or_in_logs,
     key_rotation_rewraps_and_the_old_key_can_be_destroyed,
     access_history_lists_own_accesses_with_proofs,

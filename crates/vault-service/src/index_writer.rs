@@ -4,39 +4,31 @@
 //! Each access still waits until its rows are committed, but the accesses that
 //! arrive meanwhile share one transaction, as the ledger's appends do.
 use quis_vault::store::{IndexedAccess, Store};
-use tokio::sync::{mpsc, oneshot};
 
-/// Most rows in one transaction.
-const MAX_GROUP_ROWS: usize = 1000;
+use crate::coalesce::Coalescer;
 
-type Job = (Vec<IndexedAccess>, oneshot::Sender<Result<(), String>>);
+/// Most accesses in one transaction.
+const MAX_GROUP: usize = 256;
 
 /// The handle of the writing task; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct IndexWriter {
-    jobs: mpsc::Sender<Job>,
+    writes: Coalescer<Vec<IndexedAccess>, Result<(), String>>,
 }
 
 impl IndexWriter {
-    /// Starts the writing task on the current runtime.
+    /// Starts the writing task on the current runtime: one transaction at a time.
     pub fn start(store: Store) -> Self {
-        let (jobs, mut queue) = mpsc::channel::<Job>(MAX_GROUP_ROWS);
-        tokio::spawn(async move {
-            while let Some(first) = queue.recv().await {
-                let (mut rows, mut replies) = (first.0, vec![first.1]);
-                while rows.len() < MAX_GROUP_ROWS
-                    && let Ok((more, reply)) = queue.try_recv()
-                {
-                    rows.extend(more);
-                    replies.push(reply);
-                }
+        let writes = Coalescer::start(1, MAX_GROUP, move |accesses: Vec<Vec<IndexedAccess>>| {
+            let store = store.clone();
+            async move {
+                let n = accesses.len();
+                let rows: Vec<IndexedAccess> = accesses.into_iter().flatten().collect();
                 let result = store.add_accesses(&rows).await.map(|_| ()).map_err(|e| e.to_string());
-                for reply in replies {
-                    let _ = reply.send(result.clone());
-                }
+                vec![result; n]
             }
         });
-        Self { jobs }
+        Self { writes }
     }
 
     /// Indexes `rows`, returning once they are committed.
@@ -44,9 +36,6 @@ impl IndexWriter {
         if rows.is_empty() {
             return Ok(());
         }
-        let stopped = || "the access index writer has stopped".to_string();
-        let (reply, done) = oneshot::channel();
-        self.jobs.send((rows, reply)).await.map_err(|_| stopped())?;
-        done.await.map_err(|_| stopped())?
+        self.writes.call(rows).await.unwrap_or_else(|| Err("the access index writer has stopped".to_string()))
     }
 }

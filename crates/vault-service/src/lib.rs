@@ -8,6 +8,7 @@
 
 mod audit;
 mod break_glass;
+mod coalesce;
 mod convert;
 pub mod error;
 mod guarded;

@@ -6,6 +6,7 @@ use std::{
     time::Duration,
 };
 
+use prost::Message;
 use quis_auth::ServiceCredentials;
 use quis_proto::{
     ledger::{
@@ -17,7 +18,7 @@ use quis_proto::{
 use tonic::{Code, Status, service::interceptor::InterceptedService, transport::Channel};
 use tonic_types::StatusExt;
 
-use crate::error::ServiceError;
+use crate::{coalesce::Coalescer, error::ServiceError};
 
 type Authenticated = InterceptedService<Channel, ServiceCredentials>;
 
@@ -106,25 +107,82 @@ fn ledger_error(status: Status) -> ServiceError {
     ServiceError::LedgerUnavailable(format!("{:?}: {}", status.code(), status.message()))
 }
 
+/// Grouped calls (policy checks, ledger appends) out at once, per link.
+const GROUPS_IN_FLIGHT: usize = 4;
+/// Most calls in one group.
+const MAX_GROUP: usize = 64;
+/// A call larger than this, encoded, goes alone, so that a group stays far
+/// below the callee's message size limit.
+const MAX_GROUPED_BYTES: usize = 8 * 1024;
+
 /// Checks with policy and pushes subjects and grants to it.
 #[derive(Clone, Debug)]
 pub struct PolicyLink {
     client: PolicyServiceClient<Authenticated>,
+    /// Checks made while others are out share one `BatchCheck`.
+    checks: Coalescer<pb::CheckRequest, Result<Decision, ServiceError>>,
 }
 
 impl PolicyLink {
+    /// Starts the check grouping task on the current runtime.
     pub fn new(
         url: &str,
         credentials: ServiceCredentials,
         tls: Option<tonic::transport::ClientTlsConfig>,
     ) -> Result<Self, String> {
         let channel = channel(url, "vault.policy_url", tls)?;
-        Ok(Self { client: PolicyServiceClient::with_interceptor(channel, credentials) })
+        let client = PolicyServiceClient::with_interceptor(channel, credentials);
+        let group_client = client.clone();
+        let checks = Coalescer::start(GROUPS_IN_FLIGHT, MAX_GROUP, move |checks: Vec<pb::CheckRequest>| {
+            Self::check_group(group_client.clone(), checks)
+        });
+        Ok(Self { client, checks })
     }
 
     pub async fn check(&self, request: pb::CheckRequest) -> Result<Decision, ServiceError> {
-        let response = self.client.clone().check(request).await.map_err(policy_error)?;
+        if request.encoded_len() > MAX_GROUPED_BYTES {
+            return Self::check_alone(self.client.clone(), request).await;
+        }
+        self.checks
+            .call(request)
+            .await
+            .unwrap_or_else(|| Err(ServiceError::PolicyUnavailable("the grouped check went unanswered".into())))
+    }
+
+    async fn check_alone(
+        mut client: PolicyServiceClient<Authenticated>,
+        request: pb::CheckRequest,
+    ) -> Result<Decision, ServiceError> {
+        let response = client.check(request).await.map_err(policy_error)?;
         Ok(response.into_inner().into())
+    }
+
+    /// One `BatchCheck` for a group; a lone check goes as `Check`.
+    async fn check_group(
+        client: PolicyServiceClient<Authenticated>,
+        checks: Vec<pb::CheckRequest>,
+    ) -> Vec<Result<Decision, ServiceError>> {
+        let n = checks.len();
+        if n == 1 {
+            return vec![Self::check_alone(client, checks.into_iter().next().expect("one check")).await];
+        }
+        let request = pb::BatchCheckRequest { checks: checks.clone() };
+        match client.clone().batch_check(request).await {
+            Ok(response) => {
+                let decisions = response.into_inner().decisions;
+                if decisions.len() == n {
+                    decisions.into_iter().map(|d| Ok(d.into())).collect()
+                } else {
+                    let wrong = "policy answered a different number of checks";
+                    (0..n).map(|_| Err(ServiceError::PolicyUnavailable(wrong.into()))).collect()
+                }
+            }
+            // One caller's bad check refuses the whole batch: each goes alone, so it fails only its own call.
+            Err(status) if status.code() == Code::InvalidArgument => {
+                futures::future::join_all(checks.into_iter().map(|c| Self::check_alone(client.clone(), c))).await
+            }
+            Err(status) => (0..n).map(|_| Err(policy_error(status.clone()))).collect(),
+        }
     }
 
     /// Up to 100 checks, answered in order.
@@ -155,6 +213,8 @@ impl PolicyLink {
 #[derive(Clone, Debug)]
 pub struct LedgerLink {
     client: LedgerServiceClient<Authenticated>,
+    /// Appends made while others are out share one `AppendEvents`.
+    appends: Coalescer<(Event, Vec<EventDetail>), Result<u64, ServiceError>>,
 }
 
 /// A signed checkpoint and the tree size it commits to.
@@ -170,16 +230,70 @@ impl LedgerLink {
         tls: Option<tonic::transport::ClientTlsConfig>,
     ) -> Result<Self, String> {
         let channel = channel(url, "vault.ledger_url", tls)?;
-        Ok(Self { client: LedgerServiceClient::with_interceptor(channel, credentials) })
+        let client = LedgerServiceClient::with_interceptor(channel, credentials);
+        let group_client = client.clone();
+        let appends = Coalescer::start(GROUPS_IN_FLIGHT, MAX_GROUP, move |appends: Vec<(Event, Vec<EventDetail>)>| {
+            Self::append_group(group_client.clone(), appends)
+        });
+        Ok(Self { client, appends })
     }
 
     /// Appends one event with its details and waits until it is durable; its index.
     pub async fn append(&self, event: Event, details: Vec<EventDetail>) -> Result<u64, ServiceError> {
+        if event.encoded_len() + details.iter().map(Message::encoded_len).sum::<usize>() > MAX_GROUPED_BYTES {
+            return Self::append_alone(self.client.clone(), event, details).await;
+        }
+        self.appends
+            .call((event, details))
+            .await
+            .unwrap_or_else(|| Err(ServiceError::LedgerUnavailable("the grouped append went unanswered".into())))
+    }
+
+    async fn append_alone(
+        mut client: LedgerServiceClient<Authenticated>,
+        event: Event,
+        details: Vec<EventDetail>,
+    ) -> Result<u64, ServiceError> {
         let request = AppendEventsRequest { events: vec![event], details };
-        let response = self.client.clone().append_events(request).await.map_err(ledger_error)?.into_inner();
+        let response = client.append_events(request).await.map_err(ledger_error)?.into_inner();
         match response.indices.as_slice() {
             [index] => Ok(*index),
             _ => Err(ServiceError::LedgerUnavailable("the ledger did not acknowledge exactly one entry".into())),
+        }
+    }
+
+    /// One `AppendEvents` for a group, answered with each event's index. The
+    /// ledger appends all of a call's events or none.
+    async fn append_group(
+        client: LedgerServiceClient<Authenticated>,
+        appends: Vec<(Event, Vec<EventDetail>)>,
+    ) -> Vec<Result<u64, ServiceError>> {
+        let n = appends.len();
+        if n == 1 {
+            let (event, details) = appends.into_iter().next().expect("one append");
+            return vec![Self::append_alone(client, event, details).await];
+        }
+        let request = AppendEventsRequest {
+            events: appends.iter().map(|(event, _)| event.clone()).collect(),
+            details: appends.iter().flat_map(|(_, details)| details.iter().cloned()).collect(),
+        };
+        match client.clone().append_events(request).await {
+            Ok(response) => {
+                let indices = response.into_inner().indices;
+                if indices.len() == n {
+                    indices.into_iter().map(Ok).collect()
+                } else {
+                    let wrong = "the ledger did not acknowledge exactly one entry per event";
+                    (0..n).map(|_| Err(ServiceError::LedgerUnavailable(wrong.into()))).collect()
+                }
+            }
+            // Refused before anything was appended: each goes alone, so a bad event fails only its own call.
+            Err(status) if status.code() == Code::InvalidArgument => {
+                let alone =
+                    appends.into_iter().map(|(event, details)| Self::append_alone(client.clone(), event, details));
+                futures::future::join_all(alone).await
+            }
+            Err(status) => (0..n).map(|_| Err(ledger_error(status.clone()))).collect(),
         }
     }
 
