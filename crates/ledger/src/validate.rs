@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 
 use quis_core::FieldViolation;
-use quis_proto::ledger::{AccessEvent, Action, Commitment, Decision, EventDetail, Purpose, event::Kind};
+use quis_proto::{
+    MAX_DETAIL_VALUE_BYTES,
+    ledger::{AccessEvent, Action, Commitment, Decision, EventDetail, Purpose, event::Kind},
+};
 use sha2::{Digest, Sha256};
 
 /// Most events per call.
@@ -81,8 +84,11 @@ pub fn check(
             v.push(FieldViolation::new(format!("details[{i}].salt"), "must be 16 to 64 bytes"));
             continue;
         }
-        if d.value.len() > 4096 {
-            v.push(FieldViolation::new(format!("details[{i}].value"), "must be at most 4096 bytes"));
+        if d.value.len() > MAX_DETAIL_VALUE_BYTES {
+            v.push(FieldViolation::new(
+                format!("details[{i}].value"),
+                format!("must be at most {MAX_DETAIL_VALUE_BYTES} bytes"),
+            ));
             continue;
         }
         let digest: [u8; 32] = Sha256::new().chain_update(&d.salt).chain_update(d.value.as_bytes()).finalize().into();

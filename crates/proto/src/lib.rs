@@ -50,6 +50,11 @@ pub use quis::{
 /// documented limit): the ledger refuses more, its callers send at most this.
 pub const MAX_EVENT_DETAILS_PER_CALL: usize = 1000;
 
+/// The longest value, in UTF-8 bytes, the ledger keeps behind a commitment
+/// (`EventDetail.value`): free text a service commits to (a justification, a
+/// triage note) is refused above it, with the field, before anything is appended.
+pub const MAX_DETAIL_VALUE_BYTES: usize = 4096;
+
 /// The gRPC service names of every Quis API, as routed by the gateway.
 pub const SERVICE_NAMES: &[&str] = &[
     "quis.echo.v1.EchoService",

@@ -859,6 +859,11 @@ async fn bad_input_is_refused_precisely_and_roles_are_enforced() {
     invalid(vault.get_record(with_token(no_purpose, &alice)).await.expect_err("purpose"), "context.purpose");
     let bad_case = read(&name, ledger::Purpose::Casework, "case-1");
     invalid(vault.get_record(with_token(bad_case, &alice)).await.expect_err("case"), "context.case");
+    // 1,500 characters, but 4,500 bytes: more than the ledger keeps behind a commitment.
+    let mut long_justification = read(&name, ledger::Purpose::Casework, "cases/c1");
+    long_justification.context.as_mut().expect("context").justification = "€".repeat(1500);
+    let refused = vault.get_record(with_token(long_justification, &alice)).await.expect_err("justification");
+    invalid(refused, "context.justification");
     invalid(
         vault
             .get_record(with_token(read("subjects/s-1", ledger::Purpose::Casework, "cases/c1"), &alice))
@@ -908,6 +913,13 @@ async fn bad_input_is_refused_precisely_and_roles_are_enforced() {
         case: String::new(),
     };
     invalid(vault.start_break_glass(with_token(short, &alice)).await.expect_err("justification"), "justification");
+    let wide = v::StartBreakGlassRequest {
+        subjects: vec!["subjects/s-1".into()],
+        justification: "€".repeat(1500),
+        duration: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
+        case: String::new(),
+    };
+    invalid(vault.start_break_glass(with_token(wide, &alice)).await.expect_err("wide"), "justification");
     invalid(
         vault
             .end_break_glass(with_token(v::EndBreakGlassRequest { name: "grant-1".into() }, &alice))

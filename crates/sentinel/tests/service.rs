@@ -241,6 +241,10 @@ async fn bad_input_is_refused_field_by_field() {
     let s = f.client.triage_alert(with_token(bad, &ivy)).await.expect_err("bad triage");
     refused(s.clone(), Code::InvalidArgument, "INVALID_ARGUMENT");
     assert_eq!(fields(&s), vec!["name", "action", "note"]);
+    // Within 2,000 characters, over the 4,096 bytes the ledger keeps behind the note's commitment.
+    let wide = TriageAlertRequest { name: "alerts/a-1".into(), action: 0, note: "€".repeat(1500) };
+    let s = f.client.triage_alert(with_token(wide, &ivy)).await.expect_err("wide note");
+    assert_eq!(fields(&s), vec!["action", "note"]);
     let bad = ListAlertsRequest {
         page_size: 5000,
         page_token: "abc".into(),

@@ -46,12 +46,14 @@ impl Inner {
                 String::new()
             }
         };
-        let chars = req.justification.trim().chars().count();
-        if !(MIN_JUSTIFICATION_CHARS..=convert::MAX_JUSTIFICATION_CHARS).contains(&chars) {
+        let justification = req.justification.trim();
+        if !(MIN_JUSTIFICATION_CHARS..=convert::MAX_JUSTIFICATION_CHARS).contains(&justification.chars().count()) {
             violations.add(
                 "justification",
                 format!("must be {MIN_JUSTIFICATION_CHARS} to {} characters", convert::MAX_JUSTIFICATION_CHARS),
             );
+        } else if justification.len() > convert::MAX_JUSTIFICATION_BYTES {
+            violations.add("justification", convert::justification_bytes_rule());
         }
         let seconds = req.duration.map_or(0, |d| d.seconds);
         if !(MIN_SECONDS..=MAX_SECONDS).contains(&seconds) {

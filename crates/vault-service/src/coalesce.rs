@@ -1,17 +1,18 @@
-//! Calls that arrive while earlier ones are still out share one call. A
+//! Calls that arrive while an earlier one is still out share one call. A
 //! guarded read asks policy once and appends once to the ledger; with many
 //! reads in flight, each of those as its own RPC costs an HTTP/2 exchange on
 //! both ends, the callee's authentication and, for policy, a change-feed
 //! round. Grouped, a `BatchCheck` or an `AppendEvents` of many events carries
 //! them at the cost of about one.
 //!
-//! A call made while fewer than `in_flight` groups are out leaves at once,
-//! alone: an idle service adds no wait. Only when `in_flight` groups are out
-//! do new calls queue, and the next free slot takes every queued call (up to
-//! `max_group`) together.
-use std::{future::Future, sync::Arc};
+//! A call made while no group is out leaves at once, alone: an idle service
+//! adds no wait. Otherwise it queues, and when the group out is answered the
+//! next one takes every queued call (up to `max_group`) together. One group at
+//! a time groups the most: two or four out at once gave fewer calls a second
+//! (docs/benchmarks.md, "Vault").
+use std::future::Future;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 type Job<J, R> = (J, oneshot::Sender<R>);
 
@@ -35,17 +36,14 @@ impl<J, R> Clone for Coalescer<J, R> {
 impl<J: Send + 'static, R: Send + 'static> Coalescer<J, R> {
     /// Starts the grouping task on the current runtime. `run` answers a group
     /// with one result per job, in order; a job left without one gets `None`.
-    pub fn start<F, Fut>(in_flight: usize, max_group: usize, run: F) -> Self
+    pub fn start<F, Fut>(max_group: usize, run: F) -> Self
     where
         F: Fn(Vec<J>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<R>> + Send + 'static,
     {
-        let (jobs, mut queue) = mpsc::channel::<Job<J, R>>(in_flight * max_group);
-        let slots = Arc::new(Semaphore::new(in_flight));
+        let (jobs, mut queue) = mpsc::channel::<Job<J, R>>(max_group);
         tokio::spawn(async move {
             while let Some(first) = queue.recv().await {
-                // Calls that arrive while this waits for a slot join its group.
-                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
                 let mut group = vec![first];
                 while group.len() < max_group
                     && let Ok(job) = queue.try_recv()
@@ -53,21 +51,19 @@ impl<J: Send + 'static, R: Send + 'static> Coalescer<J, R> {
                     group.push(job);
                 }
                 let (jobs, replies): (Vec<J>, Vec<oneshot::Sender<R>>) = group.into_iter().unzip();
-                let answer = run(jobs);
-                tokio::spawn(async move {
-                    let results = answer.await;
-                    drop(slot);
+                // A group that panics drops its replies (its calls get `None`); the next one goes on.
+                if let Ok(results) = tokio::spawn(run(jobs)).await {
                     for (reply, result) in replies.into_iter().zip(results) {
                         let _ = reply.send(result);
                     }
-                });
+                }
             }
         });
         Self { jobs }
     }
 
-    /// Runs `job` in the next group; `None` if no answer came (the task stopped
-    /// or `run` answered fewer jobs than it was given).
+    /// Runs `job` in the next group; `None` if no answer came (the task stopped,
+    /// the group panicked, or `run` answered fewer jobs than it was given).
     pub async fn call(&self, job: J) -> Option<R> {
         let (reply, answer) = oneshot::channel();
         self.jobs.send((job, reply)).await.ok()?;
@@ -78,7 +74,10 @@ impl<J: Send + 'static, R: Send + 'static> Coalescer<J, R> {
 #[cfg(test)]
 mod tests {
     use std::{
-        sync::atomic::{AtomicUsize, Ordering},
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
         time::Duration,
     };
 
@@ -86,22 +85,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_lone_call_leaves_at_once_and_gets_its_own_answer() {
-        let coalescer = Coalescer::start(1, 10, |jobs: Vec<u32>| async move { jobs.iter().map(|j| j * 2).collect() });
+        let coalescer = Coalescer::start(10, |jobs: Vec<u32>| async move { jobs.iter().map(|j| j * 2).collect() });
         let started = std::time::Instant::now();
         assert_eq!(coalescer.call(21).await, Some(42));
         assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[tokio::test]
-    async fn calls_made_while_the_slots_are_busy_share_one_group_in_order() {
+    async fn calls_made_while_a_group_is_out_share_the_next_one_in_order() {
         let groups = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = Arc::clone(&groups);
         let (open, gate) = tokio::sync::watch::channel(false);
-        let coalescer = Coalescer::start(1, 100, move |jobs: Vec<u32>| {
+        let coalescer = Coalescer::start(100, move |jobs: Vec<u32>| {
             seen.lock().unwrap().push(jobs.clone());
             let mut gate = gate.clone();
             async move {
-                // The first group holds the only slot until the gate opens.
+                // The first group stays out until the gate opens.
                 gate.wait_for(|open| *open).await.unwrap();
                 jobs.iter().map(|j| j + 1000).collect()
             }
@@ -129,11 +128,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn groups_never_exceed_the_largest_size_and_slots_bound_what_is_out() {
+    async fn one_group_is_out_at_a_time_and_none_exceeds_the_largest_size() {
         let out = Arc::new(AtomicUsize::new(0));
         let most_out = Arc::new(AtomicUsize::new(0));
         let (o, m) = (Arc::clone(&out), Arc::clone(&most_out));
-        let coalescer = Coalescer::start(2, 3, move |jobs: Vec<u32>| {
+        let coalescer = Coalescer::start(3, move |jobs: Vec<u32>| {
             assert!(jobs.len() <= 3);
             let (o, m) = (Arc::clone(&o), Arc::clone(&m));
             async move {
@@ -152,14 +151,14 @@ mod tests {
         for (j, call) in calls.into_iter().enumerate() {
             assert_eq!(call.await.unwrap(), Some(j as u32));
         }
-        assert!(most_out.load(Ordering::SeqCst) <= 2);
+        assert_eq!(most_out.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn a_job_left_unanswered_gets_none() {
-        let silent = Coalescer::start(1, 10, |_jobs: Vec<u32>| async move { Vec::<u32>::new() });
+        let silent = Coalescer::start(10, |_jobs: Vec<u32>| async move { Vec::<u32>::new() });
         assert_eq!(silent.call(7).await, None);
-        let panicking = Coalescer::start(1, 10, |jobs: Vec<u32>| async move {
+        let panicking = Coalescer::start(10, |jobs: Vec<u32>| async move {
             assert!(jobs.is_empty(), "the callee failed");
             jobs
         });

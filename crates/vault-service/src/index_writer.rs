@@ -19,7 +19,7 @@ pub struct IndexWriter {
 impl IndexWriter {
     /// Starts the writing task on the current runtime: one transaction at a time.
     pub fn start(store: Store) -> Self {
-        let writes = Coalescer::start(1, MAX_GROUP, move |accesses: Vec<Vec<IndexedAccess>>| {
+        let writes = Coalescer::start(MAX_GROUP, move |accesses: Vec<Vec<IndexedAccess>>| {
             let store = store.clone();
             async move {
                 let n = accesses.len();

@@ -107,8 +107,6 @@ fn ledger_error(status: Status) -> ServiceError {
     ServiceError::LedgerUnavailable(format!("{:?}: {}", status.code(), status.message()))
 }
 
-/// Grouped calls (policy checks, ledger appends) out at once, per link.
-const GROUPS_IN_FLIGHT: usize = 4;
 /// Most calls in one group.
 const MAX_GROUP: usize = 64;
 /// A call larger than this, encoded, goes alone, so that a group stays far
@@ -133,7 +131,7 @@ impl PolicyLink {
         let channel = channel(url, "vault.policy_url", tls)?;
         let client = PolicyServiceClient::with_interceptor(channel, credentials);
         let group_client = client.clone();
-        let checks = Coalescer::start(GROUPS_IN_FLIGHT, MAX_GROUP, move |checks: Vec<pb::CheckRequest>| {
+        let checks = Coalescer::start(MAX_GROUP, move |checks: Vec<pb::CheckRequest>| {
             Self::check_group(group_client.clone(), checks)
         });
         Ok(Self { client, checks })
@@ -232,7 +230,7 @@ impl LedgerLink {
         let channel = channel(url, "vault.ledger_url", tls)?;
         let client = LedgerServiceClient::with_interceptor(channel, credentials);
         let group_client = client.clone();
-        let appends = Coalescer::start(GROUPS_IN_FLIGHT, MAX_GROUP, move |appends: Vec<(Event, Vec<EventDetail>)>| {
+        let appends = Coalescer::start(MAX_GROUP, move |appends: Vec<(Event, Vec<EventDetail>)>| {
             Self::append_group(group_client.clone(), appends)
         });
         Ok(Self { client, appends })
@@ -352,5 +350,85 @@ impl LedgerLink {
             out.extend(found.details.into_iter().map(|d| (d.digest, (d.salt, d.value))));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use quis_auth::{devkeys, mint::TokenSigner};
+    use quis_core::{QuisConfig, keys::FileKeySource};
+    use quis_proto::ledger::{Action, Decision as Verdict, LedgerEntry};
+    use quis_runtime::ServiceContext;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    /// The vault's ledger link to a real ledger on loopback.
+    async fn vault_link(dir: &std::path::Path, stop: &CancellationToken) -> LedgerLink {
+        devkeys::init(dir).expect("dev keys");
+        let config = Arc::new(QuisConfig { data_dir: dir.to_path_buf(), ..QuisConfig::default() });
+        let verifier = quis_auth::TokenVerifier::from_config(&config, stop.clone()).await.expect("verifier");
+        let ctx = ServiceContext { config: Arc::clone(&config), verifier, shutdown: stop.clone() };
+        let (built, _, _) = quis_ledger::build(&ctx).await.expect("ledger");
+        let addr = quis_testkit::serve_backend(&config, built, stop.clone()).await;
+        let signer =
+            TokenSigner::load(&FileKeySource::new(dir), &config.auth.issuer, &config.auth.audience).expect("signer");
+        let credentials = ServiceCredentials::minted(signer, "vault", Duration::from_secs(300));
+        LedgerLink::new(&format!("http://{addr}"), credentials, None).expect("link")
+    }
+
+    #[tokio::test]
+    async fn a_refused_event_in_a_group_fails_only_its_own_append_and_nothing_is_appended_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stop = CancellationToken::new();
+        let link = vault_link(dir.path(), &stop).await;
+        // The ledger refuses a detail over 4096 bytes; still small enough to be grouped.
+        let (bad_event, mut bad_details) = quis_testkit::access("mallory", "h", Action::Read, Verdict::Allow, "s-x");
+        bad_details[0].value = "x".repeat(5000);
+        let appends: Vec<_> = (0..20)
+            .map(|i| {
+                if i == 10 {
+                    (bad_event.clone(), bad_details.clone())
+                } else {
+                    quis_testkit::access(&format!("staff-{i}"), "h", Action::Read, Verdict::Allow, &format!("s-{i}"))
+                }
+            })
+            .collect();
+        let results =
+            futures::future::join_all(appends.into_iter().map(|(event, details)| link.append(event, details))).await;
+        let mut indices = Vec::new();
+        for (i, result) in results.iter().enumerate() {
+            match (i, result) {
+                (10, Err(ServiceError::LedgerUnavailable(_))) => {}
+                (10, other) => panic!("the refused event was answered {other:?}"),
+                (_, Ok(index)) => indices.push(*index),
+                (_, Err(e)) => panic!("append {i} failed with the refused one: {e:?}"),
+            }
+        }
+        indices.sort_unstable();
+        assert_eq!(indices, (0..19).collect::<Vec<u64>>(), "each valid event once, the refused one never");
+        let (event, details) = quis_testkit::access("staff-last", "h", Action::Read, Verdict::Allow, "s-last");
+        assert_eq!(link.append(event, details).await.expect("next"), 19, "nothing else was appended");
+
+        // The ledger stamps one time per call: the valid ones did leave as groups, not all alone.
+        let mut times = Vec::new();
+        for _ in 0..100 {
+            if let Ok(entries) = link.entries(0, 19).await
+                && entries.len() == 19
+            {
+                times = entries
+                    .iter()
+                    .map(|(_, data)| LedgerEntry::decode(data.as_slice()).expect("entry").sequence_time)
+                    .collect();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut distinct = times.clone();
+        distinct.dedup();
+        assert!(!times.is_empty() && distinct.len() < times.len(), "no two appends shared a call: {times:?}");
+        stop.cancel();
     }
 }
