@@ -568,6 +568,25 @@ async fn concurrent_reads_share_calls_yet_each_has_its_own_entry(postgres: bool)
     }
     // The entries of one AppendEvents share its sequencing time: some reads did share a call.
     assert!(times.values().any(|&n| n > 1), "no two reads shared an append: {times:?}");
+
+    // Records read together, some twice and one missing: each read gets its own row, or NOT_FOUND.
+    let names = [records[0].clone(), "subjects/s-0/records/nope".to_string(), records[1].clone(), records[0].clone()];
+    let answers = futures::future::join_all(names.iter().cycle().take(32).map(|name| {
+        let mut vault = vault.clone();
+        let request = with_token(read(name, ledger::Purpose::Casework, "cases/c1"), &alice);
+        async move { vault.get_record(request).await.map(|r| r.into_inner()) }
+    }))
+    .await;
+    for (name, answer) in names.iter().cycle().zip(&answers) {
+        match records.iter().position(|r| r == name) {
+            Some(record) => {
+                let fields = answer.as_ref().expect("allowed").record.clone().expect("record").fields;
+                let note = fields.iter().find(|f| f.name == "notes").and_then(|f| f.value.clone());
+                assert_eq!(note, Some(Value::StringValue(format!("note {record}"))), "{name}");
+            }
+            None => assert_eq!(answer.as_ref().expect_err("missing").code(), Code::NotFound, "{name}"),
+        }
+    }
 }
 
 // ------------------------------------------------------------------ source address
