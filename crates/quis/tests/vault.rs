@@ -390,6 +390,18 @@ impl World {
     }
 }
 
+/// The ledger index a refusal names: the entry that recorded it, as a receipt would.
+fn refusal_index(status: &Status) -> u64 {
+    let info = status.get_details_error_info().expect("error info");
+    info.metadata.get("ledger_index").expect("the refusal's ledger index").parse().expect("a number")
+}
+
+/// The `notes` field of a read record.
+fn note_of(read: &v::GetRecordResponse) -> Option<Value> {
+    let record = read.record.as_ref().expect("record");
+    record.fields.iter().find(|f| f.name == "notes").and_then(|f| f.value.clone())
+}
+
 fn field_names(record: &v::Record) -> Vec<&str> {
     let mut names: Vec<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
     names.sort_unstable();
@@ -460,12 +472,8 @@ async fn guarded_reads_are_decided_recorded_and_minimized(postgres: bool) {
     let (index, first) = &events.iter().find(|(_, e)| e.action == ledger::Action::Read as i32).expect("first read");
     assert_eq!(*index, receipt.ledger_index);
     // A refusal names the entry that recorded it, as a receipt would.
-    let recorded_at = |status: &tonic::Status| -> u64 {
-        let info = status.get_details_error_info().expect("error info");
-        info.metadata.get("ledger_index").expect("the refusal's ledger index").parse().expect("a number")
-    };
     let denied: Vec<u64> = events.iter().filter(|(_, e)| e.decision == deny).map(|(index, _)| *index).collect();
-    assert_eq!(denied, [recorded_at(&no_case), recorded_at(&wrong_purpose), recorded_at(&restricted)]);
+    assert_eq!(denied, [refusal_index(&no_case), refusal_index(&wrong_purpose), refusal_index(&restricted)]);
     assert_eq!(first.record_version, 1, "the version read is recorded");
     assert_eq!(first.fields_returned, ["assets", "contact", "employment", "identity", "income", "notes"]);
     assert_eq!(first.case, "cases/c1");
@@ -532,16 +540,13 @@ async fn concurrent_reads_share_calls_yet_each_has_its_own_entry(postgres: bool)
         let index = match answer {
             Ok(read) => {
                 assert!(allowed, "{caller} read {record}");
-                let fields = read.record.clone().expect("record").fields;
-                let note = fields.iter().find(|f| f.name == "notes").and_then(|f| f.value.clone());
-                assert_eq!(note, Some(Value::StringValue(format!("note {record}"))), "the record asked for");
+                assert_eq!(note_of(read), Some(Value::StringValue(format!("note {record}"))), "the record asked for");
                 read.receipt.clone().expect("receipt").ledger_index
             }
             Err(refused) => {
                 assert!(!allowed, "{caller} refused {record}: {refused:?}");
                 assert_refused(refused, Code::PermissionDenied, "ACCESS_DENIED");
-                let info = refused.get_details_error_info().expect("error info");
-                info.metadata.get("ledger_index").expect("the refusal's index").parse::<u64>().expect("a number")
+                refusal_index(refused)
             }
         };
         indices.push(index);
@@ -580,9 +585,8 @@ async fn concurrent_reads_share_calls_yet_each_has_its_own_entry(postgres: bool)
     for (name, answer) in names.iter().cycle().zip(&answers) {
         match records.iter().position(|r| r == name) {
             Some(record) => {
-                let fields = answer.as_ref().expect("allowed").record.clone().expect("record").fields;
-                let note = fields.iter().find(|f| f.name == "notes").and_then(|f| f.value.clone());
-                assert_eq!(note, Some(Value::StringValue(format!("note {record}"))), "{name}");
+                let read = answer.as_ref().expect("allowed");
+                assert_eq!(note_of(read), Some(Value::StringValue(format!("note {record}"))), "{name}");
             }
             None => assert_eq!(answer.as_ref().expect_err("missing").code(), Code::NotFound, "{name}"),
         }
