@@ -70,12 +70,25 @@ macro_rules! on_pool {
 impl Db {
     /// Connects to `sqlite://path?mode=rwc` or `postgres://…`.
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        // FULL sync makes an acknowledged write durable.
+        Self::connect_with(url, SqliteSynchronous::Full).await
+    }
+
+    /// Connects like [`Db::connect`], for data rebuilt from elsewhere (a secondary
+    /// index): on SQLite a commit is not fsynced (`synchronous=NORMAL` in WAL mode),
+    /// so a power loss may take back the last commits, never corrupt the file; a
+    /// crash of the process loses nothing. PostgreSQL is unchanged.
+    pub async fn connect_rebuildable(url: &str) -> Result<Self, sqlx::Error> {
+        Self::connect_with(url, SqliteSynchronous::Normal).await
+    }
+
+    async fn connect_with(url: &str, synchronous: SqliteSynchronous) -> Result<Self, sqlx::Error> {
         if url.starts_with("sqlite:") {
-            // WAL lets several processes share the file; FULL sync makes an acknowledged write durable.
+            // WAL lets several processes share the file.
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
+                .synchronous(synchronous)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true);
             // A pooled SQLite connection is a file handle on a thread of its own: there is no peer

@@ -740,7 +740,7 @@ async fn no_plaintext_at_rest_or_in_logs(postgres: bool) {
     }
     let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
     if !postgres {
-        for file in ["vault.db", "ledger.db", "policy.db"] {
+        for file in ["vault.db", "vault-access-index.db", "ledger.db", "policy.db"] {
             assert!(names.iter().any(|n| n.ends_with(file)), "{file} among {names:?}");
         }
         assert!(names.iter().any(|n| n.ends_with("-wal")), "the WAL files are scanned too: {names:?}");
@@ -1162,8 +1162,9 @@ async fn access_history_lists_own_accesses_with_proofs(postgres: bool) {
     assert!(!listed.contains(&covert));
 
     // The index is secondary: rows deleted behind the vault's back come back from the ledger.
-    let store = quis_core::db::Db::connect(&w.config.store_url("vault")).await.expect("vault store");
-    let deleted = quis_core::on_pool!(&store, pool => sqlx::query("DELETE FROM vault_access_index").execute(pool).await.map(|r| r.rows_affected()))
+    let db = quis_core::db::Db::connect(&w.config.store_url("vault")).await.expect("vault store");
+    let store = quis_vault::store::Store::open(db).await.expect("vault store");
+    let deleted = quis_core::on_pool!(store.access_index_db(), pool => sqlx::query("DELETE FROM vault_access_index").execute(pool).await.map(|r| r.rows_affected()))
         .expect("delete rows");
     assert!(w.history(&me, "s-1", None).await.expect("own").items.is_empty());
     let admin = w.staff_token("root", &[Role::Admin]);

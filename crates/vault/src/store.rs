@@ -11,7 +11,8 @@
 //! - `vault_access_index`: per subject, the ledger indices of accesses to it,
 //!   when each becomes visible to the subject and the salt of the entry's
 //!   commitment to the subject. Secondary: rebuilt from the ledger, never the
-//!   source of truth.
+//!   source of truth. On SQLite it has a file of its own beside the vault's
+//!   (`vault.db` → `vault-access-index.db`, see [`Store::open`]).
 //! - `vault_break_glass`: break-glass grants started through the vault (the
 //!   grant itself is held by policy; this is who may end it, and when).
 //! - `vault_kek_checks`: per KEK id, a check value (an HMAC under the KEK), so
@@ -39,13 +40,16 @@ CREATE TABLE IF NOT EXISTS vault_search_index (
 CREATE INDEX IF NOT EXISTS vault_search_index_by_subject ON vault_search_index (subject_id);
 CREATE TABLE IF NOT EXISTS vault_relationship_keys (
     subject_id TEXT NOT NULL, kind TEXT NOT NULL, rkey BLOB NOT NULL, PRIMARY KEY (subject_id, kind));
-CREATE TABLE IF NOT EXISTS vault_access_index (
-    subject_id TEXT NOT NULL, ledger_index BIGINT NOT NULL, visible_from_us BIGINT NOT NULL, salt BLOB NOT NULL,
-    PRIMARY KEY (subject_id, ledger_index));
 CREATE TABLE IF NOT EXISTS vault_break_glass (
     id TEXT PRIMARY KEY, grantee TEXT NOT NULL, subject_id TEXT NOT NULL, start_us BIGINT NOT NULL,
     expire_us BIGINT NOT NULL, ended_us BIGINT);
 CREATE TABLE IF NOT EXISTS vault_kek_checks (kek_id TEXT PRIMARY KEY, check_value BLOB NOT NULL)";
+
+/// The access index's file on SQLite.
+const ACCESS_INDEX_SQLITE: &str = "
+CREATE TABLE IF NOT EXISTS vault_access_index (
+    subject_id TEXT NOT NULL, ledger_index BIGINT NOT NULL, visible_from_us BIGINT NOT NULL, salt BLOB NOT NULL,
+    PRIMARY KEY (subject_id, ledger_index))";
 
 const SCHEMA_POSTGRES: &str = "
 CREATE TABLE IF NOT EXISTS vault_subjects (
@@ -154,6 +158,8 @@ pub struct BreakGlassRow {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
+    /// The access index's store: on SQLite a file of its own, on PostgreSQL `db`.
+    access_index: Db,
 }
 
 type HeadRow = (i64, String, i64, i64, Vec<u8>, Vec<u8>, Vec<u8>, String);
@@ -167,6 +173,46 @@ fn head(row: HeadRow) -> StoredHead {
         update_time_us,
         sealed: Sealed { nonce, ciphertext, wrapped_key, kek_id },
     }
+}
+
+/// Moves the access index rows of a store written before the index had a file
+/// of its own, then drops the old table. A crash midway repeats the copy (rows
+/// present are kept); a table another process has just dropped is no failure.
+async fn move_access_index_rows(
+    vault: &sqlx::SqlitePool,
+    access_index: &sqlx::SqlitePool,
+    vault_file: &std::path::Path,
+) -> Result<(), sqlx::Error> {
+    let old_table = async || -> Result<bool, sqlx::Error> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'vault_access_index'")
+                .fetch_one(vault)
+                .await?;
+        Ok(n > 0)
+    };
+    if !old_table().await? {
+        return Ok(());
+    }
+    let mut conn = access_index.acquire().await?;
+    sqlx::query("ATTACH DATABASE $1 AS previous").bind(vault_file.to_string_lossy()).execute(&mut *conn).await?;
+    // `WHERE true`: SQLite's parser needs it between a SELECT and an upsert clause.
+    let copied = sqlx::query(
+        "INSERT INTO main.vault_access_index (subject_id, ledger_index, visible_from_us, salt)
+         SELECT subject_id, ledger_index, visible_from_us, salt FROM previous.vault_access_index WHERE true
+         ON CONFLICT (subject_id, ledger_index) DO NOTHING",
+    )
+    .execute(&mut *conn)
+    .await;
+    sqlx::query("DETACH DATABASE previous").execute(&mut *conn).await?;
+    match copied {
+        Ok(done) => {
+            tracing::info!(rows = done.rows_affected(), "access index moved to a file of its own");
+        }
+        Err(_) if !old_table().await? => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    sqlx::query("DROP TABLE IF EXISTS vault_access_index").execute(vault).await?;
+    Ok(())
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -184,14 +230,39 @@ fn placeholders(first: usize, rows: usize, per_row: usize) -> String {
 }
 
 impl Store {
-    /// Creates the tables if needed.
+    /// Creates the tables if needed. On SQLite the access index goes to a file
+    /// of its own beside the vault's (`<name>-access-index.db`): its group
+    /// commits, one per group of guarded reads, would otherwise change the
+    /// vault file's WAL, and SQLite empties the page cache of every connection
+    /// that reads a file another one has written since its last read. Being
+    /// rebuilt from the ledger, that file's commits are not fsynced
+    /// ([`Db::connect_rebuildable`]).
     pub async fn open(db: Db) -> Result<Self, sqlx::Error> {
         db.migrate(SCHEMA_SQLITE, SCHEMA_POSTGRES).await?;
-        Ok(Self { db })
+        let access_index = match &db {
+            Db::Sqlite(pool) => {
+                let vault_file = pool.connect_options().get_filename().to_path_buf();
+                let stem = vault_file.file_stem().unwrap_or_default().to_string_lossy();
+                let file = vault_file.with_file_name(format!("{stem}-access-index.db"));
+                let access_index = Db::connect_rebuildable(&format!("sqlite://{}?mode=rwc", file.display())).await?;
+                access_index.migrate(ACCESS_INDEX_SQLITE, "").await?;
+                if let Db::Sqlite(target) = &access_index {
+                    move_access_index_rows(pool, target, &vault_file).await?;
+                }
+                access_index
+            }
+            Db::Postgres(_) => db.clone(),
+        };
+        Ok(Self { db, access_index })
     }
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Where the access index is kept: on SQLite a file of its own, on PostgreSQL [`Store::db`].
+    pub fn access_index_db(&self) -> &Db {
+        &self.access_index
     }
 
     /// SQLite write transactions take the write lock up front: a deferred one
@@ -486,7 +557,7 @@ impl Store {
             indexes.push(i64::try_from(access.ledger_index).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
         }
         let mut inserted = 0;
-        match &self.db {
+        match &self.access_index {
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin_with(self.begin_statement()).await?;
                 let mut done = 0;
@@ -536,7 +607,7 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<IndexedAccess>, sqlx::Error> {
-        let rows: Vec<(i64, i64, Vec<u8>)> = on_pool!(&self.db, pool => sqlx::query_as(
+        let rows: Vec<(i64, i64, Vec<u8>)> = on_pool!(&self.access_index, pool => sqlx::query_as(
             "SELECT ledger_index, visible_from_us, salt FROM vault_access_index
              WHERE subject_id = $1 AND visible_from_us <= $2 AND ledger_index > $3 ORDER BY ledger_index LIMIT $4")
             .bind(subject_id).bind(now_us).bind(after).bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -554,7 +625,7 @@ impl Store {
 
     /// Empties the access index, before a rebuild from the ledger.
     pub async fn clear_access_index(&self) -> Result<(), sqlx::Error> {
-        on_pool!(&self.db, pool => sqlx::query("DELETE FROM vault_access_index").execute(pool).await.map(|_| ()))?;
+        on_pool!(&self.access_index, pool => sqlx::query("DELETE FROM vault_access_index").execute(pool).await.map(|_| ()))?;
         Ok(())
     }
 

@@ -4,7 +4,7 @@ use quis_core::{ApiError, db::Db, on_pool};
 use quis_vault::{
     AllowedFields, Field, FieldValue, RawQuery, Sensitivity, SubjectInput, Vault, VaultConfig, VaultError,
     keyring::{KeyConfig, Keyring},
-    store::IndexedAccess,
+    store::{IndexedAccess, Store},
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -533,6 +533,46 @@ async fn relationship_keys_and_access_index(backend: Backend) {
     assert_eq!(store.accesses("c1", 0, -1, 1000).await.expect("list").len(), 298);
     store.clear_access_index().await.expect("clear");
     assert!(store.accesses("a1", i64::MAX, -1, 10).await.expect("empty").is_empty());
+}
+
+/// A store written before the access index had a file of its own: its rows
+/// move over on open, the old table goes, and a second open changes nothing.
+#[tokio::test]
+async fn the_access_index_moves_to_its_own_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = store_url(Backend::Sqlite, dir.path()).await;
+    let Db::Sqlite(old) = Db::connect(&url).await.expect("connect") else { unreachable!() };
+    sqlx::query(
+        "CREATE TABLE vault_access_index (subject_id TEXT NOT NULL, ledger_index BIGINT NOT NULL,
+         visible_from_us BIGINT NOT NULL, salt BLOB NOT NULL, PRIMARY KEY (subject_id, ledger_index))",
+    )
+    .execute(&old)
+    .await
+    .expect("old table");
+    for (subject, index) in [("a1", 3), ("a1", 8), ("b1", 4)] {
+        sqlx::query("INSERT INTO vault_access_index VALUES ($1, $2, 0, X'0102')")
+            .bind(subject)
+            .bind(index)
+            .execute(&old)
+            .await
+            .expect("old row");
+    }
+    let old_table = async || -> i64 {
+        sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM sqlite_master WHERE name = 'vault_access_index'")
+            .fetch_one(&old)
+            .await
+            .expect("schema")
+            .0
+    };
+    for _ in 0..2 {
+        let store = Store::open(Db::connect(&url).await.expect("connect")).await.expect("open");
+        let listed: Vec<u64> =
+            store.accesses("a1", 0, -1, 10).await.expect("list").into_iter().map(|a| a.ledger_index).collect();
+        assert_eq!(listed, [3, 8]);
+        assert_eq!(store.accesses("b1", 0, -1, 10).await.expect("list")[0].salt, [1, 2]);
+        assert_eq!(old_table().await, 0, "the vault's file no longer holds the index");
+    }
+    assert!(dir.path().join("vault-access-index.db").is_file());
 }
 
 macro_rules! on_both_backends {
