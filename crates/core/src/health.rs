@@ -51,6 +51,14 @@ impl Readiness {
     }
 }
 
+/// Says NOT_SERVING for the whole server (the empty service name) until
+/// [`drive`]'s first round: tonic-health starts it SERVING, so a caller polling
+/// health at start could see a server serving whose readiness was never checked.
+/// Await it before spawning [`drive`] and before the server answers.
+pub async fn not_serving_until_checked(reporter: &HealthReporter) {
+    reporter.set_service_status("", ServingStatus::NotServing).await;
+}
+
 /// Runs `checks` every `interval` and publishes the result under each of
 /// `services` (and the empty name, the whole server) until `shutdown`, then
 /// turns everything NOT_SERVING.
@@ -97,5 +105,60 @@ async fn publish(reporter: &HealthReporter, services: &[String], status: Serving
     reporter.set_service_status("", status).await;
     for s in services {
         reporter.set_service_status(s, status).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus as Answer, health_client::HealthClient,
+    };
+
+    use super::*;
+
+    /// Ready once opened.
+    struct Gate(Arc<AtomicBool>);
+
+    impl ReadinessCheck for Gate {
+        fn name(&self) -> &str {
+            "gate"
+        }
+        fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+            let open = self.0.load(Ordering::Acquire);
+            Box::pin(async move { if open { Ok(()) } else { Err("closed".into()) } })
+        }
+    }
+
+    /// Over real gRPC: the whole server is NOT_SERVING from its first answer until a
+    /// round of checks finds it ready (tonic-health alone would answer SERVING at once).
+    #[tokio::test]
+    async fn the_server_is_not_serving_until_a_round_finds_it_ready() {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        not_serving_until_checked(&reporter).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming));
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).expect("uri");
+        let mut client = HealthClient::new(channel.connect().await.expect("connect"));
+        let mut status = async || client.check(HealthCheckRequest::default()).await.expect("check").into_inner().status;
+        assert_eq!(status().await, Answer::NotServing as i32, "before any round");
+
+        let open = Arc::new(AtomicBool::new(false));
+        let (readiness, stop) = (Readiness::default(), CancellationToken::new());
+        let checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(Gate(Arc::clone(&open)))];
+        tokio::spawn(drive(reporter, Vec::new(), checks, readiness.clone(), Duration::from_millis(20), stop.clone()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(status().await, Answer::NotServing as i32, "rounds that fail");
+        assert!(!readiness.is_ready());
+
+        open.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while status().await != Answer::Serving as i32 {
+            assert!(tokio::time::Instant::now() < deadline, "never SERVING once ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(readiness.is_ready(), "SERVING only once /readyz says ready");
+        stop.cancel();
     }
 }

@@ -141,6 +141,7 @@ async fn spawn_gateway(
     let verifier = verifier(&config, stop).await?;
     let revocations_fresh = verifier.revocations().readiness();
     let gateway = quis_gateway::Gateway::new(Arc::clone(&config), verifier).map_err(anyhow::Error::msg)?;
+    quis_core::health::not_serving_until_checked(&gateway.health_reporter()).await;
     tokio::spawn(quis_core::health::drive(
         gateway.health_reporter(),
         Vec::new(),

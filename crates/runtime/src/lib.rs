@@ -60,6 +60,7 @@ pub async fn serve(
     let setup = |reason: String| ServeError::Setup { service: name, reason };
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    health::not_serving_until_checked(&reporter).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(quis_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

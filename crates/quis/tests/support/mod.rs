@@ -61,6 +61,7 @@ pub async fn serve_gateway(config: &Arc<QuisConfig>, stop: CancellationToken) ->
     let verifier = TokenVerifier::from_config(config, stop.clone()).await.expect("verifier");
     let revocations_fresh = verifier.revocations().readiness();
     let gateway = quis_gateway::Gateway::new(Arc::clone(config), verifier).expect("gateway");
+    quis_core::health::not_serving_until_checked(&gateway.health_reporter()).await;
     tokio::spawn(quis_core::health::drive(
         gateway.health_reporter(),
         Vec::new(),
