@@ -2,8 +2,9 @@
 //! its actor's token, from its host's address, at its simulated time.
 //!
 //! Activities run in time order in small groups (at most `concurrency`, all
-//! within one simulated minute); the simulated clock is set to the group's
-//! start, so the ledger stamps each event within a minute of its planned time.
+//! within one simulated minute, at most one per actor); the simulated clock is
+//! set to the group's start, so the ledger stamps each event within a minute of
+//! its planned time, and each actor's events follow in their planned order.
 use std::{
     collections::{HashMap, HashSet},
     time::Instant,
@@ -71,8 +72,16 @@ impl Player<'_> {
         let mut outcomes = Vec::with_capacity(activities.len());
         let mut rest = activities;
         while let Some(first) = rest.first() {
-            let n =
-                rest.iter().take(self.concurrency).take_while(|a| a.at_ms < first.at_ms + GROUP_SPAN_MS).count().max(1);
+            // One actor does one thing after another: their next activity waits for the next
+            // group. Played at once, their entries would reach the ledger in an order that varies
+            // between runs, and so would what order-sensitive detections (id walking) see.
+            let mut actors = HashSet::new();
+            let n = rest
+                .iter()
+                .take(self.concurrency)
+                .take_while(|a| a.at_ms < first.at_ms + GROUP_SPAN_MS && actors.insert(a.actor))
+                .count()
+                .max(1);
             let (group, tail) = rest.split_at(n);
             rest = tail;
             self.clock.set_ms(first.at_ms);
