@@ -51,18 +51,30 @@ impl Readiness {
     }
 }
 
-/// Says NOT_SERVING for the whole server (the empty service name) until
-/// [`drive`]'s first round: tonic-health starts it SERVING, so a caller polling
-/// health at start could see a server serving whose readiness was never checked.
-/// Await it before spawning [`drive`] and before the server answers.
-pub async fn not_serving_until_checked(reporter: &HealthReporter) {
+/// Spawns [`drive`] on a task of its own, the whole server (the empty service
+/// name) NOT_SERVING until its first round. Await it before the server answers.
+pub async fn spawn_drive(
+    reporter: HealthReporter,
+    services: Vec<String>,
+    checks: Vec<Arc<dyn ReadinessCheck>>,
+    readiness: Readiness,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    not_serving_until_checked(&reporter).await;
+    tokio::spawn(drive(reporter, services, checks, readiness, interval, shutdown));
+}
+
+/// tonic-health starts the empty service name SERVING, so a caller polling health
+/// at start could see a server serving whose readiness was never checked.
+async fn not_serving_until_checked(reporter: &HealthReporter) {
     reporter.set_service_status("", ServingStatus::NotServing).await;
 }
 
 /// Runs `checks` every `interval` and publishes the result under each of
 /// `services` (and the empty name, the whole server) until `shutdown`, then
 /// turns everything NOT_SERVING.
-pub async fn drive(
+async fn drive(
     reporter: HealthReporter,
     services: Vec<String>,
     checks: Vec<Arc<dyn ReadinessCheck>>,

@@ -141,15 +141,15 @@ async fn spawn_gateway(
     let verifier = verifier(&config, stop).await?;
     let revocations_fresh = verifier.revocations().readiness();
     let gateway = quis_gateway::Gateway::new(Arc::clone(&config), verifier).map_err(anyhow::Error::msg)?;
-    quis_core::health::not_serving_until_checked(&gateway.health_reporter()).await;
-    tokio::spawn(quis_core::health::drive(
+    quis_core::health::spawn_drive(
         gateway.health_reporter(),
         Vec::new(),
         vec![Arc::new(quis_gateway::UpstreamsReady(Arc::clone(&gateway))), revocations_fresh],
         readiness,
         std::time::Duration::from_secs(1),
         stop.clone(),
-    ));
+    )
+    .await;
     tokio::spawn(Arc::clone(&gateway).watch_health(stop.clone()));
     let stop = stop.clone();
     tasks.spawn(async move { quis_gateway::serve(gateway, listener, stop).await.map_err(anyhow::Error::msg) });

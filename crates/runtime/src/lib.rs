@@ -60,7 +60,6 @@ pub async fn serve(
     let setup = |reason: String| ServeError::Setup { service: name, reason };
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    health::not_serving_until_checked(&reporter).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(quis_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -70,14 +69,15 @@ pub async fn serve(
 
     let mut checks = service.readiness;
     checks.push(ctx.verifier.revocations().readiness());
-    tokio::spawn(health::drive(
+    health::spawn_drive(
         reporter,
         service.grpc_names.iter().map(|s| s.to_string()).collect(),
         checks,
         readiness,
         Duration::from_secs(1),
         ctx.shutdown.clone(),
-    ));
+    )
+    .await;
 
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

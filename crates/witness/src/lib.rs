@@ -311,14 +311,15 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // The witness has no gRPC health service; the reporter only feeds the shared driver.
     let (reporter, _) = tonic_health::server::health_reporter();
-    tokio::spawn(quis_core::health::drive(
+    quis_core::health::spawn_drive(
         reporter,
         Vec::new(),
         vec![witness.readiness()],
         readiness,
         Duration::from_secs(1),
         stop.clone(),
-    ));
+    )
+    .await;
     let addr = listener.local_addr()?;
     tracing::info!(service = "witness", %addr, "serving");
     let shutdown = stop.clone();

@@ -61,15 +61,15 @@ pub async fn serve_gateway(config: &Arc<QuisConfig>, stop: CancellationToken) ->
     let verifier = TokenVerifier::from_config(config, stop.clone()).await.expect("verifier");
     let revocations_fresh = verifier.revocations().readiness();
     let gateway = quis_gateway::Gateway::new(Arc::clone(config), verifier).expect("gateway");
-    quis_core::health::not_serving_until_checked(&gateway.health_reporter()).await;
-    tokio::spawn(quis_core::health::drive(
+    quis_core::health::spawn_drive(
         gateway.health_reporter(),
         Vec::new(),
         vec![Arc::new(quis_gateway::UpstreamsReady(Arc::clone(&gateway))), revocations_fresh],
         Readiness::default(),
         Duration::from_millis(200),
         stop.clone(),
-    ));
+    )
+    .await;
     tokio::spawn(Arc::clone(&gateway).watch_health(stop.clone()));
     tokio::spawn(quis_gateway::serve(gateway, l, stop));
     addr
