@@ -165,6 +165,26 @@ impl Db {
     }
 }
 
+/// Whether a store error is worth retrying as it is: the store could not be reached, or it
+/// refused the statement for now (SQLite busy or locked past the busy timeout; PostgreSQL's
+/// serialization failures, deadlocks, lock timeouts, shutdowns and connection errors), so services
+/// answer `UNAVAILABLE` and clients retry; anything else is a fault.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(d) => {
+            let code = d.code().unwrap_or_default();
+            if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // The primary result code is the low byte of an extended one (SQLITE_BUSY_SNAPSHOT is 517).
+                matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6))
+            } else {
+                code.starts_with("08") || matches!(&*code, "40001" | "40P01" | "55P03" | "57P01" | "57P03" | "53300")
+            }
+        }
+        _ => false,
+    }
+}
+
 struct DbReady {
     db: Db,
     name: &'static str,
@@ -198,6 +218,42 @@ mod tests {
         assert!(!pool.options().get_test_before_acquire(), "no ping hop before each statement");
         let row: (i64, i64) = sqlx::query_as("SELECT a, b FROM t").fetch_one(pool).await.unwrap();
         assert_eq!(row, (7, 1));
+    }
+
+    /// A write the lock holder keeps waiting past the busy timeout (SQLite), or past a lock
+    /// timeout (PostgreSQL), is transient; a broken statement is not.
+    #[tokio::test]
+    async fn a_locked_store_is_transient_a_bad_statement_is_not() {
+        use sqlx::{Connection, Executor};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let db = Db::connect(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+        db.migrate("CREATE TABLE t (a BIGINT NOT NULL)", "").await.unwrap();
+        let mut holder = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        holder.execute("BEGIN IMMEDIATE").await.unwrap();
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .unwrap()
+            .busy_timeout(Duration::from_millis(50));
+        let mut waiter = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+        let busy = waiter.execute("INSERT INTO t (a) VALUES (1)").await.expect_err("the file is locked");
+        assert!(is_transient(&busy), "{busy}");
+        let broken = waiter.execute("INSERT INTO missing (a) VALUES (1)").await.expect_err("no such table");
+        assert!(!is_transient(&broken), "{broken}");
+
+        let url = "postgres://postgres@127.0.0.1:5432/test";
+        let mut holder = sqlx::PgConnection::connect(url).await.unwrap();
+        let mut waiter = sqlx::PgConnection::connect(url).await.unwrap();
+        let table = format!("quis_transient_{}", std::process::id());
+        holder.execute(&*format!("CREATE TABLE {table} (a BIGINT)")).await.unwrap();
+        holder.execute("BEGIN").await.unwrap();
+        holder.execute(&*format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")).await.unwrap();
+        waiter.execute("SET lock_timeout = '50ms'").await.unwrap();
+        let locked = waiter.execute(&*format!("INSERT INTO {table} (a) VALUES (1)")).await.expect_err("locked");
+        assert!(is_transient(&locked), "{locked}");
+        holder.execute("ROLLBACK").await.unwrap();
+        holder.execute(&*format!("DROP TABLE {table}")).await.unwrap();
+        let broken = waiter.execute("SELECT * FROM quis_no_such_table").await.expect_err("no such table");
+        assert!(!is_transient(&broken), "{broken}");
     }
 
     #[test]

@@ -22,6 +22,12 @@ impl FieldViolation {
     }
 }
 
+/// What a caller is told of a store error worth retrying ([`crate::db::is_transient`]): the code is
+/// `UNAVAILABLE`, with this message (not the store's own words) and [`STORE_RETRY_AFTER`].
+pub const STORE_BUSY_MESSAGE: &str = "the store is busy or unreachable; retry later";
+/// The retry hint of a transient store error.
+pub const STORE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// Implemented by each crate's error enum.
 pub trait ApiError: std::error::Error {
     /// The gRPC code.

@@ -247,6 +247,10 @@ impl Default for HoneytokenConfig {
     }
 }
 
+/// The distinct subjects id walking remembers per actor (the most recent), and so the longest walk it
+/// can see.
+pub const MAX_ID_WALK: usize = 64;
+
 /// `enumeration`: many denials by one actor in a short window.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -256,7 +260,8 @@ pub struct EnumerationConfig {
     /// Denied attempts within `window_secs` that raise the alert.
     pub denials: usize,
     pub window_secs: u64,
-    /// Consecutive accesses to subjects whose ids differ by one (id walking) that raise the alert; 0 disables.
+    /// Subjects with consecutive ids (id walking), in any order among the last [`MAX_ID_WALK`] distinct
+    /// subjects an actor opened, that raise the alert; 0 disables.
     pub id_walk: usize,
     /// Wide searches (a wildcard, a term under three characters, or a result cut at the limit)
     /// within `window_secs` that raise the alert; 0 disables.
@@ -542,8 +547,11 @@ impl SentinelConfig {
         if d.relationship.max_remembered == 0 {
             return invalid("detections.relationship.max_remembered", "must be at least 1");
         }
-        if d.enumeration.id_walk == 1 {
-            return invalid("detections.enumeration.id_walk", "must be 0 (off) or at least 2");
+        if d.enumeration.id_walk == 1 || d.enumeration.id_walk > MAX_ID_WALK {
+            return invalid(
+                "detections.enumeration.id_walk",
+                &format!("must be 0 (off) or between 2 and {MAX_ID_WALK}"),
+            );
         }
         if !(d.volume.team_factor == 0.0 || (d.volume.team_factor.is_finite() && d.volume.team_factor >= 1.0)) {
             return invalid("detections.volume.team_factor", "must be 0 (off) or a number of at least 1");

@@ -7,7 +7,11 @@ use quis_auth::{
     Principal, Role,
     revocation::{RevocationEvent, RevocationStore, TargetKind, now_ms},
 };
-use quis_core::{ApiError, FieldViolation, error::to_status};
+use quis_core::{
+    ApiError, FieldViolation,
+    db::is_transient,
+    error::{STORE_BUSY_MESSAGE, STORE_RETRY_AFTER, to_status},
+};
 use quis_proto::identity::{
     ListRevocationsRequest, ListRevocationsResponse, ReinstatePrincipalRequest, ReinstatePrincipalResponse, Revocation,
     RevokeTokenRequest, RevokeTokenResponse, SuspendPrincipalRequest, SuspendPrincipalResponse,
@@ -38,6 +42,7 @@ impl ApiError for IdentityError {
             IdentityError::Invalid(_) => Code::InvalidArgument,
             IdentityError::SelfAction => Code::PermissionDenied,
             IdentityError::NotSuspended(_) => Code::NotFound,
+            IdentityError::Store(e) if is_transient(e) => Code::Unavailable,
             IdentityError::Store(_) => Code::Internal,
         }
     }
@@ -46,6 +51,7 @@ impl ApiError for IdentityError {
             IdentityError::Invalid(_) => "INVALID_ARGUMENT",
             IdentityError::SelfAction => "SELF_ADMINISTRATION_FORBIDDEN",
             IdentityError::NotSuspended(_) => "NOT_SUSPENDED",
+            IdentityError::Store(e) if is_transient(e) => "STORE_UNAVAILABLE",
             IdentityError::Store(_) => "STORE_FAILED",
         }
     }
@@ -56,6 +62,16 @@ impl ApiError for IdentityError {
         match self {
             IdentityError::Invalid(v) => v.clone(),
             _ => Vec::new(),
+        }
+    }
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        (self.code() == Code::Unavailable).then_some(STORE_RETRY_AFTER)
+    }
+    fn public_message(&self) -> String {
+        match self.code() {
+            Code::Unavailable => STORE_BUSY_MESSAGE.to_string(),
+            Code::Internal => "internal error".to_string(),
+            _ => self.to_string(),
         }
     }
 }

@@ -1,5 +1,9 @@
 //! The policy service's errors, each mapped once to a `google.rpc.Status`.
-use quis_core::{ApiError, FieldViolation};
+use quis_core::{
+    ApiError, FieldViolation,
+    db::is_transient,
+    error::{STORE_BUSY_MESSAGE, STORE_RETRY_AFTER},
+};
 use tonic::{Code, Status};
 
 pub const DOMAIN: &str = "quis.policy";
@@ -43,6 +47,7 @@ impl ApiError for PolicyError {
             PolicyError::LedgerUnavailable(_) | PolicyError::StoreUnavailable(_) | PolicyError::NoActivePolicy => {
                 Code::Unavailable
             }
+            PolicyError::Store(e) if is_transient(e) => Code::Unavailable,
             PolicyError::Store(_) | PolicyError::Corrupt(_) => Code::Internal,
         }
     }
@@ -59,6 +64,7 @@ impl ApiError for PolicyError {
             PolicyError::LedgerUnavailable(_) => "LEDGER_UNAVAILABLE",
             PolicyError::StoreUnavailable(_) => "STORE_UNAVAILABLE",
             PolicyError::NoActivePolicy => "NO_ACTIVE_POLICY",
+            PolicyError::Store(e) if is_transient(e) => "STORE_UNAVAILABLE",
             PolicyError::Store(_) => "STORE_FAILED",
             PolicyError::Corrupt(_) => "STORE_CORRUPT",
         }
@@ -76,8 +82,21 @@ impl ApiError for PolicyError {
     }
 
     fn retry_after(&self) -> Option<std::time::Duration> {
-        matches!(self, PolicyError::LedgerUnavailable(_) | PolicyError::StoreUnavailable(_))
-            .then(|| std::time::Duration::from_secs(1))
+        match self {
+            PolicyError::Store(e) if is_transient(e) => Some(STORE_RETRY_AFTER),
+            PolicyError::LedgerUnavailable(_) | PolicyError::StoreUnavailable(_) => {
+                Some(std::time::Duration::from_secs(1))
+            }
+            _ => None,
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            PolicyError::Store(e) if is_transient(e) => STORE_BUSY_MESSAGE.to_string(),
+            _ if self.code() == Code::Internal => "internal error".to_string(),
+            _ => self.to_string(),
+        }
     }
 }
 

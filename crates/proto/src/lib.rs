@@ -55,6 +55,11 @@ pub const MAX_EVENT_DETAILS_PER_CALL: usize = 1000;
 /// triage note) is refused above it, with the field, before anything is appended.
 pub const MAX_DETAIL_VALUE_BYTES: usize = 4096;
 
+/// The rule a caller is told when a value is over [`MAX_DETAIL_VALUE_BYTES`].
+pub fn detail_value_bytes_rule() -> String {
+    format!("at most {MAX_DETAIL_VALUE_BYTES} bytes of UTF-8 (the ledger's limit for a committed value)")
+}
+
 /// The gRPC service names of every Quis API, as routed by the gateway.
 pub const SERVICE_NAMES: &[&str] = &[
     "quis.echo.v1.EchoService",

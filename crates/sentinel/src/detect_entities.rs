@@ -5,7 +5,9 @@
 //! Each needs what enrichment found and stays silent without it.
 //!
 //! Subjects are remembered (so that one relationship raises one alert) as the
-//! first 8 bytes of SHA-256 of their id: the saved state holds no ids.
+//! first 8 bytes of SHA-256 of their id: the saved state holds no ids, only
+//! the numbers that end the ids of the last 64 subjects an actor opened (id
+//! walking).
 use std::collections::VecDeque;
 
 use quis_proto::ledger::{Action, Decision};
@@ -13,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    config::DetectionsConfig,
+    config::{DetectionsConfig, MAX_ID_WALK},
     detect::{ActorState, MAX_EVIDENCE, Raise, Seen},
     event::{EnrichedAccess, Explanation},
 };
@@ -32,8 +34,9 @@ pub struct EntityState {
     last_site: Option<(String, Seen)>,
     travel_quiet_until: i64,
     interactive_quiet_until: i64,
-    walk_last: Option<u64>,
-    walk: Vec<Seen>,
+    /// The numbers ending the ids of the last subjects opened, oldest first (see [`id_walk`]). Named apart
+    /// from the ordered walk kept before (`walk_last`, `walk`), which a saved state may still hold.
+    walk_ids: VecDeque<(u64, Seen)>,
     wide: VecDeque<Seen>,
 }
 
@@ -297,34 +300,43 @@ fn trailing_number(id: &str) -> Option<u64> {
     if digits == 0 || digits > 18 { None } else { id[id.len() - digits..].parse().ok() }
 }
 
+/// `id_walk` subjects with consecutive ids among the last [`MAX_ID_WALK`] distinct subjects the
+/// actor opened, in any order and at any pace: requests sent in parallel reach the ledger in any
+/// order, so a walk is a run of numbers, not a sequence.
 fn id_walk(c: &DetectionsConfig, s: &mut EntityState, e: &EnrichedAccess, alert: &mut Raise<'_>) {
     let cfg = &c.enumeration;
     let Some(n) = e.subject_id.as_deref().and_then(trailing_number) else { return };
     if cfg.id_walk == 0 || e.actor_kind != "staff" {
         return;
     }
-    match s.walk_last {
-        Some(last) if last.abs_diff(n) == 1 => s.walk.push(Seen::of(e)),
-        Some(last) if last == n => return,
-        _ => {
-            s.walk.clear();
-            s.walk.push(Seen::of(e));
+    // The same subject again is no step; it is remembered as the most recent.
+    s.walk_ids.retain(|(m, _)| *m != n);
+    if s.walk_ids.len() == MAX_ID_WALK {
+        s.walk_ids.pop_front();
+    }
+    s.walk_ids.push_back((n, Seen::of(e)));
+    let held = |m: u64| s.walk_ids.iter().any(|(k, _)| *k == m);
+    let low = (0..n).rev().take_while(|&m| held(m)).last().unwrap_or(n);
+    let high = (n + 1..).take_while(|&m| held(m)).last().unwrap_or(n);
+    let run = (high - low + 1) as usize;
+    if run < cfg.id_walk {
+        return;
+    }
+    let mut steps: Vec<(u64, Seen)> = Vec::with_capacity(run);
+    s.walk_ids.retain(|(m, w)| {
+        let in_run = (low..=high).contains(m);
+        if in_run {
+            steps.push((*m, w.clone()));
         }
-    }
-    s.walk_last = Some(n);
-    if s.walk.len() >= cfg.id_walk {
-        alert(
-            "enumeration",
-            cfg.severity,
-            format!(
-                "{} went through {} subjects with consecutive ids, one after the other: walking the id space.",
-                e.actor,
-                s.walk.len()
-            ),
-            s.walk.iter().take(MAX_EVIDENCE).map(|w| w.evidence("next id")).collect(),
-        );
-        s.walk.clear();
-    }
+        !in_run
+    });
+    steps.sort_by_key(|(m, _)| *m);
+    alert(
+        "enumeration",
+        cfg.severity,
+        format!("{} opened {run} subjects with consecutive ids: walking the id space.", e.actor),
+        steps.iter().take(MAX_EVIDENCE).map(|(_, w)| w.evidence("next id")).collect(),
+    );
 }
 
 fn wide_searches(c: &DetectionsConfig, s: &mut EntityState, e: &EnrichedAccess, alert: &mut Raise<'_>) {

@@ -1,5 +1,9 @@
 //! Sentinel's errors and their `google.rpc.Status`.
-use quis_core::{ApiError, FieldViolation};
+use quis_core::{
+    ApiError, FieldViolation,
+    db::is_transient,
+    error::{STORE_BUSY_MESSAGE, STORE_RETRY_AFTER},
+};
 use tonic::Code;
 
 use crate::store::StoreError;
@@ -31,6 +35,7 @@ impl ApiError for SentinelError {
             SentinelError::AlertClosed(_) | SentinelError::ReviewCompleted(_) => Code::FailedPrecondition,
             SentinelError::LedgerUnavailable => Code::Unavailable,
             SentinelError::WatchLagged => Code::Aborted,
+            SentinelError::Store(StoreError::Sql(e)) if is_transient(e) => Code::Unavailable,
             SentinelError::Store(_) => Code::Internal,
         }
     }
@@ -42,6 +47,7 @@ impl ApiError for SentinelError {
             SentinelError::ReviewCompleted(_) => "REVIEW_COMPLETED",
             SentinelError::LedgerUnavailable => "LEDGER_UNAVAILABLE",
             SentinelError::WatchLagged => "WATCH_LAGGED",
+            SentinelError::Store(StoreError::Sql(e)) if is_transient(e) => "STORE_UNAVAILABLE",
             SentinelError::Store(_) => "STORE_FAILED",
         }
     }
@@ -52,6 +58,16 @@ impl ApiError for SentinelError {
         match self {
             SentinelError::Invalid(v) => v.clone(),
             _ => Vec::new(),
+        }
+    }
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        matches!(self, SentinelError::Store(StoreError::Sql(e)) if is_transient(e)).then_some(STORE_RETRY_AFTER)
+    }
+    fn public_message(&self) -> String {
+        match self {
+            SentinelError::Store(StoreError::Sql(e)) if is_transient(e) => STORE_BUSY_MESSAGE.to_string(),
+            _ if self.code() == Code::Internal => "internal error".to_string(),
+            _ => self.to_string(),
         }
     }
 }

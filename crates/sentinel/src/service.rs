@@ -181,11 +181,7 @@ impl Check {
         if v.trim().is_empty() || v.chars().count() > MAX_NOTE_CHARS {
             self.fail("note", "must be 1 to 2000 characters");
         } else if v.len() > quis_proto::MAX_DETAIL_VALUE_BYTES {
-            let limit = quis_proto::MAX_DETAIL_VALUE_BYTES;
-            self.fail(
-                "note",
-                &format!("must be at most {limit} bytes of UTF-8 (the ledger's limit for a committed value)"),
-            );
+            self.fail("note", &format!("must be {}", quis_proto::detail_value_bytes_rule()));
         }
     }
     fn done(self) -> Result<(), SentinelError> {

@@ -331,6 +331,13 @@ fn malformed_configuration_names_the_key() {
     let mut config = quis_sentinel::SentinelConfig::default();
     config.detections.volume.factor = 0.5;
     assert_eq!(quis_sentinel::config::validate(&config).expect_err("refused").key, "detections.volume.factor");
+    let mut config = quis_sentinel::SentinelConfig::default();
+    config.detections.enumeration.id_walk = quis_sentinel::config::MAX_ID_WALK + 1;
+    let refused = quis_sentinel::config::validate(&config).expect_err("a walk longer than it remembers");
+    assert_eq!(
+        (refused.key.as_str(), refused.rule.as_str()),
+        ("detections.enumeration.id_walk", "must be 0 (off) or between 2 and 64")
+    );
     let parsed: Result<quis_sentinel::SentinelConfig, _> =
         serde_json::from_str(r#"{"detections": {"enumeration": {"denials_typo": 3}}}"#);
     assert!(parsed.expect_err("refused").to_string().contains("denials_typo"));

@@ -261,9 +261,48 @@ fn id_walking_and_one_alert_per_relationship() {
     assert_eq!(only(&alerts), vec![("enumeration", "mallory".to_string())]);
     assert_eq!(alerts[0].evidence.len(), 5);
 
+    // Sent in parallel, a walk reaches the ledger in any order: the run of numbers is what counts.
+    let order = [102, 100, 104, 101, 103];
+    let shuffled: Vec<Access> =
+        order.iter().enumerate().map(|(i, n)| access(T0 + i as i64, "mallory", &format!("s-{n}"), "")).collect();
+    let (alerts, events, _) = run(config.clone(), &shuffled);
+    assert_eq!(only(&alerts), vec![("enumeration", "mallory".to_string())]);
+    let by_number: Vec<u64> = [1, 3, 0, 4, 2].iter().map(|&i| events[i].index).collect();
+    assert_eq!(alerts[0].evidence.iter().map(|e| e.index).collect::<Vec<_>>(), by_number, "evidence in id order");
+
+    // At any pace, between other reads (many subjects: only the walk is looked at here); but five
+    // with a gap are no walk, nor a run pushed out of the last 64 subjects.
+    config.bulk_collection.enabled = false;
+    config.volume.enabled = false;
+    let mut slow = Vec::new();
+    for (i, n) in order.iter().enumerate() {
+        let t = T0 + i as i64 * 60 * MINUTE;
+        slow.push(access(t, "mallory", &format!("s-{n}"), ""));
+        slow.extend((0..10).map(|k| access(t + k, "mallory", &format!("s-{}", 5000 + 100 * i as i64 + 2 * k), "")));
+    }
+    assert_eq!(only(&run(config.clone(), &slow).0), vec![("enumeration", "mallory".to_string())], "one an hour");
+    let gap: Vec<Access> =
+        [100, 101, 102, 104, 105].iter().map(|n| access(T0, "mallory", &format!("s-{n}"), "")).collect();
+    assert!(run(config.clone(), &gap).0.is_empty());
+    let mut forgotten = Vec::new();
+    for (i, n) in order.iter().enumerate() {
+        forgotten.push(access(T0 + i as i64, "mallory", &format!("s-{n}"), ""));
+        if i == 3 {
+            forgotten.extend((0..64).map(|k| access(T0 + 10, "mallory", &format!("s-{}", 5000 + 2 * k), "")));
+        }
+    }
+    assert!(run(config.clone(), &forgotten).0.is_empty(), "the first four are no longer among the last 64");
+
     let again = [access(T0, "alice", "s-2", "c-1"), access(T0 + MINUTE, "alice", "s-2", "c-1")];
     let (alerts, _, _) = run(config, &again);
     assert_eq!(only(&alerts), vec![("relationship", "alice".to_string())], "the same subject twice: one alert");
+}
+
+#[test]
+fn a_state_saved_with_the_ordered_walk_still_restores() {
+    let seen = format!(r#"{{"time_ms":{T0},"index":7,"leaf_hash":"{}"}}"#, "0".repeat(64));
+    let saved = format!(r#"{{"events":3,"entity":{{"walk_last":103,"walk":[{seen}]}}}}"#);
+    Engine::restore(DetectionsConfig::default(), vec![("mallory".into(), saved)]).expect("restores");
 }
 
 /// lena, a team lead, reads a few of the team's cases a day, then all of them on her last day;

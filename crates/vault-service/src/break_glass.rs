@@ -53,7 +53,7 @@ impl Inner {
                 format!("must be {MIN_JUSTIFICATION_CHARS} to {} characters", convert::MAX_JUSTIFICATION_CHARS),
             );
         } else if justification.len() > convert::MAX_JUSTIFICATION_BYTES {
-            violations.add("justification", convert::justification_bytes_rule());
+            violations.add("justification", quis_proto::detail_value_bytes_rule());
         }
         let seconds = req.duration.map_or(0, |d| d.seconds);
         if !(MIN_SECONDS..=MAX_SECONDS).contains(&seconds) {

@@ -14,11 +14,6 @@ pub const MAX_JUSTIFICATION_CHARS: usize = 2000;
 /// Longest justification in UTF-8 bytes: the most the ledger keeps behind a commitment.
 pub const MAX_JUSTIFICATION_BYTES: usize = quis_proto::MAX_DETAIL_VALUE_BYTES;
 
-/// The rule a justification within the characters but over the bytes breaks.
-pub fn justification_bytes_rule() -> String {
-    format!("at most {MAX_JUSTIFICATION_BYTES} bytes of UTF-8 (the ledger's limit for a committed value)")
-}
-
 pub fn timestamp_us(us: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: us.div_euclid(1_000_000), nanos: (us.rem_euclid(1_000_000) * 1000) as i32 }
 }
@@ -179,7 +174,7 @@ pub fn context(field: &str, ctx: Option<&v::AccessContext>, rule: CaseRule, viol
         violations
             .add(at("justification"), format!("at most {MAX_JUSTIFICATION_CHARS} characters, no control characters"));
     } else if ctx.justification.len() > MAX_JUSTIFICATION_BYTES {
-        violations.add(at("justification"), justification_bytes_rule());
+        violations.add(at("justification"), quis_proto::detail_value_bytes_rule());
     }
     Context { purpose, case: ctx.case, justification: ctx.justification }
 }

@@ -85,8 +85,11 @@ impl ApiError for ServiceError {
     }
 
     fn retry_after(&self) -> Option<Duration> {
-        matches!(self, ServiceError::PolicyUnavailable(_) | ServiceError::LedgerUnavailable(_))
-            .then(|| Duration::from_secs(1))
+        match self {
+            ServiceError::Vault(e) => e.retry_after(),
+            ServiceError::PolicyUnavailable(_) | ServiceError::LedgerUnavailable(_) => Some(Duration::from_secs(1)),
+            _ => None,
+        }
     }
 
     fn metadata(&self) -> std::collections::HashMap<String, String> {

@@ -1,5 +1,9 @@
 //! The vault's errors, mapped once to `google.rpc.Status` (domain `quis.vault`).
-use quis_core::{ApiError, FieldViolation};
+use quis_core::{
+    ApiError, FieldViolation,
+    db::is_transient,
+    error::{STORE_BUSY_MESSAGE, STORE_RETRY_AFTER},
+};
 use tonic::Code;
 
 use crate::{envelope::EnvelopeError, keyring::KeyringError};
@@ -45,10 +49,8 @@ impl ApiError for VaultError {
             VaultError::NotFound(_) => Code::NotFound,
             VaultError::AlreadyExists(_) => Code::AlreadyExists,
             VaultError::VersionMismatch { .. } => Code::Aborted,
-            // A store that cannot be reached is worth retrying; nothing was returned (fail closed).
-            VaultError::Store(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
-                Code::Unavailable
-            }
+            // A store that cannot be reached or is busy is worth retrying; nothing was returned (fail closed).
+            VaultError::Store(e) if is_transient(e) => Code::Unavailable,
             VaultError::Sealed { .. } | VaultError::Keys(_) | VaultError::Store(_) => Code::Internal,
         }
     }
@@ -78,10 +80,14 @@ impl ApiError for VaultError {
         }
     }
 
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        (self.code() == Code::Unavailable).then_some(STORE_RETRY_AFTER)
+    }
+
     fn public_message(&self) -> String {
         match self.code() {
             Code::Internal => "internal error".to_string(),
-            Code::Unavailable => "the vault's store is unavailable; retry later".to_string(),
+            Code::Unavailable => STORE_BUSY_MESSAGE.to_string(),
             _ => self.to_string(),
         }
     }
@@ -113,5 +119,7 @@ mod tests {
 
         let down = quis_core::error::to_status(&VaultError::Store(sqlx::Error::PoolTimedOut));
         assert_eq!(down.code(), Code::Unavailable);
+        assert_eq!(down.message(), quis_core::error::STORE_BUSY_MESSAGE);
+        assert_eq!(down.get_error_details().retry_info().and_then(|r| r.retry_delay), Some(STORE_RETRY_AFTER));
     }
 }
