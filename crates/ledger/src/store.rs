@@ -322,14 +322,8 @@ impl LedgerStore {
         {
             // Mostly consecutive rows (a tile of leaf hashes): one range scan instead of a
             // primary-key lookup per row, the few rows in between read and dropped.
-            let found: Vec<(i64, Vec<u8>)> = on_pool!(&self.db, pool => sqlx::query_as(
-                "SELECT idx, hashes FROM ledger_entries WHERE idx >= $1 AND idx <= $2"
-            )
-            .bind(to_i64(first))
-            .bind(to_i64(last))
-            .fetch_all(pool)
-            .await)?;
-            blobs.extend(found.into_iter().map(|(i, h)| (i as u64, h)));
+            let sql = "SELECT idx, hashes FROM ledger_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx";
+            blobs.extend(self.rows_in(sql, first, last + 1).await?);
             rows.clear();
         }
         for chunk in rows.chunks(KEYS_PER_LOOKUP) {
@@ -361,16 +355,20 @@ impl LedgerStore {
         Ok(out)
     }
 
+    /// `(idx, column)` of the rows `[start, end)` by `sql`, a range scan with those two bounds.
+    async fn rows_in(&self, sql: &'static str, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let rows: Vec<(i64, Vec<u8>)> = on_pool!(&self.db, pool => sqlx::query_as(sql)
+            .bind(to_i64(start))
+            .bind(to_i64(end))
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows.into_iter().map(|(i, v)| (i as u64, v)).collect())
+    }
+
     /// Entries `[start, end)`, in order.
     pub async fn read_entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let rows: Vec<(i64, Vec<u8>)> = on_pool!(&self.db, pool => sqlx::query_as(
-            "SELECT idx, data FROM ledger_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx"
-        )
-        .bind(to_i64(start))
-        .bind(to_i64(end))
-        .fetch_all(pool)
-        .await)?;
-        let entries: Vec<(u64, Vec<u8>)> = rows.into_iter().map(|(i, d)| (i as u64, d)).collect();
+        let sql = "SELECT idx, data FROM ledger_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx";
+        let entries = self.rows_in(sql, start, end).await?;
         for (offset, (idx, _)) in entries.iter().enumerate() {
             if *idx != start + offset as u64 {
                 return Err(StoreError::Corrupt(format!("entry {} is missing", start + offset as u64)));

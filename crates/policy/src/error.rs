@@ -114,3 +114,18 @@ impl From<PolicyError> for Status {
 pub fn invalid(field: impl Into<String>, rule: impl Into<String>) -> PolicyError {
     PolicyError::Invalid(vec![FieldViolation::new(field, rule)])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_or_unreachable_store_is_retried_any_other_failure_is_internal() {
+        let busy = PolicyError::Store(sqlx::Error::PoolTimedOut);
+        assert_eq!((busy.code(), busy.reason()), (Code::Unavailable, "STORE_UNAVAILABLE"));
+        assert_eq!((busy.retry_after(), busy.public_message().as_str()), (Some(STORE_RETRY_AFTER), STORE_BUSY_MESSAGE));
+        let broken = PolicyError::Store(sqlx::Error::RowNotFound);
+        assert_eq!((broken.code(), broken.reason(), broken.retry_after()), (Code::Internal, "STORE_FAILED", None));
+        assert_eq!(broken.public_message(), "internal error");
+    }
+}
