@@ -25,7 +25,7 @@ use quis_proto::{
     policy::{self as pb, entity::Kind, policy_service_client::PolicyServiceClient},
     vault::{self as v, vault_service_client::VaultServiceClient},
 };
-use quis_vault::{Field, FieldValue, Sensitivity, SubjectInput, Vault};
+use quis_vault::{Field, FieldValue, Sensitivity, SubjectInput, Vault, VaultError};
 use tokio_util::sync::CancellationToken;
 use tonic::{metadata::MetadataValue, transport::Channel};
 
@@ -72,6 +72,22 @@ fn case_of(subject: u64) -> String {
     format!("cases/bench-case-{}", subject / SUBJECTS_PER_CASE)
 }
 
+/// Runs a write again while the store is busy (a build linking beside the bench can hold SQLite's
+/// lock past its busy timeout), up to 10 times, a second apart.
+async fn retry_busy<T, F: Future<Output = Result<T, VaultError>>>(
+    mut write: impl FnMut() -> F,
+) -> Result<T, VaultError> {
+    for _ in 0..10 {
+        match write().await {
+            Err(VaultError::Store(e)) if quis_core::db::is_transient(&e) => {
+                tokio::time::sleep(Duration::from_secs(1)).await
+            }
+            done => return done,
+        }
+    }
+    write().await
+}
+
 /// Writes the subjects and records the store lacks, through the vault library (the
 /// service's ingest path less its policy push, which [`organize`] does in bulk).
 async fn populate(config: &QuisConfig, args: &BenchVaultArgs) -> Result<()> {
@@ -100,7 +116,7 @@ async fn populate(config: &QuisConfig, args: &BenchVaultArgs) -> Result<()> {
                         postcode: "SW1A 1AA".into(),
                         ..SubjectInput::default()
                     };
-                    vault.ingest_subject(&id, &input).await?;
+                    retry_busy(|| vault.ingest_subject(&id, &input)).await?;
                 }
                 for r in 0..per_subject {
                     let name = record_name(s, r);
@@ -116,7 +132,7 @@ async fn populate(config: &QuisConfig, args: &BenchVaultArgs) -> Result<()> {
                         ),
                         Field::new("notes", Sensitivity::Basic, FieldValue::String("a note of some length".repeat(4))),
                     ];
-                    vault.upsert_record(&name, "tax-return", fields, None).await?;
+                    retry_busy(|| vault.upsert_record(&name, "tax-return", fields.clone(), None)).await?;
                     let n = written.fetch_add(1, Ordering::Relaxed) + 1;
                     if n % 100_000 == 0 {
                         println!("store: {n} records written ({:.0} s)", started.elapsed().as_secs_f64());
