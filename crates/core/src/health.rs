@@ -51,8 +51,9 @@ impl Readiness {
     }
 }
 
-/// Spawns [`drive`] on a task of its own, the whole server (the empty service
-/// name) NOT_SERVING until its first round. Await it before the server answers.
+/// Sets the whole server (the empty service name) NOT_SERVING, then spawns a task that runs
+/// `checks` every `interval` and publishes the result under each of `services` (and the empty
+/// name) until `shutdown`, then turns everything NOT_SERVING. Await it before the server answers.
 pub async fn spawn_drive(
     reporter: HealthReporter,
     services: Vec<String>,
@@ -62,55 +63,43 @@ pub async fn spawn_drive(
     shutdown: CancellationToken,
 ) {
     not_serving_until_checked(&reporter).await;
-    tokio::spawn(drive(reporter, services, checks, readiness, interval, shutdown));
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let mut failures = Vec::new();
+            for check in &checks {
+                match tokio::time::timeout(interval.max(Duration::from_secs(1)), check.check()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(reason)) => failures.push(format!("{}: {reason}", check.name())),
+                    Err(_) => failures.push(format!("{}: timed out", check.name())),
+                }
+            }
+            let ready = failures.is_empty() && !shutdown.is_cancelled();
+            if last != Some(ready) {
+                if ready {
+                    tracing::info!("ready");
+                } else {
+                    tracing::warn!(failures = %failures.join("; "), "not ready");
+                }
+                last = Some(ready);
+            }
+            readiness.set(ready, failures.join("; "));
+            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+            publish(&reporter, &services, status).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+        readiness.drain();
+        publish(&reporter, &services, ServingStatus::NotServing).await;
+    });
 }
 
 /// tonic-health starts the empty service name SERVING, so a caller polling health
 /// at start could see a server serving whose readiness was never checked.
 async fn not_serving_until_checked(reporter: &HealthReporter) {
     reporter.set_service_status("", ServingStatus::NotServing).await;
-}
-
-/// Runs `checks` every `interval` and publishes the result under each of
-/// `services` (and the empty name, the whole server) until `shutdown`, then
-/// turns everything NOT_SERVING.
-async fn drive(
-    reporter: HealthReporter,
-    services: Vec<String>,
-    checks: Vec<Arc<dyn ReadinessCheck>>,
-    readiness: Readiness,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut last = None;
-    loop {
-        let mut failures = Vec::new();
-        for check in &checks {
-            match tokio::time::timeout(interval.max(Duration::from_secs(1)), check.check()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(reason)) => failures.push(format!("{}: {reason}", check.name())),
-                Err(_) => failures.push(format!("{}: timed out", check.name())),
-            }
-        }
-        let ready = failures.is_empty() && !shutdown.is_cancelled();
-        if last != Some(ready) {
-            if ready {
-                tracing::info!("ready");
-            } else {
-                tracing::warn!(failures = %failures.join("; "), "not ready");
-            }
-            last = Some(ready);
-        }
-        readiness.set(ready, failures.join("; "));
-        let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
-        publish(&reporter, &services, status).await;
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
-    readiness.drain();
-    publish(&reporter, &services, ServingStatus::NotServing).await;
 }
 
 async fn publish(reporter: &HealthReporter, services: &[String], status: ServingStatus) {
@@ -159,7 +148,7 @@ mod tests {
         let open = Arc::new(AtomicBool::new(false));
         let (readiness, stop) = (Readiness::default(), CancellationToken::new());
         let checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(Gate(Arc::clone(&open)))];
-        tokio::spawn(drive(reporter, Vec::new(), checks, readiness.clone(), Duration::from_millis(20), stop.clone()));
+        spawn_drive(reporter, Vec::new(), checks, readiness.clone(), Duration::from_millis(20), stop.clone()).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(status().await, Answer::NotServing as i32, "rounds that fail");
         assert!(!readiness.is_ready());

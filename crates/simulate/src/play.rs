@@ -74,7 +74,7 @@ impl Player<'_> {
         while let Some(first) = rest.first() {
             // One actor does one thing after another: their next activity waits for the next
             // group. Played at once, their entries would reach the ledger in an order that varies
-            // between runs, and so would what order-sensitive detections (id walking) see.
+            // between runs, and so would the entry a detection fires on (and its lag).
             let mut actors = HashSet::new();
             let n = rest
                 .iter()
