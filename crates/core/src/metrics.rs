@@ -14,17 +14,23 @@ use crate::grpc_body::{GrpcOutcome, ObservedBody};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Upper bounds of every histogram's buckets, in seconds: fine between 1 and 50 ms,
+/// where the tail of a guarded call lies.
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// The process's Prometheus recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
-        let handle = PrometheusBuilder::new()
-            .set_buckets(&[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
-            .map(|b| b.install_recorder())
-            .and_then(|r| r)
-            .unwrap_or_else(|_| {
-                // Another recorder is already installed (a test harness): render an empty one.
-                PrometheusBuilder::new().build_recorder().handle()
-            });
+        let handle =
+            PrometheusBuilder::new().set_buckets(BUCKETS).map(|b| b.install_recorder()).and_then(|r| r).unwrap_or_else(
+                |_| {
+                    // Another recorder is already installed (a test harness): render an empty one.
+                    PrometheusBuilder::new().build_recorder().handle()
+                },
+            );
         let upkeep = handle.clone();
         std::thread::Builder::new()
             .name("metrics-upkeep".into())
@@ -112,6 +118,12 @@ pub fn record_call(server: &'static str, path: &str, code: &'static str, elapsed
     ];
     metrics::counter!("quis_grpc_requests_total", &labels).increment(1);
     metrics::histogram!("quis_grpc_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+}
+
+/// Records how long one stage of a call took (a store read, a call to another
+/// service, waiting for a group included): `quis_stage_seconds{service, stage}`.
+pub fn record_stage(service: &'static str, stage: &'static str, elapsed: Duration) {
+    metrics::histogram!("quis_stage_seconds", "service" => service, "stage" => stage).record(elapsed.as_secs_f64());
 }
 
 /// `/pkg.Service/Method` → (`pkg.Service`, `Method`); anything else is bucketed as `other`

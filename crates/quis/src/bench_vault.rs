@@ -29,7 +29,10 @@ use quis_vault::{Field, FieldValue, Sensitivity, SubjectInput, Vault, VaultError
 use tokio_util::sync::CancellationToken;
 use tonic::{metadata::MetadataValue, transport::Channel};
 
-use crate::bench::{Load, header, row};
+use crate::{
+    bench::{Load, header, row},
+    bench_stages,
+};
 
 #[derive(clap::Args, Clone)]
 pub struct BenchVaultArgs {
@@ -238,6 +241,7 @@ pub async fn run(args: &BenchVaultArgs, config: QuisConfig) -> Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let per_subject = args.records_per_subject;
     let auth = bearer.clone();
+    let metrics_before = quis_core::metrics::handle().render();
     let guarded = load
         .run(&gateway, move |channel| {
             let mut client = VaultServiceClient::new(channel);
@@ -257,6 +261,7 @@ pub async fn run(args: &BenchVaultArgs, config: QuisConfig) -> Result<()> {
             async move { client.get_record(req).await.is_ok_and(|r| r.get_ref().receipt.is_some()) }
         })
         .await?;
+    let metrics_after = quis_core::metrics::handle().render();
     let trivial = load
         .run(&gateway, move |channel| {
             let mut client = EchoServiceClient::new(channel);
@@ -273,6 +278,14 @@ pub async fn run(args: &BenchVaultArgs, config: QuisConfig) -> Result<()> {
     println!("{}", row("getrecord", &guarded));
     println!("{}", row("echo", &trivial));
     println!("ratio getrecord/echo: {:.2}", guarded.rate() / trivial.rate().max(1.0));
+    // Each stage of the guarded reads and each hop they cross, over the guarded load (its warm-up included).
+    println!("{}", bench_stages::header());
+    let least = guarded.calls as f64 / 100.0;
+    for metric in ["quis_stage_seconds", "quis_grpc_request_duration_seconds"] {
+        for line in bench_stages::table(&metrics_before, &metrics_after, metric, least) {
+            println!("{line}");
+        }
+    }
     stop.cancel();
     Ok(())
 }

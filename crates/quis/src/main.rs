@@ -4,6 +4,7 @@
 mod bench;
 mod bench_ledger;
 mod bench_policy;
+mod bench_stages;
 mod bench_vault;
 mod simulate;
 mod suite;

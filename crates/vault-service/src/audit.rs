@@ -16,6 +16,7 @@ use crate::{
     error::ServiceError,
     index_writer::IndexWriter,
     links::{Decision, LedgerLink},
+    service::timed,
 };
 
 /// A value with a fresh random salt: its commitment goes into the entry, both into the details.
@@ -207,20 +208,21 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Appends the event and waits until it is durable; then indexes it for
-    /// the subjects' histories. The index is secondary (rebuilt from the
-    /// ledger), so failing to write it does not fail the access.
+    /// Appends the event and waits until it is durable; then queues it for the
+    /// subjects' histories. The index is secondary (rebuilt from the ledger), so
+    /// failing to write it does not fail the access.
     pub async fn record(&self, access: AccessRecord) -> Result<Recorded, ServiceError> {
         let AccessRecord { event, details, subjects, decision, self_read } = access;
         let visible_from_us = event.subject_visible_time.map_or(0, |t| t.seconds.saturating_mul(1_000_000));
         let details = details.into_iter().map(|d| EventDetail { salt: d.salt, value: d.value }).collect();
-        let ledger_index = self.ledger.append(Event { kind: Some(Kind::Access(event)) }, details).await?;
+        let ledger_index =
+            timed("ledger_append", self.ledger.append(Event { kind: Some(Kind::Access(event)) }, details)).await?;
         if !self_read {
             let rows = subjects
                 .into_iter()
                 .map(|(subject_id, salt)| IndexedAccess { subject_id, ledger_index, visible_from_us, salt })
                 .collect();
-            if let Err(e) = self.index.add(rows).await {
+            if let Err(e) = timed("access_index", self.index.add(rows)).await {
                 tracing::warn!(ledger_index, error = %e, "access index not written; a rebuild from the ledger restores it");
             }
         }

@@ -62,6 +62,14 @@ impl<J: Send + 'static, R: Send + 'static> Coalescer<J, R> {
         Self { jobs }
     }
 
+    /// Queues `job` for the next group without waiting for its answer, which is
+    /// dropped (`run` reports failures itself); waits only while the queue is full.
+    /// `false` if the task has stopped.
+    pub async fn submit(&self, job: J) -> bool {
+        let (reply, _) = oneshot::channel();
+        self.jobs.send((job, reply)).await.is_ok()
+    }
+
     /// Runs `job` in the next group; `None` if no answer came (the task stopped,
     /// the group panicked, or `run` answered fewer jobs than it was given).
     pub async fn call(&self, job: J) -> Option<R> {
@@ -152,6 +160,26 @@ mod tests {
             assert_eq!(call.await.unwrap(), Some(j as u32));
         }
         assert_eq!(most_out.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_submitted_job_runs_before_a_later_call_returns() {
+        let done = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&done);
+        let coalescer = Coalescer::start(10, move |jobs: Vec<u32>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                seen.lock().unwrap().extend(jobs.iter().copied());
+                jobs
+            }
+        });
+        for j in 0..25 {
+            assert!(coalescer.submit(j).await);
+        }
+        assert_eq!(coalescer.call(99).await, Some(99));
+        let expected: Vec<u32> = (0..25).chain([99]).collect();
+        assert_eq!(*done.lock().unwrap(), expected, "queued jobs run in order, before the later call's answer");
     }
 
     #[tokio::test]

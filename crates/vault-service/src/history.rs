@@ -87,6 +87,9 @@ impl Inner {
         let recorded = self.audit.record(access).await?.allowed()?;
         // Covert accesses stay hidden from the subject until their release; overseers see them.
         let visible_at = if own { now_us() } else { i64::MAX };
+        if let Err(e) = self.audit.index.flush().await {
+            tracing::warn!(error = %e, "the access index writer is not answering; the history may miss recent accesses");
+        }
         let store = self.vault.store();
         let rows = store
             .accesses(&subject_id, visible_at, after.unwrap_or(-1), size + 1)

@@ -1,13 +1,19 @@
-//! The per-subject access index, written in groups. SQLite has one writer: with
-//! one transaction per access, concurrent reads queued for its lock (busy waits
-//! and one fsync each), which capped guarded reads near a thousand a second.
-//! Each access still waits until its rows are committed, but the accesses that
-//! arrive meanwhile share one transaction, as the ledger's appends do.
+//! The per-subject access index, written in groups and off the read's path.
+//! SQLite has one writer: with one transaction per access, concurrent reads
+//! queued for its lock (busy waits and one fsync each), which capped guarded
+//! reads near a thousand a second; so accesses share transactions, as the
+//! ledger's appends do. A read only queues its rows (waiting while the queue is
+//! full): the index is secondary, rebuilt from the ledger, and a history read
+//! first waits for what this replica has queued ([`IndexWriter::flush`]).
+//! Waiting for each commit put a store's write stall into the read's latency
+//! (docs/benchmarks.md, "Vault").
+use std::time::Instant;
+
 use quis_vault::store::{IndexedAccess, Store};
 
 use crate::coalesce::Coalescer;
 
-/// Most accesses in one transaction.
+/// Most accesses in one transaction, and most queued.
 const MAX_GROUP: usize = 256;
 
 /// The handle of the writing task; cheap to clone.
@@ -24,18 +30,34 @@ impl IndexWriter {
             async move {
                 let n = accesses.len();
                 let rows: Vec<IndexedAccess> = accesses.into_iter().flatten().collect();
+                if rows.is_empty() {
+                    return vec![Ok(()); n];
+                }
+                let started = Instant::now();
                 let result = store.add_accesses(&rows).await.map(|_| ()).map_err(|e| e.to_string());
+                quis_core::metrics::record_stage("vault", "access_index_commit", started.elapsed());
+                if let Err(e) = &result {
+                    let (first, last) = (rows[0].ledger_index, rows[rows.len() - 1].ledger_index);
+                    tracing::warn!(first, last, error = %e, "access index not written; a rebuild from the ledger restores it");
+                }
                 vec![result; n]
             }
         });
         Self { writes }
     }
 
-    /// Indexes `rows`, returning once they are committed.
+    /// Queues `rows` for the next transaction; waits only while the queue is full.
     pub async fn add(&self, rows: Vec<IndexedAccess>) -> Result<(), String> {
-        if rows.is_empty() {
-            return Ok(());
+        if rows.is_empty() || self.writes.submit(rows).await {
+            Ok(())
+        } else {
+            Err("the access index writer has stopped".to_string())
         }
-        self.writes.call(rows).await.unwrap_or_else(|| Err("the access index writer has stopped".to_string()))
+    }
+
+    /// Waits until every row this replica queued before the call is committed
+    /// (or its failure logged).
+    pub async fn flush(&self) -> Result<(), String> {
+        self.writes.call(Vec::new()).await.unwrap_or_else(|| Err("the access index writer has stopped".to_string()))
     }
 }

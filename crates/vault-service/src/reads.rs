@@ -1,7 +1,7 @@
 //! The guarded calls: check with policy → record the access (allowed or
 //! denied) and wait until the ledger holds it → only then decrypt, minimized.
 //! Every caller, decoy or real subject alike, goes through the same steps.
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use quis_proto::{ledger, policy as pb, vault as v};
 use quis_vault::{
@@ -18,7 +18,7 @@ use crate::{
     error::{ServiceError, Violations},
     guarded::FieldFilter,
     links::Decision,
-    service::{CallerInfo, Inner},
+    service::{CallerInfo, Inner, timed},
 };
 
 /// Most subjects in one export.
@@ -68,7 +68,7 @@ impl Inner {
         asked_fields("fields", &req.fields, &mut violations);
         violations.check()?;
         let name = name.map(|n| n.to_string()).unwrap_or_default();
-        let sealed = self.vault.record_head(&name).await?;
+        let sealed = timed("record_read", self.vault.record_head(&name)).await?;
         let version = sealed.as_ref().map_or(0, |s| s.version());
         let check = Self::check_request(caller, pb::Action::Read, &name, asked_tags(&req.fields), &ctx);
         let decision = self.check(check).await?;
@@ -81,7 +81,9 @@ impl Inner {
         let recorded = self.audit.record(access).await?.allowed()?;
         // Unknown records are NOT_FOUND only once the read is allowed and recorded.
         let sealed = sealed.ok_or_else(|| quis_vault::VaultError::NotFound(name.clone()))?;
+        let opening = Instant::now();
         let record = self.vault.open_record(&recorded, sealed, &filter)?;
+        quis_core::metrics::record_stage("vault", "decrypt", opening.elapsed());
         Ok(v::GetRecordResponse { record: Some(record_to_proto(record)), receipt: Some(recorded.receipt()) })
     }
 
