@@ -10,7 +10,10 @@ use quis_vault::{
     store::{Store, StoredHead},
 };
 
-use crate::audit::Recorded;
+use crate::{audit::Recorded, coalesce::Coalescer};
+
+/// Most record heads read in one statement.
+const MAX_HEADS: usize = 64;
 
 /// A record field's policy tag: its name up to the first `_` (`income_2024` → `income`).
 pub fn field_tag(name: &str) -> &str {
@@ -59,6 +62,10 @@ impl SealedRecord {
 /// The vault behind the proof-taking API.
 pub struct GuardedVault {
     vault: Vault,
+    /// Head reads made while another is out share one statement: each statement is a
+    /// round trip to a SQLite connection's thread and back, and those hand-offs, not the
+    /// reads, were the cost (docs/benchmarks.md, "Vault").
+    heads: Coalescer<String, Option<StoredHead>>,
 }
 
 fn everything() -> AllowedFields {
@@ -66,8 +73,21 @@ fn everything() -> AllowedFields {
 }
 
 impl GuardedVault {
+    /// Starts the head-reading task on the current runtime.
     pub fn new(vault: Vault) -> Self {
-        Self { vault }
+        let store = vault.store().clone();
+        let heads = Coalescer::start(MAX_HEADS, move |names: Vec<String>| {
+            let store = store.clone();
+            async move {
+                match store.records(&names).await {
+                    // The same record may be asked for twice in one group.
+                    Ok(found) => names.iter().map(|name| found.get(name).cloned()).collect(),
+                    // Unanswered, each read goes alone and gets its own error.
+                    Err(_) => Vec::new(),
+                }
+            }
+        });
+        Self { vault, heads }
     }
 
     /// The store: metadata, the access index and break-glass rows; never plaintext.
@@ -78,7 +98,10 @@ impl GuardedVault {
     /// A record's current version, sealed, read before the decision: the access
     /// records its version and answers exactly it, whatever is written meanwhile.
     pub async fn record_head(&self, name: &str) -> Result<Option<SealedRecord>, VaultError> {
-        let head = self.vault.store().record(name).await?;
+        let head = match self.heads.call(name.to_string()).await {
+            Some(head) => head,
+            None => self.vault.store().record(name).await?,
+        };
         Ok(head.map(|head| SealedRecord { name: name.to_string(), head }))
     }
 

@@ -17,6 +17,8 @@
 //!   grant itself is held by policy; this is who may end it, and when).
 //! - `vault_kek_checks`: per KEK id, a check value (an HMAC under the KEK), so
 //!   that a KEK file replaced by another key is refused at start.
+use std::collections::HashMap;
+
 use quis_core::{
     db::{Db, insert_sql, statement_sizes},
     on_pool,
@@ -465,6 +467,30 @@ impl Store {
              WHERE r.name = $1")
             .bind(name).fetch_optional(pool).await)?;
         Ok(row.map(head))
+    }
+
+    /// The current versions of the records `names`, by name; names without a record are
+    /// left out. One statement whatever their number, so concurrent reads can share it.
+    pub async fn records(&self, names: &[String]) -> Result<HashMap<String, StoredHead>, sqlx::Error> {
+        const HEADS: &str = "SELECT r.name, r.version, r.kind, r.create_time_us, r.update_time_us, x.nonce, x.ciphertext, x.wrapped_key, x.kek_id
+             FROM vault_records r JOIN vault_sealed x ON x.name = r.name AND x.version = r.version WHERE r.name";
+        let rows: Vec<(String, i64, String, i64, i64, Vec<u8>, Vec<u8>, Vec<u8>, String)> = match &self.db {
+            // The names travel as one JSON array: one prepared statement for any number of them.
+            Db::Sqlite(pool) => {
+                let list = serde_json::to_string(names).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                sqlx::query_as(&format!("{HEADS} IN (SELECT value FROM json_each($1))"))
+                    .bind(list)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Db::Postgres(pool) => sqlx::query_as(&format!("{HEADS} = ANY($1)")).bind(names).fetch_all(pool).await?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(name, version, kind, create, update, nonce, ciphertext, wrapped_key, kek_id)| {
+                (name, head((version, kind, create, update, nonce, ciphertext, wrapped_key, kek_id)))
+            })
+            .collect())
     }
 
     /// The names of a subject's records, of `kind` if given, in order.

@@ -106,7 +106,19 @@ async fn ingest_and_minimized_reads(backend: Backend) {
     let updated = h.vault.upsert_record(name, "tax-return", fields, Some(1)).await.expect("update");
     assert_eq!(updated.version, 2);
     assert_eq!(updated.fields[0].value, Some(FieldValue::String("closed".into())));
-    assert_eq!(count(&h, "vault_sealed").await, 3, "profile v1, record v1 and v2");
+
+    // Heads read together: current versions only, a name asked twice answered once, a missing one left out.
+    let other = "subjects/s1/records/tax-2023";
+    h.vault.upsert_record(other, "tax-return", tax_record(), Some(0)).await.expect("create");
+    let asked: Vec<String> = [name, other, name, "subjects/s1/records/nope"].map(String::from).into();
+    let heads = h.vault.store().records(&asked).await.expect("heads");
+    let mut versions: Vec<(&str, i64)> = heads.iter().map(|(n, head)| (n.as_str(), head.version)).collect();
+    versions.sort();
+    assert_eq!(versions, [(other, 1), (name, 2)]);
+    let alone = h.vault.store().record(name).await.expect("head").expect("present");
+    assert_eq!(heads[name].sealed, alone.sealed, "the same sealed version as a lone read");
+    assert!(h.vault.store().records(&[]).await.expect("no names").is_empty());
+    assert_eq!(count(&h, "vault_sealed").await, 4, "profile v1, record v1 and v2, the other record");
 
     let stale = h.vault.upsert_record(name, "tax-return", tax_record(), Some(1)).await.expect_err("stale");
     assert_eq!(stale.reason(), "VERSION_MISMATCH");
