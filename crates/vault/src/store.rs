@@ -165,6 +165,8 @@ pub struct Store {
 }
 
 type HeadRow = (i64, String, i64, i64, Vec<u8>, Vec<u8>, Vec<u8>, String);
+/// A [`HeadRow`] after its record's name.
+type NamedHeadRow = (String, i64, String, i64, i64, Vec<u8>, Vec<u8>, Vec<u8>, String);
 
 fn head(row: HeadRow) -> StoredHead {
     let (version, kind, create_time_us, update_time_us, nonce, ciphertext, wrapped_key, kek_id) = row;
@@ -474,7 +476,7 @@ impl Store {
     pub async fn records(&self, names: &[String]) -> Result<HashMap<String, StoredHead>, sqlx::Error> {
         const HEADS: &str = "SELECT r.name, r.version, r.kind, r.create_time_us, r.update_time_us, x.nonce, x.ciphertext, x.wrapped_key, x.kek_id
              FROM vault_records r JOIN vault_sealed x ON x.name = r.name AND x.version = r.version WHERE r.name";
-        let rows: Vec<(String, i64, String, i64, i64, Vec<u8>, Vec<u8>, Vec<u8>, String)> = match &self.db {
+        let rows: Vec<NamedHeadRow> = match &self.db {
             // The names travel as one JSON array: one prepared statement for any number of them.
             Db::Sqlite(pool) => {
                 let list = serde_json::to_string(names).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
