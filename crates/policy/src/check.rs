@@ -133,8 +133,28 @@ fn request(prefix: &str, principal: String, req: &pb::CheckRequest, now_ms: i64)
 
 impl Policy {
     /// Waits, when configured, for every change committed before this call.
+    /// Timed as `quis_stage_seconds{service="policy", stage="fresh"}`.
     pub(crate) async fn prepare(&self) -> Result<(), PolicyError> {
-        if self.read_your_writes { self.live.fresh().await } else { Ok(()) }
+        if !self.read_your_writes {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let fresh = self.live.fresh().await;
+        quis_core::metrics::record_stage("policy", "fresh", started.elapsed());
+        fresh
+    }
+
+    /// [`Self::decide`], timed as `quis_stage_seconds{service="policy", stage="decide"}`.
+    pub(crate) fn decide_timed(
+        &self,
+        caller: &Principal,
+        prefix: &str,
+        req: &pb::CheckRequest,
+    ) -> Result<pb::CheckResponse, PolicyError> {
+        let started = std::time::Instant::now();
+        let decided = self.decide(caller, prefix, req);
+        quis_core::metrics::record_stage("policy", "decide", started.elapsed());
+        decided
     }
 
     /// Decides one check for `caller`; `prefix` prefixes field paths (`checks[3].`).

@@ -221,7 +221,7 @@ impl PolicyService for Policy {
         let caller = quis_auth::principal(&request)?;
         let req = request.into_inner();
         self.prepare().await?;
-        Ok(Response::new(self.decide(&caller, "", &req)?))
+        Ok(Response::new(self.decide_timed(&caller, "", &req)?))
     }
 
     async fn batch_check(
@@ -238,7 +238,7 @@ impl PolicyService for Policy {
             .checks
             .iter()
             .enumerate()
-            .map(|(i, check)| self.decide(&caller, &format!("checks[{i}]."), check))
+            .map(|(i, check)| self.decide_timed(&caller, &format!("checks[{i}]."), check))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(pb::BatchCheckResponse { decisions }))
     }

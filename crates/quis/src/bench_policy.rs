@@ -31,6 +31,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{metadata::MetadataValue, transport::Channel};
 
+use crate::bench_stages;
+
 #[derive(clap::Args)]
 pub struct BenchPolicyArgs {
     /// Staff members (in teams of 100).
@@ -264,6 +266,7 @@ pub async fn run(args: &BenchPolicyArgs, data_dir: &std::path::Path) -> Result<(
     println!("load at start: {total_entities} entities in {:.2} s", loaded.as_secs_f64());
 
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let metrics_before = quis_core::metrics::handle().render();
     let (calls, allowed, errors, elapsed, latency) = match args.rate {
         Some(rate) => {
             let (measured, from_send) = open_loop(args, rate, &org, target, &auth).await?;
@@ -295,6 +298,14 @@ pub async fn run(args: &BenchPolicyArgs, data_dir: &std::path::Path) -> Result<(
         latency.value_at_quantile(0.99),
         latency.max(),
     );
+    // The checks as the policy service saw them, against the generator's figures above.
+    let metrics_after = quis_core::metrics::handle().render();
+    println!("{}", bench_stages::header());
+    for metric in ["quis_stage_seconds", "quis_grpc_request_duration_seconds"] {
+        for line in bench_stages::table(&metrics_before, &metrics_after, metric, calls as f64 / 100.0) {
+            println!("{line}");
+        }
+    }
     println!("loadavg before checks: {}", load_before.trim());
     println!("loadavg after checks:  {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
     stop.cancel();
