@@ -2,6 +2,7 @@
 //! and a tower layer that counts gRPC calls by service, method and code.
 use std::{
     collections::HashSet,
+    future::Future,
     sync::OnceLock,
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -120,9 +121,25 @@ pub fn record_call(server: &'static str, path: &str, code: &'static str, elapsed
     metrics::histogram!("quis_grpc_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
 }
 
-/// Records how long one stage of a call took (a store read, a call to another
-/// service, waiting for a group included): `quis_stage_seconds{service, stage}`.
-pub fn record_stage(service: &'static str, stage: &'static str, elapsed: Duration) {
+/// Runs `work` and records how long it took as one stage of a call:
+/// `quis_stage_seconds{service, stage}`.
+pub fn time_stage<T>(service: &'static str, stage: &'static str, work: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = work();
+    record_stage(service, stage, started.elapsed());
+    out
+}
+
+/// [`time_stage`] for a future: its time until ready, waiting for a shared group or a
+/// store included.
+pub async fn time_stage_async<T>(service: &'static str, stage: &'static str, work: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = work.await;
+    record_stage(service, stage, started.elapsed());
+    out
+}
+
+fn record_stage(service: &'static str, stage: &'static str, elapsed: Duration) {
     metrics::histogram!("quis_stage_seconds", "service" => service, "stage" => stage).record(elapsed.as_secs_f64());
 }
 

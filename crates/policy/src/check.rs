@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use quis_auth::{AuthError, Principal, PrincipalKind};
-use quis_core::FieldViolation;
+use quis_core::{FieldViolation, metrics::time_stage_async};
 use quis_policy_engine::{CheckRequest, Engine, RequestContext, policy::AlertLevel};
 use quis_proto::policy as pb;
 
@@ -135,28 +135,8 @@ impl Policy {
     /// Waits, when configured, for every change committed before this call.
     /// Timed as `quis_stage_seconds{service="policy", stage="fresh"}`.
     pub(crate) async fn prepare(&self) -> Result<(), PolicyError> {
-        if !self.read_your_writes {
-            return Ok(());
-        }
-        let started = std::time::Instant::now();
-        let fresh = self.live.fresh().await;
-        quis_core::metrics::record_stage("policy", "fresh", started.elapsed());
-        fresh
+        if self.read_your_writes { time_stage_async("policy", "fresh", self.live.fresh()).await } else { Ok(()) }
     }
-
-    /// [`Self::decide`], timed as `quis_stage_seconds{service="policy", stage="decide"}`.
-    pub(crate) fn decide_timed(
-        &self,
-        caller: &Principal,
-        prefix: &str,
-        req: &pb::CheckRequest,
-    ) -> Result<pb::CheckResponse, PolicyError> {
-        let started = std::time::Instant::now();
-        let decided = self.decide(caller, prefix, req);
-        quis_core::metrics::record_stage("policy", "decide", started.elapsed());
-        decided
-    }
-
     /// Decides one check for `caller`; `prefix` prefixes field paths (`checks[3].`).
     pub(crate) fn decide(
         &self,

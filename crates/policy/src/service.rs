@@ -5,7 +5,7 @@ use std::{collections::HashSet, sync::Arc};
 
 use prost::Message;
 use quis_auth::{Principal, PrincipalKind, Role, TokenVerifier};
-use quis_core::FieldViolation;
+use quis_core::{FieldViolation, metrics::time_stage};
 use quis_policy_engine::{PolicySet, model::EntityKind};
 use quis_proto::policy::{self as pb, policy_service_server::PolicyService};
 use sha2::{Digest, Sha256};
@@ -221,7 +221,7 @@ impl PolicyService for Policy {
         let caller = quis_auth::principal(&request)?;
         let req = request.into_inner();
         self.prepare().await?;
-        Ok(Response::new(self.decide_timed(&caller, "", &req)?))
+        Ok(Response::new(time_stage("policy", "decide", || self.decide(&caller, "", &req))?))
     }
 
     async fn batch_check(
@@ -238,7 +238,7 @@ impl PolicyService for Policy {
             .checks
             .iter()
             .enumerate()
-            .map(|(i, check)| self.decide_timed(&caller, &format!("checks[{i}]."), check))
+            .map(|(i, check)| time_stage("policy", "decide", || self.decide(&caller, &format!("checks[{i}]."), check)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(pb::BatchCheckResponse { decisions }))
     }

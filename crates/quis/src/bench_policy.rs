@@ -300,12 +300,7 @@ pub async fn run(args: &BenchPolicyArgs, data_dir: &std::path::Path) -> Result<(
     );
     // The checks as the policy service saw them, against the generator's figures above.
     let metrics_after = quis_core::metrics::handle().render();
-    println!("{}", bench_stages::header());
-    for metric in ["quis_stage_seconds", "quis_grpc_request_duration_seconds"] {
-        for line in bench_stages::table(&metrics_before, &metrics_after, metric, calls as f64 / 100.0) {
-            println!("{line}");
-        }
-    }
+    bench_stages::print(&metrics_before, &metrics_after, calls as f64 / 100.0);
     println!("loadavg before checks: {}", load_before.trim());
     println!("loadavg after checks:  {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
     stop.cancel();

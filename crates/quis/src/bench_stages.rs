@@ -54,7 +54,7 @@ fn quantile(counts: &[(f64, f64)], q: f64) -> f64 {
 
 /// One row per series of `metric` with at least `min_calls` calls between the
 /// renders `before` and `after`: calls, p50, p90 and p99 in µs.
-pub(crate) fn table(before: &str, after: &str, metric: &str, min_calls: f64) -> Vec<String> {
+fn table(before: &str, after: &str, metric: &str, min_calls: f64) -> Vec<String> {
     let earlier = buckets(before, metric);
     let mut rows = Vec::new();
     for (series, counts) in buckets(after, metric) {
@@ -76,8 +76,18 @@ pub(crate) fn table(before: &str, after: &str, metric: &str, min_calls: f64) -> 
     rows
 }
 
+/// Prints [`header`] and the [`table`]s of the stages and of every hop's server-side time.
+pub(crate) fn print(before: &str, after: &str, min_calls: f64) {
+    println!("{}", header());
+    for metric in ["quis_stage_seconds", "quis_grpc_request_duration_seconds"] {
+        for line in table(before, after, metric, min_calls) {
+            println!("{line}");
+        }
+    }
+}
+
 /// The header of [`table`]'s rows.
-pub(crate) fn header() -> String {
+fn header() -> String {
     format!(
         "{:<58} {:>9} {:>9} {:>9} {:>9}",
         "series (server side; bucket-interpolated)", "calls", "p50 µs", "p90 µs", "p99 µs"

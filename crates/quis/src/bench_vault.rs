@@ -279,13 +279,7 @@ pub async fn run(args: &BenchVaultArgs, config: QuisConfig) -> Result<()> {
     println!("{}", row("echo", &trivial));
     println!("ratio getrecord/echo: {:.2}", guarded.rate() / trivial.rate().max(1.0));
     // Each stage of the guarded reads and each hop they cross, over the guarded load (its warm-up included).
-    println!("{}", bench_stages::header());
-    let least = guarded.calls as f64 / 100.0;
-    for metric in ["quis_stage_seconds", "quis_grpc_request_duration_seconds"] {
-        for line in bench_stages::table(&metrics_before, &metrics_after, metric, least) {
-            println!("{line}");
-        }
-    }
+    bench_stages::print(&metrics_before, &metrics_after, guarded.calls as f64 / 100.0);
     stop.cancel();
     Ok(())
 }

@@ -7,8 +7,6 @@
 //! first waits for what this replica has queued ([`IndexWriter::flush`]).
 //! Waiting for each commit put a store's write stall into the read's latency
 //! (docs/benchmarks.md, "Vault").
-use std::time::Instant;
-
 use quis_vault::store::{IndexedAccess, Store};
 
 use crate::coalesce::Coalescer;
@@ -33,9 +31,10 @@ impl IndexWriter {
                 if rows.is_empty() {
                     return vec![Ok(()); n];
                 }
-                let started = Instant::now();
-                let result = store.add_accesses(&rows).await.map(|_| ()).map_err(|e| e.to_string());
-                quis_core::metrics::record_stage("vault", "access_index_commit", started.elapsed());
+                let result = crate::service::timed("access_index_commit", store.add_accesses(&rows))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
                 if let Err(e) = &result {
                     let (first, last) = (rows[0].ledger_index, rows[rows.len() - 1].ledger_index);
                     tracing::warn!(first, last, error = %e, "access index not written; a rebuild from the ledger restores it");

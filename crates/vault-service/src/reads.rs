@@ -1,7 +1,7 @@
 //! The guarded calls: check with policy → record the access (allowed or
 //! denied) and wait until the ledger holds it → only then decrypt, minimized.
 //! Every caller, decoy or real subject alike, goes through the same steps.
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use quis_proto::{ledger, policy as pb, vault as v};
 use quis_vault::{
@@ -81,9 +81,8 @@ impl Inner {
         let recorded = self.audit.record(access).await?.allowed()?;
         // Unknown records are NOT_FOUND only once the read is allowed and recorded.
         let sealed = sealed.ok_or_else(|| quis_vault::VaultError::NotFound(name.clone()))?;
-        let opening = Instant::now();
-        let record = self.vault.open_record(&recorded, sealed, &filter)?;
-        quis_core::metrics::record_stage("vault", "decrypt", opening.elapsed());
+        let record =
+            quis_core::metrics::time_stage("vault", "decrypt", || self.vault.open_record(&recorded, sealed, &filter))?;
         Ok(v::GetRecordResponse { record: Some(record_to_proto(record)), receipt: Some(recorded.receipt()) })
     }
 

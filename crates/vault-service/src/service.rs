@@ -1,7 +1,7 @@
 //! `quis.vault.v1.VaultService`: the shared state and the gRPC trait, each
 //! method handing over to its module (`ingest`, `reads`, `break_glass`,
 //! `history`, `keys`).
-use std::{future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Instant};
+use std::{future::Future, path::PathBuf, pin::Pin, sync::Arc};
 
 use futures::Stream;
 use quis_auth::{Principal, PrincipalKind, Role};
@@ -103,13 +103,10 @@ impl Inner {
     }
 }
 
-/// Awaits `work` and records how long it took as a stage of a vault call
-/// (`quis_stage_seconds{service="vault", stage}`): where a guarded read's time goes.
+/// Awaits `work` as a stage of a vault call (`quis_stage_seconds{service="vault", stage}`):
+/// where a guarded read's time goes.
 pub(crate) async fn timed<T>(stage: &'static str, work: impl Future<Output = T>) -> T {
-    let started = Instant::now();
-    let out = work.await;
-    quis_core::metrics::record_stage("vault", stage, started.elapsed());
-    out
+    quis_core::metrics::time_stage_async("vault", stage, work).await
 }
 
 /// The service over the shared state.
